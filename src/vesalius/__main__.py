@@ -1,0 +1,3 @@
+from vesalius.cli.main import main
+
+main()

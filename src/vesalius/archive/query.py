@@ -1,0 +1,133 @@
+"""Queries in the archive's terms: a level, constraints, and the answer as DICOM JSON.
+
+C-FIND and QIDO-RS both build a :class:`Query` with :func:`build_query` and read the answers
+of :func:`run_query`; what differs between them is only the wire format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from sqlalchemy.orm import Session
+
+from vesalius.dicom import dicomjson
+from vesalius.dicom.dicomjson import DicomJson
+from vesalius.dicom.levels import COMPUTED_ATTRIBUTES, QUERY_CONTROL_ATTRIBUTES, Level, level_of
+from vesalius.dicom.matching import Constraint, MatchingError, matches, parse_constraint
+from vesalius.errors import InvalidQuery
+from vesalius.index import imaging
+from vesalius.index.lookup import is_indexed
+
+# Keys clients commonly send at the study level meaning the study-level twin.
+_STUDY_LEVEL_ALIASES = {"Modality": "ModalitiesInStudy"}
+
+
+@dataclass
+class Query:
+    """What to look for: a level and the constraints on its attributes and those above."""
+
+    level: Level
+    constraints: list[Constraint] = field(default_factory=list)
+    limit: int | None = None
+    offset: int = 0
+    want_sop_classes: bool = False
+
+
+def build_query(
+    level: Level,
+    keys: Iterable[tuple[str, str | None]],
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+) -> Query:
+    """A query at *level* from (keyword, value) pairs; empty values are return keys only.
+
+    Keys of levels below *level* cannot constrain it and are ignored, except ``Modality`` at
+    the study level, which is read as ``ModalitiesInStudy`` as most archives do.
+
+    Raises
+    ------
+    InvalidQuery
+        For an unknown keyword or a value the matching rules cannot read.
+    """
+    query = Query(level=level, limit=limit, offset=offset)
+    for keyword, value in keys:
+        if level is Level.STUDY and keyword in _STUDY_LEVEL_ALIASES:
+            keyword = _STUDY_LEVEL_ALIASES[keyword]
+        if keyword == "SOPClassesInStudy":
+            query.want_sop_classes = True
+        if keyword in QUERY_CONTROL_ATTRIBUTES:
+            continue
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            raise InvalidQuery(f"{keyword!r} is not a DICOM attribute keyword")
+        if level_of(keyword).depth > level.depth:
+            continue
+        vr = dictionary_VR(tag)
+        if vr == "SQ":
+            continue  # sequence matching is not supported: a return key only
+        try:
+            constraint = parse_constraint(keyword, vr, value)
+        except MatchingError as exc:
+            raise InvalidQuery(f"{keyword}: {exc}") from None
+        if constraint is not None:
+            query.constraints.append(constraint)
+    return query
+
+
+def run_query(session: Session, query: Query, *, fold_pn: bool) -> list[DicomJson]:
+    """The entities matching *query*, each as DICOM JSON of its level and the levels above."""
+    indexed = [c for c in query.constraints if is_indexed(c.keyword)]
+    other = [c for c in query.constraints if not is_indexed(c.keyword)]
+    in_sql = not other
+    found = imaging.find(
+        session,
+        query.level,
+        indexed,
+        fold_pn=fold_pn,
+        limit=query.limit if in_sql else None,
+        offset=query.offset if in_sql else 0,
+    )
+    results = [_merge(match) for match in found]
+    if other:
+        results = [r for r in results if _matches_all(r, other, fold_pn)]
+        end = None if query.limit is None else query.offset + query.limit
+        results = results[query.offset : end]
+    if query.want_sop_classes and query.level is Level.STUDY:
+        pks = [int(m.counts["_study_pk"]) for m in found]
+        classes = imaging.sop_classes_in_studies(session, pks)
+        by_uid = {
+            dicomjson.first_string(m.study or {}, "StudyInstanceUID"): classes[
+                int(m.counts["_study_pk"])
+            ]
+            for m in found
+        }
+        for result in results:
+            uid = dicomjson.first_string(result, "StudyInstanceUID")
+            result[dicomjson.tag_key("SOPClassesInStudy")] = dicomjson.element(
+                "SOPClassesInStudy", sorted(by_uid.get(uid, []))
+            )
+    return results
+
+
+def _merge(match: imaging.Match) -> DicomJson:
+    merged: DicomJson = {}
+    for part in (match.patient, match.study, match.series, match.instance):
+        if part:
+            merged.update(part)
+    for keyword, level in COMPUTED_ATTRIBUTES.items():
+        if keyword in match.counts and level.depth <= match.level.depth:
+            value = match.counts[keyword]
+            values = value if isinstance(value, list) else [value]
+            merged[dicomjson.tag_key(keyword)] = dicomjson.element(keyword, values)
+    return merged
+
+
+def _matches_all(result: DicomJson, constraints: list[Constraint], fold_pn: bool) -> bool:
+    for constraint in constraints:
+        values = dicomjson.value_strings(result.get(dicomjson.tag_key(constraint.keyword)))
+        if not matches(constraint, values, fold=fold_pn):
+            return False
+    return True

@@ -1,0 +1,237 @@
+"""The archive service: the rules of storing, finding, retrieving and deleting instances.
+
+Every protocol (DIMSE, DICOMweb, the command line) calls this class; none of them touches the
+index or the blob store directly. The write order keeps two invariants: an acknowledged store
+is durable (blob fsync'd, then rows committed, then the answer), and a failed store leaves
+nothing behind (the blob is removed when the rows cannot be written).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import BinaryIO
+
+from sqlalchemy.exc import IntegrityError
+
+from vesalius.archive.parse import ParsedInstance, parse_instance
+from vesalius.archive.query import Query, run_query
+from vesalius.config import DuplicatePolicy, Settings
+from vesalius.dicom.dicomjson import DicomJson
+from vesalius.dicom.levels import Level
+from vesalius.dicom.matching import Constraint
+from vesalius.errors import InvalidInstance, NotFound
+from vesalius.index import imaging
+from vesalius.index.engine import Database
+from vesalius.index.imaging import InstanceRecord
+from vesalius.storage.base import BlobInfo, BlobStore
+
+log = logging.getLogger(__name__)
+
+DICOM_PREFIX = "dicom/"
+
+
+class StoreStatus(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # identical instance already archived
+    KEPT_FIRST = "kept_first"  # a different instance with the same UID was already archived
+    REPLACED = "replaced"
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    status: StoreStatus
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+
+    @property
+    def is_new(self) -> bool:
+        return self.status in (StoreStatus.STORED, StoreStatus.REPLACED)
+
+
+def blob_key_for(parsed: ParsedInstance) -> str:
+    """A key that never collides: grouped by study, unique per write."""
+    h = hashlib.sha1(parsed.study_instance_uid.encode()).hexdigest()
+    return (
+        f"{DICOM_PREFIX}{h[:2]}/{h[2:4]}/{h[4:16]}/"
+        f"{parsed.sop_instance_uid}.{secrets.token_hex(4)}.dcm"
+    )
+
+
+class Archive:
+    """Store, find, retrieve and delete DICOM instances."""
+
+    def __init__(self, settings: Settings, db: Database, blobs: BlobStore) -> None:
+        self.settings = settings
+        self.db = db
+        self.blobs = blobs
+
+    # -- store ---------------------------------------------------------------------------------
+
+    def store(self, data: bytes, origin: str | None = None) -> StoreOutcome:
+        """Archive one DICOM Part 10 file as received.
+
+        Raises
+        ------
+        InvalidInstance
+            When the file cannot be archived; nothing is written.
+        """
+        parsed = parse_instance(data)
+        return self._store_parsed(parsed, origin, retry=True)
+
+    def _store_parsed(
+        self, parsed: ParsedInstance, origin: str | None, retry: bool
+    ) -> StoreOutcome:
+        with self.db.read() as session:
+            existing = imaging.get_instance(session, parsed.sop_instance_uid)
+        if existing is not None:
+            return self._store_existing(parsed, existing, origin)
+        blob = self.blobs.put(blob_key_for(parsed), [parsed.data])
+        try:
+            with self.db.write() as session:
+                imaging.add_instance(session, parsed.json, parsed.transfer_syntax_uid, blob, origin)
+        except IntegrityError:
+            self._discard(blob.key)
+            if not retry:
+                raise
+            # Stored concurrently by another association: decide as for a re-send.
+            return self._store_parsed(parsed, origin, retry=False)
+        except BaseException:
+            self._discard(blob.key)
+            raise
+        return self._outcome(StoreStatus.STORED, parsed)
+
+    def _store_existing(
+        self, parsed: ParsedInstance, existing: InstanceRecord, origin: str | None
+    ) -> StoreOutcome:
+        if hashlib.sha256(parsed.data).hexdigest() == existing.sha256:
+            return self._outcome(StoreStatus.DUPLICATE, parsed)
+        if self.settings.duplicate_policy is DuplicatePolicy.KEEP_FIRST:
+            log.info(
+                "instance %s re-sent with other content by %s; kept the first one",
+                parsed.sop_instance_uid,
+                origin,
+            )
+            return self._outcome(StoreStatus.KEPT_FIRST, parsed)
+        blob = self.blobs.put(blob_key_for(parsed), [parsed.data])
+        try:
+            with self.db.write() as session:
+                imaging.replace_instance(
+                    session, existing, parsed.json, parsed.transfer_syntax_uid, blob, origin
+                )
+        except BaseException:
+            self._discard(blob.key)
+            raise
+        self._discard(existing.blob_key)
+        return self._outcome(StoreStatus.REPLACED, parsed)
+
+    def _discard(self, key: str) -> None:
+        try:
+            self.blobs.delete(key)
+        except OSError:
+            log.exception("could not remove blob %s; `vesalius doctor` will list it", key)
+
+    @staticmethod
+    def _outcome(status: StoreStatus, parsed: ParsedInstance) -> StoreOutcome:
+        return StoreOutcome(
+            status,
+            parsed.sop_class_uid,
+            parsed.sop_instance_uid,
+            parsed.study_instance_uid,
+            parsed.series_instance_uid,
+        )
+
+    # -- find ----------------------------------------------------------------------------------
+
+    def find(self, query: Query) -> list[DicomJson]:
+        """Entities matching *query*, as DICOM JSON (see :mod:`vesalius.archive.query`)."""
+        with self.db.read() as session:
+            return run_query(session, query, fold_pn=self.settings.case_insensitive_pn)
+
+    # -- retrieve ------------------------------------------------------------------------------
+
+    def instances_for(self, level: Level, constraints: list[Constraint]) -> list[InstanceRecord]:
+        """The instances a C-GET or C-MOVE identifier selects."""
+        with self.db.read() as session:
+            return imaging.instances_matching(
+                session, level, constraints, fold_pn=self.settings.case_insensitive_pn
+            )
+
+    def instances_of(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[InstanceRecord]:
+        """The instances of a study, series or instance; raises NotFound when there are none."""
+        with self.db.read() as session:
+            records = imaging.instances_of(session, study_uid, series_uid, sop_uid)
+        if not records:
+            what = sop_uid or series_uid or study_uid
+            raise NotFound(f"no instance found for {what}")
+        return records
+
+    def open(self, record: InstanceRecord) -> BinaryIO:
+        """The stored file of an instance, exactly as it was received."""
+        return self.blobs.open(record.blob_key)
+
+    # -- delete --------------------------------------------------------------------------------
+
+    def delete(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> int:
+        """Delete a study, series or instance (rows, then files); returns instances removed."""
+        records = self.instances_of(study_uid, series_uid, sop_uid)
+        with self.db.write() as session:
+            imaging.delete_instances(session, [r.id for r in records])
+        for record in records:
+            self._discard(record.blob_key)
+        return len(records)
+
+    # -- rebuild -------------------------------------------------------------------------------
+
+    def reindex(
+        self, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """Rebuild the whole imaging index from the stored files alone.
+
+        Returns the number of instances indexed and the (key, reason) of files left out.
+        """
+        keys = [k for k in self.blobs.iter_keys() if k.startswith(DICOM_PREFIX)]
+        rejected: list[tuple[str, str]] = []
+        indexed = 0
+        with self.db.write() as session:
+            imaging.clear(session)
+            for number, key in enumerate(keys, 1):
+                try:
+                    with self.blobs.open(key) as fh:
+                        data = fh.read()
+                    parsed = parse_instance(data)
+                    blob = BlobInfo(key, len(data), hashlib.sha256(data).hexdigest())
+                    with session.begin_nested():
+                        imaging.add_instance(
+                            session, parsed.json, parsed.transfer_syntax_uid, blob, "reindex"
+                        )
+                    indexed += 1
+                except InvalidInstance as exc:
+                    rejected.append((key, str(exc)))
+                except IntegrityError:
+                    rejected.append((key, "another file holds the same SOP Instance UID"))
+                if progress is not None:
+                    progress(number, len(keys))
+        return indexed, rejected
+
+    def totals(self) -> imaging.Totals:
+        with self.db.read() as session:
+            return imaging.totals(session)
+
+    def iter_orphans(self) -> Iterator[str]:
+        """Stored DICOM files the index does not reference."""
+        with self.db.read() as session:
+            known = imaging.all_blob_keys(session)
+        for key in self.blobs.iter_keys():
+            if key.startswith(DICOM_PREFIX) and key not in known:
+                yield key

@@ -1,0 +1,171 @@
+"""The ``vesalius`` command: serve, import, reindex, db, doctor, config."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from vesalius import __version__
+from vesalius.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    name="vesalius",
+    help=(
+        "Vesalius, a research PACS: a DICOM archive (DIMSE and DICOMweb) that keeps each "
+        "subject's research record beside the images.\n\n"
+        "Settings come from a TOML file (--config or VESALIUS_CONFIG) and VESALIUS_* "
+        "environment variables; `vesalius config show` prints them."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+db_app = typer.Typer(help="Manage the index database.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(config_app, name="config")
+
+err = Console(stderr=True)
+out = Console()
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML configuration file (default: $VESALIUS_CONFIG).",
+        show_default=False,
+    ),
+]
+
+
+def settings_or_exit(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        err.print(f"[red]Configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"vesalius {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    pass
+
+
+@app.command()
+def serve(config: ConfigOption = None) -> None:
+    """Run the archive: DICOM (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE) and HTTP, until stopped.
+
+    The embedded SQLite index is created and migrated on first start. Stop with Ctrl-C or
+    SIGTERM: associations in progress finish, then the process exits.
+    """
+    from vesalius.cli.serve import run
+
+    run(settings_or_exit(config))
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files, folders (searched recursively) or zip files.")
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Store DICOM files into the archive, as if they had been sent to it.
+
+    Prints a summary of stored, duplicate and rejected files, with the reason for each
+    rejection. Exits with status 1 when a file was rejected.
+    """
+    from vesalius.cli.importer import run_import
+
+    code = run_import(settings_or_exit(config), paths, out)
+    raise typer.Exit(code)
+
+
+@app.command()
+def reindex(
+    config: ConfigOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Rebuild the whole index from the stored files alone (stop the server first)."""
+    from vesalius.cli.maintenance import run_reindex
+
+    settings = settings_or_exit(config)
+    if not yes and sys.stdin.isatty():
+        typer.confirm(
+            "This replaces the imaging index with one rebuilt from the files. Go on?", abort=True
+        )
+    raise typer.Exit(run_reindex(settings, out))
+
+
+@app.command()
+def doctor(config: ConfigOption = None) -> None:
+    """Check the database, the storage folder, the ports and the versions, and say what is wrong."""
+    from vesalius.cli.doctor import run_doctor
+
+    raise typer.Exit(run_doctor(settings_or_exit(config), out))
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Create or migrate the index schema to this version of Vesalius."""
+    from vesalius.index.engine import Database
+    from vesalius.index.migrate import current_revision, upgrade
+
+    settings = settings_or_exit(config)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.effective_database_url)
+    try:
+        before = current_revision(db.engine)
+        upgrade(db.engine)
+        after = current_revision(db.engine)
+    except Exception as exc:
+        err.print(f"[red]Could not upgrade the database:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()
+    if before == after:
+        out.print(f"The database is up to date (revision {after}).")
+    else:
+        out.print(f"Upgraded the database from {before or 'empty'} to {after}.")
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print the effective settings (file, then environment), passwords masked."""
+    settings = settings_or_exit(config)
+    data = settings.masked()
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    from rich.table import Table
+
+    table = Table("setting", "environment variable", "value", "meaning")
+    for name, field in Settings.model_fields.items():
+        table.add_row(
+            name, f"VESALIUS_{name.upper()}", json.dumps(data[name]), field.description or ""
+        )
+    out.print(table)
+
+
+def main() -> None:
+    app()

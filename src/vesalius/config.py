@@ -1,0 +1,249 @@
+"""Vesalius settings: one typed object, read once from a TOML file and ``VESALIUS_*`` variables.
+
+The environment wins over the file, and the file wins over the defaults. The object is built
+by :func:`load_settings` at the edge of the program (the CLI) and passed down; nothing deeper
+reads the environment.
+
+Examples
+--------
+>>> settings = load_settings(env={"VESALIUS_DICOM_PORT": "4242"})
+>>> settings.dicom_port
+4242
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "VESALIUS_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+class DuplicatePolicy(StrEnum):
+    """What to do when an instance with a known SOP Instance UID arrives with other content."""
+
+    KEEP_FIRST = "keep_first"
+    REPLACE = "replace"
+
+
+class RemoteAE(BaseModel):
+    """A DICOM peer Vesalius knows: a C-MOVE destination."""
+
+    name: str = Field(description="A short name for people and scripts.")
+    ae_title: str = Field(description="The peer's AE title.")
+    host: str = Field(description="Host name or address of the peer.")
+    port: int = Field(ge=1, le=65535, description="The peer's DICOM port.")
+
+    @field_validator("ae_title")
+    @classmethod
+    def _valid_ae_title(cls, value: str) -> str:
+        return _check_ae_title(value)
+
+
+def _check_ae_title(value: str) -> str:
+    value = value.strip()
+    if not value or len(value) > 16 or "\\" in value or not value.isprintable():
+        raise ValueError(
+            f"{value!r} is not a valid AE title: use 1 to 16 printable characters without '\\'"
+        )
+    return value
+
+
+class Settings(BaseModel):
+    """Every setting of Vesalius, with its default. ``vesalius config show`` prints them."""
+
+    model_config = {"extra": "forbid", "validate_assignment": True}
+
+    data_dir: Path = Field(
+        default=Path("./vesalius-data"),
+        description="Folder for the embedded index and the stored files.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the index: sqlite:///..., postgresql+psycopg://..., "
+            "mysql+pymysql://... Default: SQLite in the data folder."
+        ),
+    )
+    storage_dir: Path | None = Field(
+        default=None, description="Folder for stored files. Default: <data_dir>/storage."
+    )
+    ae_title: str = Field(default="VESALIUS", description="The archive's own AE title.")
+    dicom_host: str = Field(default="0.0.0.0", description="Address the DICOM port listens on.")
+    dicom_port: int = Field(default=11112, ge=0, le=65535, description="DICOM port; 0 = any.")
+    http_host: str = Field(default="127.0.0.1", description="Address the HTTP port listens on.")
+    http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port; 0 = any.")
+    http_enabled: bool = Field(default=True, description="Serve HTTP beside DICOM.")
+    accept_unknown_aes: bool = Field(
+        default=True,
+        description="Accept associations from calling AE titles not listed as remote AEs.",
+    )
+    remote_ae: list[RemoteAE] = Field(
+        default_factory=list, description="Known DICOM peers ([[remote_ae]] tables)."
+    )
+    duplicate_policy: DuplicatePolicy = Field(
+        default=DuplicatePolicy.KEEP_FIRST,
+        description="A re-sent instance with other content: keep_first or replace.",
+    )
+    case_insensitive_pn: bool = Field(
+        default=True,
+        description="Match person names (PN) ignoring case and accents, as Orthanc does.",
+    )
+    max_pdu_size: int = Field(
+        default=4_194_304, ge=0, description="Largest PDU offered and accepted (bytes; 0 = any)."
+    )
+    dimse_timeout: float = Field(default=60.0, gt=0, description="DIMSE message timeout (s).")
+    network_timeout: float = Field(default=60.0, gt=0, description="Idle network timeout (s).")
+    max_associations: int = Field(default=32, ge=1, description="Concurrent associations.")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to call the HTTP API from a browser."
+    )
+
+    @field_validator("ae_title")
+    @classmethod
+    def _valid_own_ae_title(cls, value: str) -> str:
+        return _check_ae_title(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _valid_log_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("use DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _valid_database_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        scheme = value.split(":", 1)[0]
+        if not scheme.startswith(("sqlite", "postgresql", "mysql", "mariadb")):
+            raise ValueError(
+                f"unsupported database {scheme!r}: use sqlite:///path, "
+                "postgresql+psycopg://user@host/db or mysql+pymysql://user@host/db"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _unique_remote_names(self) -> Settings:
+        names = [ae.name for ae in self.remote_ae]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"remote_ae names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """The index URL, defaulting to SQLite inside the data folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    @property
+    def effective_storage_dir(self) -> Path:
+        """Where blobs live, defaulting to ``<data_dir>/storage``."""
+        return self.storage_dir if self.storage_dir is not None else self.data_dir / "storage"
+
+    def find_remote_ae(self, ae_title_or_name: str) -> RemoteAE | None:
+        """The remote AE with this AE title (or name), if configured."""
+        for ae in self.remote_ae:
+            if ae.ae_title == ae_title_or_name.strip() or ae.name == ae_title_or_name:
+                return ae
+        return None
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as plain data with secrets (database passwords) masked."""
+        data = self.model_dump(mode="json")
+        data["database_url"] = mask_url(self.effective_database_url)
+        data["storage_dir"] = str(self.effective_storage_dir)
+        return data
+
+
+def mask_url(url: str) -> str:
+    """Replace the password in a database URL with ``***``.
+
+    Examples
+    --------
+    >>> mask_url("postgresql+psycopg://vesalius:secret@db/pacs")
+    'postgresql+psycopg://vesalius:***@db/pacs'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, at, host = rest.rpartition("@")
+    user, colon, _password = creds.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}{at}{host}"
+
+
+# Settings whose environment value is a list or table: parsed as TOML values.
+_STRUCTURED = {"remote_ae", "cors_origins"}
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    fields = Settings.model_fields
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG":
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in fields:
+            raise ConfigError(
+                f"{key} is not a Vesalius setting; known settings: "
+                + ", ".join(ENV_PREFIX + f.upper() for f in fields)
+            )
+        if name in _STRUCTURED:
+            try:
+                values[name] = tomllib.loads(f"v = {raw}")["v"]
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(
+                    f'{key} must be a TOML value (for example ["a", "b"]): {exc}'
+                ) from None
+        else:
+            values[name] = raw
+    return values
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from a TOML file (``VESALIUS_CONFIG`` or *path*) and the environment.
+
+    Raises
+    ------
+    ConfigError
+        With a message naming the file, the setting and what is wrong.
+    """
+    env = os.environ if env is None else env
+    path = path or env.get(f"{ENV_PREFIX}CONFIG") or None
+    values: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        try:
+            values = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {file} does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"configuration file {file} is not valid TOML: {exc}") from None
+        if "vesalius" in values and isinstance(values["vesalius"], dict):
+            # Accept both a flat file and one with a [vesalius] table.
+            values = {**values.pop("vesalius"), **values}
+    values.update(_env_values(env))
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

@@ -1,0 +1,33 @@
+"""Builds the parts of a running Vesalius from its settings, once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vesalius.archive.service import Archive
+from vesalius.config import Settings
+from vesalius.index.engine import Database
+from vesalius.index.migrate import upgrade
+from vesalius.storage.base import BlobStore
+from vesalius.storage.filesystem import open_store
+
+
+@dataclass
+class Container:
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    archive: Archive
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def build(settings: Settings, *, migrate: bool = False) -> Container:
+    """Open the index and the blob store; apply migrations first when *migrate* is set."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.effective_database_url)
+    if migrate:
+        upgrade(db.engine)
+    blobs = open_store(settings.effective_storage_dir)
+    return Container(settings, db, blobs, Archive(settings, db, blobs))

@@ -1,0 +1,282 @@
+"""DIMSE event handlers: the wire format in, one archive call, the wire format out.
+
+No archive rule lives here; each handler maps the archive's answers and errors to statuses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.multival import MultiValue
+from pynetdicom import evt
+from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+)
+
+from vesalius.archive.query import Query, build_query
+from vesalius.archive.service import Archive
+from vesalius.config import Settings
+from vesalius.dicom import dicomjson
+from vesalius.dicom.dicomjson import DicomJson
+from vesalius.dicom.levels import Level, Model
+from vesalius.dicom.syntaxes import TranscodeError, read_for
+from vesalius.errors import InvalidInstance, InvalidQuery
+from vesalius.index.imaging import InstanceRecord
+
+log = logging.getLogger(__name__)
+
+PATIENT_ROOT = {
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+}
+
+# DIMSE statuses used here (PS3.4 B.2.3, C.4.1.1.4, PS3.7 C).
+SUCCESS = 0x0000
+PENDING = 0xFF00
+CANCELLED = 0xFE00
+CANNOT_UNDERSTAND = 0xC000
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+UNABLE_TO_PROCESS = 0xC001
+
+_NOT_SENT = "not sent"
+
+
+def set_nodelay(event: Event) -> None:
+    """Turn off Nagle's algorithm: DIMSE is request/response and stalls ~40 ms without it."""
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):  # the peer may already be gone
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _status(code: int, comment: str | None = None) -> Dataset:
+    status = Dataset()
+    status.Status = code
+    if comment:
+        status.ErrorComment = comment[:64]
+    return status
+
+
+def _peer(event: Event) -> str:
+    info = event.assoc.requestor
+    return f"dimse:{info.ae_title.strip()}@{info.address}"
+
+
+def handle_store(event: Event, archive: Archive) -> Dataset:
+    """C-STORE: archive the dataset exactly as it arrived."""
+    request = event.request
+    data = event.encoded_dataset(include_meta=True)
+    try:
+        outcome = archive.store(data, origin=_peer(event))
+    except InvalidInstance as exc:
+        log.warning(
+            "C-STORE from %s refused: %s (SOP Instance %s)",
+            _peer(event),
+            exc,
+            request.AffectedSOPInstanceUID,
+        )
+        return _status(CANNOT_UNDERSTAND, str(exc))
+    if outcome.sop_class_uid != request.AffectedSOPClassUID:
+        log.warning(
+            "C-STORE from %s: dataset SOP class %s differs from the request's %s",
+            _peer(event),
+            outcome.sop_class_uid,
+            request.AffectedSOPClassUID,
+        )
+    return _status(SUCCESS)
+
+
+def identifier_keys(identifier: Dataset) -> list[tuple[str, str | None]]:
+    """(keyword, value) pairs of a query identifier, values as text ("" for return keys)."""
+    keys: list[tuple[str, str | None]] = []
+    for elem in identifier:
+        if elem.tag.is_private or not elem.keyword or elem.tag.group == 0x0002:
+            continue
+        if elem.VR == "SQ":
+            keys.append((elem.keyword, None))
+            continue
+        value = elem.value
+        if value is None or value == "":
+            keys.append((elem.keyword, None))
+        elif isinstance(value, MultiValue | list):
+            keys.append((elem.keyword, "\\".join(str(v) for v in value)))
+        else:
+            keys.append((elem.keyword, str(value)))
+    return keys
+
+
+def _query_from(identifier: Dataset, sop_class: str) -> Query:
+    model = Model.PATIENT_ROOT if sop_class in PATIENT_ROOT else Model.STUDY_ROOT
+    raw_level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
+    try:
+        level = Level(raw_level)
+    except ValueError:
+        raise InvalidQuery(
+            f"QueryRetrieveLevel {raw_level!r} is not one of PATIENT, STUDY, SERIES, IMAGE"
+        ) from None
+    if level not in model.levels():
+        raise InvalidQuery(f"level {level.value} is not part of the {model.value} model")
+    return build_query(level, identifier_keys(identifier))
+
+
+def _response(identifier: Dataset, result: DicomJson, level: Level) -> Dataset:
+    """The requested keys, filled from the result (absent ones stay empty)."""
+    wanted = [e for e in identifier if not e.tag.is_private and e.tag.group != 0x0002]
+    found: DicomJson = {}
+    for elem in wanted:
+        key = f"{elem.tag:08X}"
+        if key in result:
+            found[key] = result[key]
+    response = dicomjson.to_dataset(found)
+    for elem in wanted:
+        if elem.tag not in response and elem.keyword not in (
+            "QueryRetrieveLevel",
+            "SpecificCharacterSet",
+        ):
+            response.add_new(elem.tag, elem.VR, None)
+    response.QueryRetrieveLevel = level.value
+    if _has_non_ascii(found):
+        response.SpecificCharacterSet = "ISO_IR 192"
+    return response
+
+
+def _has_non_ascii(data: DicomJson) -> bool:
+    return not dicomjson.dumps(data).isascii()
+
+
+def handle_find(event: Event, archive: Archive) -> Iterator[tuple[int, Dataset | None]]:
+    """C-FIND in the Patient Root and Study Root models, at every level."""
+    identifier = event.identifier
+    try:
+        query = _query_from(identifier, event.request.AffectedSOPClassUID)
+    except InvalidQuery as exc:
+        log.warning("C-FIND from %s refused: %s", _peer(event), exc)
+        yield _status(UNABLE_TO_PROCESS, str(exc)).Status, None
+        return
+    for result in archive.find(query):
+        if event.is_cancelled:
+            yield CANCELLED, None
+            return
+        yield PENDING, _response(identifier, result, query.level)
+
+
+def _retrieve_records(event: Event, archive: Archive) -> list[InstanceRecord]:
+    query = _query_from(event.identifier, event.request.AffectedSOPClassUID)
+    return archive.instances_for(query.level, query.constraints)
+
+
+def _accepted(contexts: list[PresentationContext]) -> dict[str, set[str]]:
+    accepted: dict[str, set[str]] = {}
+    for cx in contexts:
+        accepted.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
+    return accepted
+
+
+def _payload(archive: Archive, record: InstanceRecord, accepted: dict[str, set[str]]) -> Dataset:
+    """The stored dataset, converted only when the peer does not take its syntax."""
+    syntaxes = accepted.get(record.sop_class_uid, set())
+    with archive.open(record) as fh:
+        return read_for(fh.read(), record.transfer_syntax_uid, syntaxes)
+
+
+def _send_all(
+    archive: Archive, records: list[InstanceRecord], event: Event, contexts: Any
+) -> Iterator[tuple[int, Any]]:
+    for record in records:
+        if event.is_cancelled:
+            yield CANCELLED, None
+            return
+        try:
+            payload = _payload(archive, record, _accepted(contexts()))
+        except (TranscodeError, OSError) as exc:
+            log.warning("cannot send %s: %s", record.sop_instance_uid, exc)
+            # pynetdicom counts a pending result that is not a dataset as a failed sub-operation.
+            yield PENDING, _NOT_SENT
+            continue
+        yield PENDING, payload
+
+
+def handle_get(event: Event, archive: Archive) -> Iterator[Any]:
+    """C-GET: send the matching instances back on the same association."""
+    try:
+        records = _retrieve_records(event, archive)
+    except InvalidQuery as exc:
+        log.warning("C-GET from %s refused: %s", _peer(event), exc)
+        yield 1
+        yield UNABLE_TO_PROCESS, None
+        return
+    log.info("C-GET from %s: %d instances", _peer(event), len(records))
+    yield len(records)
+    yield from _send_all(archive, records, event, lambda: event.assoc.accepted_contexts)
+
+
+def handle_move(event: Event, archive: Archive, settings: Settings) -> Iterator[Any]:
+    """C-MOVE: send the matching instances to a configured remote AE."""
+    raw = event.move_destination
+    name = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+    destination = settings.find_remote_ae(name.strip())
+    if destination is None:
+        log.warning(
+            "C-MOVE from %s to unknown destination %r refused; add it as a [[remote_ae]]",
+            _peer(event),
+            name,
+        )
+        yield None, None
+        return
+    try:
+        records = _retrieve_records(event, archive)
+    except InvalidQuery as exc:
+        log.warning("C-MOVE from %s refused: %s", _peer(event), exc)
+        yield destination.host, destination.port
+        yield 1
+        yield UNABLE_TO_PROCESS, None
+        return
+    holder: dict[str, Any] = {}
+
+    def _remember(sub_event: Event) -> None:
+        holder["assoc"] = sub_event.assoc
+
+    contexts = _contexts_for(records)
+    yield (
+        destination.host,
+        destination.port,
+        {
+            "contexts": contexts,
+            "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_ESTABLISHED, _remember)],
+        },
+    )
+    log.info("C-MOVE from %s to %s: %d instances", _peer(event), destination.name, len(records))
+    yield len(records)
+    yield from _send_all(
+        archive, records, event, lambda: holder["assoc"].accepted_contexts if holder else []
+    )
+
+
+def _contexts_for(records: list[InstanceRecord]) -> list[PresentationContext]:
+    """Presentation contexts for a C-MOVE sub-association: stored syntax plus uncompressed."""
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom import build_context
+
+    wanted: dict[str, set[str]] = {}
+    for record in records:
+        wanted.setdefault(record.sop_class_uid, set()).add(record.transfer_syntax_uid)
+    contexts: list[PresentationContext] = []
+    for sop_class, stored in sorted(wanted.items()):
+        for syntax in sorted(stored - {ExplicitVRLittleEndian, ImplicitVRLittleEndian}):
+            contexts.append(build_context(sop_class, [syntax]))
+        contexts.append(build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
+    if len(contexts) > 128:
+        log.warning("C-MOVE needs %d presentation contexts; only 128 are proposed", len(contexts))
+    return contexts[:128]

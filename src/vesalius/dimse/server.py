@@ -1,0 +1,99 @@
+"""The DICOM application entity: presentation contexts, pynetdicom settings, start and stop.
+
+pynetdicom's module-level configuration is set here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from vesalius.archive.service import Archive
+from vesalius.config import Settings
+from vesalius.dicom.syntaxes import ACCEPTED_TRANSFER_SYNTAXES
+from vesalius.dimse import handlers
+
+log = logging.getLogger(__name__)
+
+QUERY_RETRIEVE = (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+
+def _configure_pynetdicom() -> None:
+    _config.LOG_HANDLER_LEVEL = "none"  # our logging setup decides
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.PASS_CONTEXTVARS = True
+
+
+def build_ae(settings: Settings) -> AE:
+    """The AE with every storage SOP class, the Q/R models and Verification."""
+    _configure_pynetdicom()
+    ae = AE(ae_title=settings.ae_title)
+    ae.maximum_pdu_size = settings.max_pdu_size
+    ae.maximum_associations = settings.max_associations
+    ae.dimse_timeout = settings.dimse_timeout
+    ae.network_timeout = settings.network_timeout
+    ae.acse_timeout = 30
+    if not settings.accept_unknown_aes:
+        ae.require_calling_aet = [remote.ae_title for remote in settings.remote_ae]
+    ae.add_supported_context(Verification)
+    for sop_class in QUERY_RETRIEVE:
+        ae.add_supported_context(sop_class)
+    for context in AllStoragePresentationContexts:
+        # scp_role/scu_role: accept the role selection a C-GET requestor proposes.
+        ae.add_supported_context(
+            context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+        )
+    return ae
+
+
+class DicomServer:
+    """The DIMSE service class provider, running in background threads."""
+
+    def __init__(self, settings: Settings, archive: Archive) -> None:
+        self.settings = settings
+        self.archive = archive
+        self.ae = build_ae(settings)
+        self._server: ThreadedAssociationServer | None = None
+
+    def handlers(self) -> list[Any]:
+        return [
+            (evt.EVT_CONN_OPEN, handlers.set_nodelay),
+            (evt.EVT_C_STORE, handlers.handle_store, [self.archive]),
+            (evt.EVT_C_FIND, handlers.handle_find, [self.archive]),
+            (evt.EVT_C_GET, handlers.handle_get, [self.archive]),
+            (evt.EVT_C_MOVE, handlers.handle_move, [self.archive, self.settings]),
+        ]
+
+    def start(self) -> tuple[str, int]:
+        """Start listening; returns the address and port actually bound."""
+        address = (self.settings.dicom_host, self.settings.dicom_port)
+        self._server = self.ae.start_server(address, block=False, evt_handlers=self.handlers())
+        host, port = self._server.server_address[:2]
+        log.info("DICOM listening on %s:%d as AE %s", host, port, self.settings.ae_title)
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        self.ae.shutdown()

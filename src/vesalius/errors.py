@@ -1,0 +1,23 @@
+"""Domain errors. Protocol adapters map them to DIMSE statuses and HTTP answers."""
+
+from __future__ import annotations
+
+
+class VesaliusError(Exception):
+    """Base class of the errors the services raise on purpose."""
+
+
+class InvalidInstance(VesaliusError):
+    """An incoming instance cannot be archived; the message says why."""
+
+
+class Conflict(VesaliusError):
+    """The request contradicts what the archive already holds."""
+
+
+class NotFound(VesaliusError):
+    """The requested object does not exist."""
+
+
+class InvalidQuery(VesaliusError):
+    """A query with a malformed key or value; the message names it."""

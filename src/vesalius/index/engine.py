@@ -1,0 +1,104 @@
+"""One engine per process, and the sessions the services use.
+
+SQLite is tuned for a server: WAL journal, full fsync on commit (an acknowledged store must
+survive a power cut), a busy timeout, case-sensitive LIKE (DICOM matching is case-sensitive
+unless folded columns are used), foreign keys, and ``BEGIN IMMEDIATE`` for write transactions
+so two writers queue instead of failing on a lock upgrade.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+_WRITE_OPTION = "vesalius_write"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create the engine for an index URL, with the per-dialect settings Vesalius relies on."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 60}, **kwargs
+        )
+        _tune_sqlite(engine)
+        return engine
+    if parsed.get_backend_name() in ("mysql", "mariadb"):
+        query = dict(parsed.query)
+        query.setdefault("charset", "utf8mb4")
+        url = parsed.set(query=query).render_as_string(hide_password=False)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=FULL",
+            "busy_timeout=60000",
+            "foreign_keys=ON",
+            "case_sensitive_like=ON",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        write = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class Database:
+    """The engine and the two kinds of session: read and write.
+
+    Examples
+    --------
+    >>> db = Database("sqlite://")
+    >>> with db.read() as session:
+    ...     session.execute(text("select 1")).scalar()  # doctest: +SKIP
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(
+            self.engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
+        )
+        # SQLite has one writer at a time; queue ours in-process rather than on the file lock.
+        self._sqlite_write_lock = threading.Lock() if self.is_sqlite else None
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for queries; rolled back at the end."""
+        with self._read() as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session whose work is committed when the block ends without error."""
+        lock = self._sqlite_write_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            with self._write() as session, session.begin():
+                yield session
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

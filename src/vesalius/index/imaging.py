@@ -1,0 +1,591 @@
+"""The imaging index's questions and changes, in domain terms (all of its SQL lives here).
+
+Writes keep the hierarchy's counters (studies, series and instances per patient, ...) in the
+same transaction as the rows they count, so answers never need a COUNT over instances.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from vesalius.dicom import dicomjson
+from vesalius.dicom.dicomjson import DicomJson, first_string
+from vesalius.dicom.levels import LEVEL_ATTRIBUTES, Level
+from vesalius.dicom.matching import (
+    Constraint,
+    MatchingError,
+    fold_text,
+    normalize_date,
+    normalize_time,
+)
+from vesalius.index.lookup import COLUMNS, condition
+from vesalius.index.models import Instance, Patient, Series, Study
+from vesalius.storage.base import BlobInfo
+
+log = logging.getLogger(__name__)
+
+LEVEL_MODEL = {
+    Level.PATIENT: Patient,
+    Level.STUDY: Study,
+    Level.SERIES: Series,
+    Level.IMAGE: Instance,
+}
+
+
+def _cut(value: str | None, length: int) -> str | None:
+    """Column values are cut to the column size; the full value stays in the JSON."""
+    if value is None:
+        return None
+    value = value.strip()
+    return value[:length] if value else None
+
+
+def _date(value: str | None) -> str | None:
+    try:
+        return normalize_date(value)[:8] or None if value else None
+    except MatchingError:
+        return None
+
+
+def _time(value: str | None) -> str | None:
+    try:
+        return normalize_time(value)[:16] or None if value else None
+    except MatchingError:
+        return None
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """An archived instance, enough to find its file and send it."""
+
+    id: int
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    blob_key: str
+    size: int
+    sha256: str
+    study_instance_uid: str
+    series_instance_uid: str
+
+
+_RECORD_COLUMNS = (
+    Instance.id,
+    Instance.sop_instance_uid,
+    Instance.sop_class_uid,
+    Instance.transfer_syntax_uid,
+    Instance.blob_key,
+    Instance.size,
+    Instance.sha256,
+    Study.study_instance_uid,
+    Series.series_instance_uid,
+)
+
+
+def _record_query() -> Select[Any]:
+    return (
+        select(*_RECORD_COLUMNS)
+        .join(Series, Instance.series_pk == Series.id)
+        .join(Study, Series.study_pk == Study.id)
+    )
+
+
+def get_instance(session: Session, sop_instance_uid: str) -> InstanceRecord | None:
+    row = session.execute(
+        _record_query().where(Instance.sop_instance_uid == sop_instance_uid)
+    ).first()
+    return InstanceRecord(*row) if row else None
+
+
+def _json_attrs(data: DicomJson, level: Level) -> str:
+    return dicomjson.dumps(dicomjson.subset(data, LEVEL_ATTRIBUTES[level]))
+
+
+def _patient_values(data: DicomJson) -> dict[str, Any]:
+    name = first_string(data, "PatientName")
+    return {
+        "patient_name": _cut(name, 256),
+        "patient_name_folded": _cut(fold_text(name), 256) if name else None,
+        "patient_birth_date": _date(first_string(data, "PatientBirthDate")),
+        "patient_sex": _cut(first_string(data, "PatientSex"), 16),
+        "attributes": _json_attrs(data, Level.PATIENT),
+    }
+
+
+def _study_values(data: DicomJson) -> dict[str, Any]:
+    referring = first_string(data, "ReferringPhysicianName")
+    return {
+        "study_date": _date(first_string(data, "StudyDate")),
+        "study_time": _time(first_string(data, "StudyTime")),
+        "accession_number": _cut(first_string(data, "AccessionNumber"), 64),
+        "study_id": _cut(first_string(data, "StudyID"), 64),
+        "study_description": _cut(first_string(data, "StudyDescription"), 64),
+        "referring_physician_name": _cut(referring, 256),
+        "referring_physician_name_folded": _cut(fold_text(referring), 256) if referring else None,
+        "attributes": _json_attrs(data, Level.STUDY),
+    }
+
+
+def _series_values(data: DicomJson) -> dict[str, Any]:
+    return {
+        "modality": _cut(first_string(data, "Modality"), 16),
+        "series_number": _cut(first_string(data, "SeriesNumber"), 16),
+        "series_description": _cut(first_string(data, "SeriesDescription"), 64),
+        "body_part_examined": _cut(first_string(data, "BodyPartExamined"), 64),
+        "series_date": _date(first_string(data, "SeriesDate")),
+        "series_time": _time(first_string(data, "SeriesTime")),
+        "attributes": _json_attrs(data, Level.SERIES),
+    }
+
+
+def _instance_values(data: DicomJson) -> dict[str, Any]:
+    return {
+        "sop_class_uid": first_string(data, "SOPClassUID"),
+        "instance_number": _cut(first_string(data, "InstanceNumber"), 16),
+        "metadata_json": dicomjson.dumps(data),
+    }
+
+
+def _get_or_create(
+    session: Session, model: Any, key_column: Any, key: str, values: dict[str, Any]
+) -> tuple[int, bool]:
+    """The id of the row with this unique key, creating it; True when it was created."""
+    found = session.execute(select(model.id).where(key_column == key)).scalar()
+    if found is not None:
+        return found, False
+    try:
+        with session.begin_nested():
+            new_id = session.execute(
+                model.__table__.insert().values({key_column.key: key, **values})
+            ).inserted_primary_key[0]
+        return new_id, True
+    except IntegrityError:
+        # Another association created it between our select and insert.
+        found = session.execute(select(model.id).where(key_column == key)).scalar_one()
+        return found, False
+
+
+def add_instance(
+    session: Session,
+    data: DicomJson,
+    transfer_syntax_uid: str,
+    blob: BlobInfo,
+    origin: str | None,
+) -> int:
+    """Index a new instance under its patient, study and series; returns its id.
+
+    Raises ``IntegrityError`` when the SOP Instance UID is already indexed.
+    """
+    patient_id = (first_string(data, "PatientID") or "").strip()[:64]
+    study_uid = first_string(data, "StudyInstanceUID") or ""
+    series_uid = first_string(data, "SeriesInstanceUID") or ""
+    sop_uid = first_string(data, "SOPInstanceUID") or ""
+
+    patient_pk, _ = _get_or_create(
+        session,
+        Patient,
+        Patient.patient_id,
+        patient_id,
+        {**_patient_values(data), "num_studies": 0, "num_series": 0, "num_instances": 0},
+    )
+    study_values = _study_values(data)
+    study_pk, new_study = _get_or_create(
+        session,
+        Study,
+        Study.study_instance_uid,
+        study_uid,
+        {**study_values, "patient_pk": patient_pk, "num_series": 0, "num_instances": 0},
+    )
+    series_values = _series_values(data)
+    series_pk, new_series = _get_or_create(
+        session,
+        Series,
+        Series.series_instance_uid,
+        series_uid,
+        {**series_values, "study_pk": study_pk, "num_instances": 0},
+    )
+    if not new_study:
+        # The study may have come first under another patient: count where it really is.
+        patient_pk = session.execute(
+            select(Study.patient_pk).where(Study.id == study_pk)
+        ).scalar_one()
+    if not new_series:
+        owner = session.execute(select(Series.study_pk).where(Series.id == series_pk)).scalar_one()
+        if owner != study_pk:
+            log.warning(
+                "instance %s names study %s but its series %s belongs to another study; "
+                "indexed under the series' study",
+                sop_uid,
+                study_uid,
+                series_uid,
+            )
+            study_pk = owner
+            patient_pk = session.execute(
+                select(Study.patient_pk).where(Study.id == study_pk)
+            ).scalar_one()
+
+    instance_id: int = session.execute(
+        Instance.__table__.insert().values(
+            sop_instance_uid=sop_uid,
+            series_pk=series_pk,
+            transfer_syntax_uid=transfer_syntax_uid,
+            blob_key=blob.key,
+            size=blob.size,
+            sha256=blob.sha256,
+            origin=(origin or "")[:255] or None,
+            **_instance_values(data),
+        )
+    ).inserted_primary_key[0]
+
+    session.execute(
+        update(Series).where(Series.id == series_pk).values(num_instances=Series.num_instances + 1)
+    )
+    study_changes: dict[str, Any] = {"num_instances": Study.num_instances + 1}
+    patient_changes: dict[str, Any] = {"num_instances": Patient.num_instances + 1}
+    if new_series:
+        study_changes["num_series"] = Study.num_series + 1
+        patient_changes["num_series"] = Patient.num_series + 1
+    if new_study:
+        patient_changes["num_studies"] = Patient.num_studies + 1
+    session.execute(update(Study).where(Study.id == study_pk).values(study_changes))
+    if new_series:
+        _refresh_modalities(session, study_pk)
+    study_date = study_values["study_date"]
+    if new_study and study_date:
+        _bump_last_study_date(session, patient_pk, study_date)
+    session.execute(update(Patient).where(Patient.id == patient_pk).values(patient_changes))
+    return instance_id
+
+
+def _bump_last_study_date(session: Session, patient_pk: int, study_date: str) -> None:
+    session.execute(
+        update(Patient)
+        .where(
+            Patient.id == patient_pk,
+            (Patient.last_study_date.is_(None)) | (Patient.last_study_date < study_date),
+        )
+        .values(last_study_date=study_date)
+    )
+
+
+def _refresh_modalities(session: Session, study_pk: int) -> None:
+    modalities = sorted(
+        {
+            m
+            for m in session.execute(
+                select(Series.modality).where(Series.study_pk == study_pk).distinct()
+            ).scalars()
+            if m
+        }
+    )
+    session.execute(
+        update(Study)
+        .where(Study.id == study_pk)
+        .values(modalities_in_study="\\".join(modalities)[:64] or None)
+    )
+
+
+def replace_instance(
+    session: Session,
+    record: InstanceRecord,
+    data: DicomJson,
+    transfer_syntax_uid: str,
+    blob: BlobInfo,
+    origin: str | None,
+) -> None:
+    """Point an indexed instance at a new file and metadata (the ``replace`` policy)."""
+    session.execute(
+        update(Instance)
+        .where(Instance.id == record.id)
+        .values(
+            transfer_syntax_uid=transfer_syntax_uid,
+            blob_key=blob.key,
+            size=blob.size,
+            sha256=blob.sha256,
+            origin=(origin or "")[:255] or None,
+            **_instance_values(data),
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Queries
+
+
+def _base_query(level: Level, columns: Sequence[Any]) -> Select[Any]:
+    """SELECT at *level*, joined up to the patient so any upper constraint can apply."""
+    query = select(*columns).select_from(LEVEL_MODEL[level])
+    chain = [Level.IMAGE, Level.SERIES, Level.STUDY, Level.PATIENT]
+    start = chain.index(level)
+    parent_join = {
+        Level.IMAGE: (Series, Instance.series_pk == Series.id),
+        Level.SERIES: (Study, Series.study_pk == Study.id),
+        Level.STUDY: (Patient, Study.patient_pk == Patient.id),
+    }
+    for lvl in chain[start:-1]:
+        model, on = parent_join[lvl]
+        query = query.join(model, on)
+    return query
+
+
+@dataclass
+class Match:
+    """One matching entity with the JSON of its own level and of the levels above."""
+
+    level: Level
+    patient: DicomJson
+    study: DicomJson | None
+    series: DicomJson | None
+    instance: DicomJson | None
+    counts: dict[str, Any]
+
+
+def _loads(text: str | None) -> DicomJson:
+    return dicomjson.loads(text) if text else {}
+
+
+def find(
+    session: Session,
+    level: Level,
+    constraints: Iterable[Constraint],
+    *,
+    fold_pn: bool,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[Match]:
+    """Entities at *level* satisfying every (indexed) constraint, in archive order."""
+    columns: list[Any] = [
+        Patient.attributes,
+        Patient.num_studies,
+        Patient.num_series,
+        Patient.num_instances,
+    ]
+    if level.depth >= 1:
+        columns += [
+            Study.attributes,
+            Study.num_series,
+            Study.num_instances,
+            Study.modalities_in_study,
+            Study.study_instance_uid,
+            Study.id,
+        ]
+    if level.depth >= 2:
+        columns += [Series.attributes, Series.num_instances, Series.series_instance_uid]
+    if level.depth >= 3:
+        columns += [Instance.metadata_json]
+    query = _base_query(level, columns)
+    for constraint in constraints:
+        if COLUMNS.get(constraint.keyword) is not None or constraint.keyword in (
+            "ModalitiesInStudy",
+            "SOPClassesInStudy",
+        ):
+            query = query.where(condition(constraint, fold_pn=fold_pn))
+    query = query.order_by(LEVEL_MODEL[level].id)
+    if limit is not None:
+        query = query.limit(limit)
+    if offset:
+        query = query.offset(offset)
+    matches = []
+    for row in session.execute(query):
+        counts: dict[str, Any] = {
+            "NumberOfPatientRelatedStudies": row[1],
+            "NumberOfPatientRelatedSeries": row[2],
+            "NumberOfPatientRelatedInstances": row[3],
+        }
+        study = series = instance = None
+        if level.depth >= 1:
+            study = _loads(row[4])
+            counts["NumberOfStudyRelatedSeries"] = row[5]
+            counts["NumberOfStudyRelatedInstances"] = row[6]
+            counts["ModalitiesInStudy"] = row[7].split("\\") if row[7] else []
+            counts["_study_pk"] = row[9]
+        if level.depth >= 2:
+            series = _loads(row[10])
+            counts["NumberOfSeriesRelatedInstances"] = row[11]
+        if level.depth >= 3:
+            instance = _loads(row[13])
+        matches.append(Match(level, _loads(row[0]), study, series, instance, counts))
+    return matches
+
+
+def sop_classes_in_studies(session: Session, study_pks: Sequence[int]) -> dict[int, list[str]]:
+    """SOPClassesInStudy for several studies at once."""
+    out: dict[int, list[str]] = {pk: [] for pk in study_pks}
+    if not study_pks:
+        return out
+    rows = session.execute(
+        select(Series.study_pk, Instance.sop_class_uid)
+        .join(Series, Instance.series_pk == Series.id)
+        .where(Series.study_pk.in_(study_pks))
+        .distinct()
+    )
+    for study_pk, sop_class in rows:
+        out[study_pk].append(sop_class)
+    return out
+
+
+def instances_matching(
+    session: Session, level: Level, constraints: Iterable[Constraint], *, fold_pn: bool
+) -> list[InstanceRecord]:
+    """Every instance at or under the entities at *level* that match (for retrieval)."""
+    query = _record_query().join(Patient, Study.patient_pk == Patient.id)
+    for constraint in constraints:
+        if COLUMNS.get(constraint.keyword) is not None:
+            query = query.where(condition(constraint, fold_pn=fold_pn))
+    query = query.order_by(Study.id, Series.id, Instance.id)
+    return [InstanceRecord(*row) for row in session.execute(query)]
+
+
+def instances_of(
+    session: Session,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+) -> list[InstanceRecord]:
+    """The instances of a study, a series or a single instance, in order."""
+    query = _record_query().where(Study.study_instance_uid == study_uid)
+    if series_uid is not None:
+        query = query.where(Series.series_instance_uid == series_uid)
+    if sop_uid is not None:
+        query = query.where(Instance.sop_instance_uid == sop_uid)
+    query = query.order_by(Series.id, Instance.id)
+    return [InstanceRecord(*row) for row in session.execute(query)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Deletion and bookkeeping
+
+
+def delete_instances(session: Session, instance_ids: Sequence[int]) -> None:
+    """Remove instances, update the counters, and remove parents left empty."""
+    if not instance_ids:
+        return
+    rows = session.execute(
+        select(Instance.id, Series.id, Study.id, Patient.id)
+        .join(Series, Instance.series_pk == Series.id)
+        .join(Study, Series.study_pk == Study.id)
+        .join(Patient, Study.patient_pk == Patient.id)
+        .where(Instance.id.in_(instance_ids))
+    ).all()
+    for chunk in _chunks([r[0] for r in rows], 500):
+        session.execute(delete(Instance).where(Instance.id.in_(chunk)))
+    series_ids = {r[1] for r in rows}
+    study_ids = {r[2] for r in rows}
+    patient_ids = {r[3] for r in rows}
+    for series_id in series_ids:
+        remaining = session.execute(
+            select(func.count()).select_from(Instance).where(Instance.series_pk == series_id)
+        ).scalar_one()
+        if remaining:
+            session.execute(
+                update(Series).where(Series.id == series_id).values(num_instances=remaining)
+            )
+        else:
+            session.execute(delete(Series).where(Series.id == series_id))
+    for study_id in study_ids:
+        _recount_study(session, study_id)
+    for patient_id in patient_ids:
+        _recount_patient(session, patient_id)
+
+
+def _recount_study(session: Session, study_id: int) -> None:
+    series_count, instance_count = session.execute(
+        select(func.count(Series.id), func.coalesce(func.sum(Series.num_instances), 0)).where(
+            Series.study_pk == study_id
+        )
+    ).one()
+    if not series_count:
+        session.execute(delete(Study).where(Study.id == study_id))
+        return
+    session.execute(
+        update(Study)
+        .where(Study.id == study_id)
+        .values(num_series=series_count, num_instances=instance_count)
+    )
+    _refresh_modalities(session, study_id)
+
+
+def _recount_patient(session: Session, patient_id: int) -> None:
+    studies, series, instances, last = session.execute(
+        select(
+            func.count(Study.id),
+            func.coalesce(func.sum(Study.num_series), 0),
+            func.coalesce(func.sum(Study.num_instances), 0),
+            func.max(Study.study_date),
+        ).where(Study.patient_pk == patient_id)
+    ).one()
+    if not studies:
+        session.execute(delete(Patient).where(Patient.id == patient_id))
+        return
+    session.execute(
+        update(Patient)
+        .where(Patient.id == patient_id)
+        .values(
+            num_studies=studies, num_series=series, num_instances=instances, last_study_date=last
+        )
+    )
+
+
+def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def clear(session: Session) -> None:
+    """Remove every imaging row (before a rebuild from the stored files)."""
+    for model in (Instance, Series, Study, Patient):
+        session.execute(delete(model))
+
+
+@dataclass(frozen=True)
+class Totals:
+    patients: int
+    studies: int
+    series: int
+    instances: int
+    bytes: int
+
+
+def totals(session: Session) -> Totals:
+    def count(model: Any) -> int:
+        return int(session.execute(select(func.count()).select_from(model)).scalar_one())
+
+    size = session.execute(select(func.coalesce(func.sum(Instance.size), 0))).scalar_one()
+    return Totals(count(Patient), count(Study), count(Series), count(Instance), int(size))
+
+
+def all_blob_keys(session: Session) -> set[str]:
+    return set(session.execute(select(Instance.blob_key)).scalars())
+
+
+def snapshot(session: Session) -> list[tuple[Any, ...]]:
+    """A comparable picture of the whole index (used to check a rebuild)."""
+    rows = session.execute(
+        select(
+            Patient.patient_id,
+            Patient.num_studies,
+            Patient.num_series,
+            Patient.num_instances,
+            Study.study_instance_uid,
+            Study.num_series,
+            Study.num_instances,
+            Study.modalities_in_study,
+            Series.series_instance_uid,
+            Series.num_instances,
+            Instance.sop_instance_uid,
+            Instance.sha256,
+            Instance.metadata_json,
+        )
+        .join(Study, Study.patient_pk == Patient.id)
+        .join(Series, Series.study_pk == Study.id)
+        .join(Instance, Instance.series_pk == Series.id)
+        .order_by(Instance.sop_instance_uid)
+    )
+    return [tuple(r) for r in rows]

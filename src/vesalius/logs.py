@@ -1,0 +1,24 @@
+"""One logging setup for the whole program, applied by the command line."""
+
+from __future__ import annotations
+
+import logging
+
+from rich.logging import RichHandler
+
+
+def setup_logging(level: str = "INFO", *, plain: bool = False) -> None:
+    """Log to stderr: rich formatting on a terminal, plain lines otherwise."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler: logging.Handler
+    if plain:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler = RichHandler(show_path=False, rich_tracebacks=True)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("pynetdicom").setLevel("WARNING" if level != "DEBUG" else "DEBUG")
+    logging.getLogger("alembic").setLevel("WARNING")

@@ -1,0 +1,44 @@
+"""The HTTP application: one ASGI app, runnable by ``vesalius serve`` or any ASGI server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from vesalius import __version__
+from vesalius.container import Container
+
+
+def create_app(container: Container) -> FastAPI:
+    """Build the HTTP application around an open container."""
+    app = FastAPI(
+        title="Vesalius",
+        version=__version__,
+        description="A research PACS: DICOMweb, the archive API and the research records.",
+    )
+    app.state.container = container
+    if container.settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=container.settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Accept", "Authorization", "Content-Type"],
+        )
+
+    @app.get("/api/system", tags=["system"], summary="Version and archive totals")
+    def system() -> dict[str, Any]:
+        totals = container.archive.totals()
+        return {
+            "name": "Vesalius",
+            "version": __version__,
+            "ae_title": container.settings.ae_title,
+            "patients": totals.patients,
+            "studies": totals.studies,
+            "series": totals.series,
+            "instances": totals.instances,
+            "bytes": totals.bytes,
+        }
+
+    return app
