@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import BinaryIO
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from vesalius.archive.parse import ParsedInstance, parse_instance
 from vesalius.archive.query import Query, run_query
@@ -64,6 +65,9 @@ def blob_key_for(parsed: ParsedInstance) -> str:
     )
 
 
+IndexHook = Callable[[Session, DicomJson], None]
+
+
 class Archive:
     """Store, find, retrieve and delete DICOM instances."""
 
@@ -71,6 +75,13 @@ class Archive:
         self.settings = settings
         self.db = db
         self.blobs = blobs
+        # Called inside the write transaction of every newly indexed instance (including a
+        # rebuild), so that what other parts derive from it commits or fails with it.
+        self.index_hooks: list[IndexHook] = []
+
+    def _run_hooks(self, session: Session, data: DicomJson) -> None:
+        for hook in self.index_hooks:
+            hook(session, data)
 
     # -- store ---------------------------------------------------------------------------------
 
@@ -215,6 +226,7 @@ class Archive:
                         imaging.add_instance(
                             session, parsed.json, parsed.transfer_syntax_uid, blob, "reindex"
                         )
+                        self._run_hooks(session, parsed.json)
                     indexed += 1
                 except InvalidInstance as exc:
                     rejected.append((key, str(exc)))

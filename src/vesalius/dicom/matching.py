@@ -24,7 +24,26 @@ from dataclasses import dataclass
 RANGE_VRS = frozenset({"DA", "TM", "DT"})
 # VRs for which wildcards have no meaning (C.2.2.2.4): matched as single values.
 NO_WILDCARD_VRS = frozenset(
-    {"DA", "TM", "DT", "SL", "SS", "US", "UL", "FL", "FD", "OB", "OW", "UN", "AT", "UV", "SV"}
+    {
+        "DA",
+        "TM",
+        "DT",
+        "SL",
+        "SS",
+        "US",
+        "UL",
+        "FL",
+        "FD",
+        "OB",
+        "OW",
+        "UN",
+        "AT",
+        "UV",
+        "SV",
+        "UI",
+        "DS",
+        "IS",
+    }
 )
 
 
