@@ -107,6 +107,7 @@ class Archive:
         try:
             with self.db.write() as session:
                 imaging.add_instance(session, parsed.json, parsed.transfer_syntax_uid, blob, origin)
+                self._run_hooks(session, parsed.json)
         except IntegrityError:
             self._discard(blob.key)
             if not retry:

@@ -1,0 +1,190 @@
+"""Storing instances: durability, duplicates, failures that leave nothing behind."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from dicomgen import make_dataset, make_file, to_bytes, uid
+from sqlalchemy import func, select
+
+from vesalius.archive.service import StoreStatus
+from vesalius.config import DuplicatePolicy
+from vesalius.container import Container
+from vesalius.errors import InvalidInstance
+from vesalius.index.models import Instance, Patient, Series, Study
+
+
+def count(container: Container, model: type) -> int:
+    with container.db.read() as session:
+        return int(session.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def blob_files(container: Container) -> list[str]:
+    return [k for k in container.blobs.iter_keys() if k.startswith("dicom/")]
+
+
+def test_store_keeps_the_file_byte_for_byte_and_indexes_it(container: Container) -> None:
+    data = make_file(PatientID="P1", PatientName="DOE^JANE")
+    outcome = container.archive.store(data, origin="test")
+    assert outcome.status is StoreStatus.STORED
+    [record] = container.archive.instances_of(outcome.study_instance_uid)
+    with container.archive.open(record) as fh:
+        assert fh.read() == data
+    assert record.sha256 == hashlib.sha256(data).hexdigest()
+    assert record.size == len(data)
+    assert (count(container, Patient), count(container, Study)) == (1, 1)
+    assert (count(container, Series), count(container, Instance)) == (1, 1)
+
+
+def test_counters_follow_the_hierarchy(container: Container) -> None:
+    study, series_a, series_b = uid(), uid(), uid()
+    for series, modality, n in ((series_a, "CT", 3), (series_b, "MR", 2)):
+        for i in range(n):
+            container.archive.store(
+                make_file(
+                    PatientID="P1",
+                    StudyInstanceUID=study,
+                    SeriesInstanceUID=series,
+                    Modality=modality,
+                    InstanceNumber=i,
+                )
+            )
+    container.archive.store(make_file(PatientID="P1"))  # a second study of the same patient
+    with container.db.read() as session:
+        patient = session.execute(select(Patient)).scalar_one()
+        assert (patient.num_studies, patient.num_series, patient.num_instances) == (2, 3, 6)
+        row = session.execute(select(Study).where(Study.study_instance_uid == study)).scalar_one()
+        assert (row.num_series, row.num_instances) == (2, 5)
+        assert row.modalities_in_study == "CT\\MR"
+
+
+def test_identical_resend_is_not_duplicated(container: Container) -> None:
+    data = make_file()
+    assert container.archive.store(data).status is StoreStatus.STORED
+    assert container.archive.store(data).status is StoreStatus.DUPLICATE
+    assert count(container, Instance) == 1
+    assert len(blob_files(container)) == 1
+
+
+def test_changed_resend_keeps_the_first_by_default(container: Container) -> None:
+    ds = make_dataset(StudyDescription="first")
+    first = to_bytes(ds)
+    ds.StudyDescription = "second"
+    assert container.archive.store(first).status is StoreStatus.STORED
+    assert container.archive.store(to_bytes(ds)).status is StoreStatus.KEPT_FIRST
+    [record] = container.archive.instances_of(str(ds.StudyInstanceUID))
+    with container.archive.open(record) as fh:
+        assert fh.read() == first
+    assert len(blob_files(container)) == 1
+
+
+def test_changed_resend_replaces_when_configured(container: Container) -> None:
+    container.settings.duplicate_policy = DuplicatePolicy.REPLACE
+    ds = make_dataset(SeriesDescription="first")
+    container.archive.store(to_bytes(ds))
+    ds.SeriesDescription = "second"
+    second = to_bytes(ds)
+    assert container.archive.store(second).status is StoreStatus.REPLACED
+    [record] = container.archive.instances_of(str(ds.StudyInstanceUID))
+    with container.archive.open(record) as fh:
+        assert fh.read() == second
+    assert blob_files(container) == [record.blob_key]  # the old file is gone
+    assert count(container, Instance) == 1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda ds: delattr(ds, "SOPInstanceUID"), "SOPInstanceUID is missing"),
+        (lambda ds: delattr(ds, "StudyInstanceUID"), "StudyInstanceUID is missing"),
+        (lambda ds: setattr(ds, "SeriesInstanceUID", ""), "SeriesInstanceUID is missing"),
+        (lambda ds: setattr(ds, "StudyInstanceUID", "not a uid!"), "is not a valid UID"),
+    ],
+)
+def test_missing_or_bad_uids_are_refused(container: Container, mutate, reason: str) -> None:  # type: ignore[no-untyped-def]
+    ds = make_dataset()
+    mutate(ds)
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3"
+    with pytest.raises(InvalidInstance, match=reason):
+        container.archive.store(to_bytes(ds))
+    assert count(container, Instance) == 0
+    assert blob_files(container) == []
+
+
+def test_truncated_and_garbage_files_are_refused(sqlite_container: Container) -> None:
+    data = make_file(rows=64, columns=64)
+    for broken, reason in (
+        (data[:-100], "truncated"),
+        (data[:400], "truncated"),
+        (b"this is not DICOM at all" * 10, "not a readable DICOM file"),
+        (b"", "not a readable DICOM file"),
+    ):
+        with pytest.raises(InvalidInstance, match=reason):
+            sqlite_container.archive.store(broken)
+    assert count(sqlite_container, Instance) == 0
+    assert blob_files(sqlite_container) == []
+
+
+def test_element_longer_than_the_file_is_refused(sqlite_container: Container) -> None:
+    data = bytearray(make_file())
+    # The pixel data element header: (7FE0,0010) OW 0000 <length>; declare 2 GiB.
+    at = data.rfind(b"\xe0\x7f\x10\x00OW")
+    data[at + 8 : at + 12] = (0x7FFFFFF0).to_bytes(4, "little")
+    with pytest.raises(InvalidInstance, match="truncated"):
+        sqlite_container.archive.store(bytes(data))
+    assert blob_files(sqlite_container) == []
+
+
+def test_overlong_values_are_kept_whole_in_metadata(container: Container) -> None:
+    description = "D" * 500  # far over LO's 64 characters
+    outcome = container.archive.store(make_file(StudyDescription=description))
+    with container.db.read() as session:
+        study = session.execute(select(Study)).scalar_one()
+    assert study.study_description == "D" * 64
+    assert description in study.attributes
+    assert outcome.status is StoreStatus.STORED
+
+
+def test_failed_index_write_leaves_no_file(sqlite_container: Container) -> None:
+    def broken_hook(session, data):  # type: ignore[no-untyped-def]
+        raise RuntimeError("index write failed")
+
+    sqlite_container.archive.index_hooks.append(broken_hook)
+    with pytest.raises(RuntimeError):
+        sqlite_container.archive.store(make_file())
+    assert blob_files(sqlite_container) == []
+    assert count(sqlite_container, Instance) == 0
+    assert count(sqlite_container, Patient) == 0
+
+
+def test_delete_study_series_instance(container: Container) -> None:
+    study, series = uid(), uid()
+    outcomes = [
+        container.archive.store(make_file(StudyInstanceUID=study, SeriesInstanceUID=series))
+        for _ in range(3)
+    ]
+    other = container.archive.store(make_file(StudyInstanceUID=study))
+    assert container.archive.delete(study, series, outcomes[0].sop_instance_uid) == 1
+    with container.db.read() as session:
+        row = session.execute(select(Study)).scalar_one()
+        assert (row.num_series, row.num_instances) == (2, 3)
+    assert container.archive.delete(study, other.series_instance_uid) == 1
+    assert container.archive.delete(study) == 2
+    assert count(container, Patient) == count(container, Study) == count(container, Instance) == 0
+    assert blob_files(container) == []
+
+
+def test_reindex_rebuilds_the_same_index(container: Container) -> None:
+    from vesalius.index import imaging
+
+    study = uid()
+    for i in range(4):
+        container.archive.store(make_file(StudyInstanceUID=study, InstanceNumber=i))
+    container.archive.store(make_file(PatientID="OTHER", Modality="MR"))
+    with container.db.read() as session:
+        before = imaging.snapshot(session)
+    indexed, rejected = container.archive.reindex()
+    assert (indexed, rejected) == (5, [])
+    with container.db.read() as session:
+        assert imaging.snapshot(session) == before
