@@ -36,6 +36,13 @@ class DuplicatePolicy(StrEnum):
     REPLACE = "replace"
 
 
+class SubjectIdScheme(StrEnum):
+    """How the research subject (and follow-up session) is derived from a DICOM PatientID."""
+
+    PATIENT_ID = "patient_id"  # the PatientID is the subject; no session number
+    CAP = "cap"  # Cardiac Atlas Project: 8-character subject + 2-digit follow-up session
+
+
 class RemoteAE(BaseModel):
     """A DICOM peer Vesalius knows: a C-MOVE destination."""
 
@@ -108,6 +115,49 @@ class Settings(BaseModel):
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed to call the HTTP API from a browser."
+    )
+    subject_id_scheme: SubjectIdScheme = Field(
+        default=SubjectIdScheme.PATIENT_ID,
+        description=(
+            "How a research subject is derived from the DICOM PatientID: patient_id (the ID "
+            "itself) or cap (a 10-character CAP ID is an 8-character subject ID plus a 2-digit "
+            "follow-up session, so XYZ0001501 is session 1 of subject XYZ00015)."
+        ),
+    )
+    max_aux_file_bytes: int = Field(
+        default=1024**3,
+        ge=1,
+        description="Largest auxiliary file (PDF, echo export, ...) a subject's record accepts.",
+    )
+    max_heart_model_bytes: int = Field(
+        default=512 * 1024**2, ge=1, description="Largest heart model zip accepted (bytes)."
+    )
+    max_heart_model_xml_bytes: int = Field(
+        default=16 * 1024**2, ge=1, description="Largest heart model XML metadata (bytes)."
+    )
+    max_subject_import_bytes: int = Field(
+        default=64 * 1024**3,
+        ge=1,
+        description=(
+            "Largest subject export zip that an import accepts, and the most its members may "
+            "expand to (bytes)."
+        ),
+    )
+    zip_max_uncompressed_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=1,
+        description="Most a heart model zip may expand to, all members together (bytes).",
+    )
+    zip_max_members: int = Field(
+        default=100_000, ge=1, description="Most members a zip (heart model or import) may hold."
+    )
+    zip_max_ratio: float = Field(
+        default=200.0,
+        gt=1,
+        description=(
+            "Highest compression ratio accepted for a zip member of 1 MiB or more (a zip "
+            "bomb has ratios in the thousands)."
+        ),
     )
 
     @field_validator("ae_title")
