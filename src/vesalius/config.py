@@ -116,6 +116,13 @@ class Settings(BaseModel):
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed to call the HTTP API from a browser."
     )
+    public_url: str | None = Field(
+        default=None,
+        description=(
+            "The URL clients reach the HTTP server by (e.g. https://pacs.example.org behind a "
+            "proxy), used in RetrieveURL and BulkDataURI answers. Default: from the request."
+        ),
+    )
     subject_id_scheme: SubjectIdScheme = Field(
         default=SubjectIdScheme.PATIENT_ID,
         description=(

@@ -9,6 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from vesalius import __version__
 from vesalius.container import Container
+from vesalius.web import dicomweb
 
 
 def create_app(container: Container) -> FastAPI:
@@ -25,7 +26,9 @@ def create_app(container: Container) -> FastAPI:
             allow_origins=container.settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["Accept", "Authorization", "Content-Type"],
+            expose_headers=["Content-Disposition", "Content-Location", "Warning"],
         )
+    app.include_router(dicomweb.router())
 
     @app.get("/api/system", tags=["system"], summary="Version and archive totals")
     def system() -> dict[str, Any]:
