@@ -93,7 +93,10 @@ def load_sample(container: Container) -> Sample:
     sample = Sample()
     study1, series_a, series_b = uid(), uid(), uid()
     john = {"PatientID": "P1", "PatientName": "DOE^JOHN", "StudyInstanceUID": study1}
-    sample.datasets["ct1"] = make_dataset(SeriesInstanceUID=series_a, InstanceNumber=1, **john)
+    # 32x32x2 bytes: above the inline limit, so its pixel data is a BulkDataURI.
+    sample.datasets["ct1"] = make_dataset(
+        rows=32, columns=32, SeriesInstanceUID=series_a, InstanceNumber=1, **john
+    )
     sample.datasets["ct2"] = make_dataset(
         SeriesInstanceUID=series_a, InstanceNumber=2, seed=1, **john
     )

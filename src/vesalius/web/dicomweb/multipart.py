@@ -1,0 +1,154 @@
+"""``multipart/related`` in both directions: writing streamed answers, reading STOW bodies.
+
+The reader is incremental: it is fed the request body chunk by chunk and hands back each part
+once its closing boundary has arrived, so only one part at a time needs to be in memory.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+
+class MultipartError(ValueError):
+    """The body is not the multipart message its Content-Type announced."""
+
+
+def new_boundary() -> str:
+    return f"vesalius-{secrets.token_hex(16)}"
+
+
+def content_type(boundary: str, part_type: str, transfer_syntax: str | None = None) -> str:
+    """The Content-Type of a multipart/related answer whose parts are *part_type*."""
+    value = f'multipart/related; type="{part_type}"; boundary={boundary}'
+    if transfer_syntax:
+        value += f"; transfer-syntax={transfer_syntax}"
+    return value
+
+
+def part_header(boundary: str, part_content_type: str, location: str | None = None) -> bytes:
+    """The delimiter and headers that open one part (the previous part's CRLF included)."""
+    header = f"--{boundary}\r\nContent-Type: {part_content_type}\r\n"
+    if location:
+        header += f"Content-Location: {location}\r\n"
+    return (header + "\r\n").encode()
+
+
+def closing(boundary: str) -> bytes:
+    return f"--{boundary}--\r\n".encode()
+
+
+@dataclass
+class Part:
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+
+class MultipartReader:
+    """An incremental ``multipart/related`` parser (RFC 2046 section 5.1).
+
+    Examples
+    --------
+    >>> reader = MultipartReader("b")
+    >>> parts = reader.feed(b"--b\\r\\nContent-Type: a/b\\r\\n\\r\\nhello\\r\\n--b--\\r\\n")
+    >>> [(p.content_type, p.body) for p in parts], reader.finished
+    ([('a/b', b'hello')], True)
+    """
+
+    def __init__(self, boundary: str, max_header: int = 16384) -> None:
+        if not boundary:
+            raise MultipartError("the Content-Type has no boundary parameter")
+        self._dash = b"--" + boundary.encode("latin-1")
+        self._delimiter = b"\r\n" + self._dash
+        self._buffer = bytearray()
+        self._state = "preamble"  # preamble -> headers -> body -> (headers | done)
+        self._headers: dict[str, str] = {}
+        self._search = 0
+        self._max_header = max_header
+        self.finished = False
+        self.parts_seen = 0
+
+    @property
+    def in_part(self) -> bool:
+        """Whether the body stopped inside a part (the message was cut short)."""
+        return self._state in ("headers", "body") and not self.finished
+
+    def feed(self, chunk: bytes) -> list[Part]:
+        """Add body bytes; return the parts completed by them."""
+        if self.finished:
+            return []
+        self._buffer += chunk
+        parts: list[Part] = []
+        while True:
+            if self._state == "preamble":
+                if not self._skip_preamble():
+                    return parts
+            elif self._state == "after-boundary":
+                if len(self._buffer) < 2:
+                    return parts
+                if self._buffer[:2] == b"--":
+                    self.finished = True
+                    self._buffer.clear()
+                    return parts
+                eol = self._buffer.find(b"\r\n")
+                if eol < 0:
+                    if len(self._buffer) > 1024:
+                        raise MultipartError("garbage after a multipart boundary")
+                    return parts
+                del self._buffer[: eol + 2]  # transport padding, then CRLF
+                self._state = "headers"
+            elif self._state == "headers":
+                end = self._buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    if self._buffer.startswith(b"\r\n"):  # a part without headers
+                        del self._buffer[:2]
+                        self._headers = {}
+                        self._state = "body"
+                        self._search = 0
+                        continue
+                    if len(self._buffer) > self._max_header:
+                        raise MultipartError("a part's headers are too long or never end")
+                    return parts
+                self._headers = _parse_headers(bytes(self._buffer[:end]))
+                del self._buffer[: end + 4]
+                self._state = "body"
+                self._search = 0
+            elif self._state == "body":
+                index = self._buffer.find(self._delimiter, self._search)
+                if index < 0:
+                    self._search = max(0, len(self._buffer) - len(self._delimiter) + 1)
+                    return parts
+                parts.append(Part(self._headers, bytes(self._buffer[:index])))
+                self.parts_seen += 1
+                del self._buffer[: index + len(self._delimiter)]
+                self._state = "after-boundary"
+
+    def _skip_preamble(self) -> bool:
+        if self._buffer.startswith(self._dash):
+            del self._buffer[: len(self._dash)]
+            self._state = "after-boundary"
+            return True
+        index = self._buffer.find(self._delimiter)
+        if index < 0:
+            if len(self._buffer) > 65536:
+                raise MultipartError("the body does not contain the announced boundary")
+            return False
+        del self._buffer[: index + len(self._delimiter)]
+        self._state = "after-boundary"
+        return True
+
+
+def _parse_headers(raw: bytes) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for line in raw.decode("latin-1").split("\r\n"):
+        if not line.strip():
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise MultipartError(f"malformed part header line {line[:80]!r}")
+        headers[name.strip().lower()] = value.strip()
+    return headers
