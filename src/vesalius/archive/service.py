@@ -104,10 +104,13 @@ class Archive:
         if existing is not None:
             return self._store_existing(parsed, existing, origin)
         blob = self.blobs.put(blob_key_for(parsed), [parsed.data])
+
+        def index(session: Session) -> None:
+            imaging.add_instance(session, parsed.json, parsed.transfer_syntax_uid, blob, origin)
+            self._run_hooks(session, parsed.json)
+
         try:
-            with self.db.write() as session:
-                imaging.add_instance(session, parsed.json, parsed.transfer_syntax_uid, blob, origin)
-                self._run_hooks(session, parsed.json)
+            self.db.run_write(index)
         except IntegrityError:
             self._discard(blob.key)
             if not retry:

@@ -63,23 +63,23 @@ def is_uncompressed(syntax: str) -> bool:
 
 
 def read_for(source: BinaryIO | bytes, stored: str, accepted: Collection[str]) -> Dataset:
-    """The dataset of a stored file, converted to a syntax in *accepted*.
+    """The dataset of a stored file, ready to send to a peer that accepts *accepted*.
 
-    The returned dataset's ``file_meta.TransferSyntaxUID`` names the syntax to send.
+    A compressed dataset the peer cannot take is decoded to explicit VR little endian; the
+    DIMSE layer converts between explicit and implicit VR little endian itself, so the
+    dataset keeps the encoding it was read in.
     """
     fp = io.BytesIO(source) if isinstance(source, bytes) else source
     ds = dcmread(fp)
     if stored in accepted:
         return ds
+    if not (set(accepted) & {ExplicitVRLittleEndian, ImplicitVRLittleEndian}):
+        raise TranscodeError(
+            f"the peer accepts neither {UID(stored).name} nor little endian uncompressed"
+        )
     if not is_uncompressed(stored) and "PixelData" in ds:
         try:
-            ds.decompress()  # to explicit VR little endian
+            ds.decompress(generate_instance_uid=False)  # to explicit VR little endian
         except Exception as exc:  # decoders raise many kinds
             raise TranscodeError(f"cannot decode {UID(stored).name}: {exc}") from None
-    for target in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian):
-        if target in accepted:
-            ds.file_meta.TransferSyntaxUID = target
-            return ds
-    raise TranscodeError(
-        f"the peer accepts none of {UID(stored).name} or an uncompressed transfer syntax"
-    )
+    return ds

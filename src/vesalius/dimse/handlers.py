@@ -163,7 +163,7 @@ def handle_find(event: Event, archive: Archive) -> Iterator[tuple[int, Dataset |
         query = _query_from(identifier, event.request.AffectedSOPClassUID)
     except InvalidQuery as exc:
         log.warning("C-FIND from %s refused: %s", _peer(event), exc)
-        yield _status(UNABLE_TO_PROCESS, str(exc)).Status, None
+        yield _status(UNABLE_TO_PROCESS, str(exc)), None
         return
     for result in archive.find(query):
         if event.is_cancelled:
@@ -215,7 +215,7 @@ def handle_get(event: Event, archive: Archive) -> Iterator[Any]:
     except InvalidQuery as exc:
         log.warning("C-GET from %s refused: %s", _peer(event), exc)
         yield 1
-        yield UNABLE_TO_PROCESS, None
+        yield _status(UNABLE_TO_PROCESS, str(exc)), None
         return
     log.info("C-GET from %s: %d instances", _peer(event), len(records))
     yield len(records)
@@ -241,7 +241,7 @@ def handle_move(event: Event, archive: Archive, settings: Settings) -> Iterator[
         log.warning("C-MOVE from %s refused: %s", _peer(event), exc)
         yield destination.host, destination.port
         yield 1
-        yield UNABLE_TO_PROCESS, None
+        yield _status(UNABLE_TO_PROCESS, str(exc)), None
         return
     holder: dict[str, Any] = {}
 

@@ -8,17 +8,21 @@ so two writers queue instead of failing on a lock upgrade.
 
 from __future__ import annotations
 
+import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 _WRITE_OPTION = "vesalius_write"
+T = TypeVar("T")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -36,7 +40,27 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         query = dict(parsed.query)
         query.setdefault("charset", "utf8mb4")
         url = parsed.set(query=query).render_as_string(hide_password=False)
+        # REPEATABLE READ (InnoDB's default) takes gap locks on concurrent inserts and hides
+        # rows another association has just committed; READ COMMITTED behaves like PostgreSQL.
+        kwargs.setdefault("isolation_level", "READ COMMITTED")
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+
+
+# Errors after which a write transaction can simply be run again: deadlocks, lock timeouts
+# and serialisation failures (MySQL/MariaDB error numbers, PostgreSQL SQLSTATEs).
+_RETRYABLE_MYSQL = {1213, 1205}
+_RETRYABLE_PG = {"40P01", "40001", "55P03"}
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a failed transaction may succeed when run again."""
+    if not isinstance(exc, OperationalError | DBAPIError):
+        return False
+    orig = getattr(exc, "orig", None)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _RETRYABLE_MYSQL:
+        return True
+    return getattr(orig, "sqlstate", None) in _RETRYABLE_PG
 
 
 def _tune_sqlite(engine: Engine) -> None:
@@ -99,6 +123,18 @@ class Database:
         finally:
             if lock is not None:
                 lock.release()
+
+    def run_write(self, work: Callable[[Session], T], attempts: int = 5) -> T:
+        """Run *work* in a write transaction, again after a deadlock or lock timeout."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.write() as session:
+                    return work(session)
+            except DBAPIError as exc:
+                if attempt == attempts or not is_retryable(exc):
+                    raise
+                time.sleep(random.uniform(0.005, 0.05) * attempt)
+        raise AssertionError("unreachable")
 
     def dispose(self) -> None:
         self.engine.dispose()
