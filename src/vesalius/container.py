@@ -8,6 +8,7 @@ from vesalius.archive.service import Archive
 from vesalius.config import Settings
 from vesalius.index.engine import Database
 from vesalius.index.migrate import upgrade
+from vesalius.records.service import Records
 from vesalius.storage.base import BlobStore
 from vesalius.storage.filesystem import open_store
 
@@ -18,6 +19,7 @@ class Container:
     db: Database
     blobs: BlobStore
     archive: Archive
+    records: Records
 
     def close(self) -> None:
         self.db.dispose()
@@ -30,4 +32,8 @@ def build(settings: Settings, *, migrate: bool = False) -> Container:
     if migrate:
         upgrade(db.engine)
     blobs = open_store(settings.effective_storage_dir)
-    return Container(settings, db, blobs, Archive(settings, db, blobs))
+    archive = Archive(settings, db, blobs)
+    records = Records(settings, db, blobs, archive)
+    # Every newly indexed instance gives its subject an imaging session, in the same transaction.
+    archive.index_hooks.append(records.on_instance_indexed)
+    return Container(settings, db, blobs, archive, records)
