@@ -23,8 +23,8 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from vesalius.config import Settings  # noqa: E402
-from vesalius.container import Container, build  # noqa: E402
+from vesalius.config import Settings
+from vesalius.container import Container, build
 
 POSTGRESQL_ADMIN = os.environ.get(
     "VESALIUS_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from dicomgen import make_file
 
+from dicomgen import make_file
 from vesalius.archive.query import build_query
 from vesalius.container import Container
 from vesalius.dicom import dicomjson

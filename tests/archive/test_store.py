@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from dicomgen import make_dataset, make_file, to_bytes, uid
 from sqlalchemy import func, select
 
+from dicomgen import make_dataset, make_file, to_bytes, uid
 from vesalius.archive.service import StoreStatus
 from vesalius.config import DuplicatePolicy
 from vesalius.container import Container

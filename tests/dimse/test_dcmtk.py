@@ -7,11 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dicomgen import make_dataset, uid, write
 from pydicom import dcmread
 from pydicom.encaps import encapsulate
 from pydicom.uid import ImplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
 
+from dicomgen import make_dataset, uid, write
 from vesalius.config import RemoteAE
 
 DCMTK = Path("/usr/bin")

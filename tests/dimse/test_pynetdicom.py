@@ -7,7 +7,6 @@ import threading
 from typing import Any
 
 import pytest
-from dicomgen import make_dataset, uid
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 from pynetdicom import AE, build_role, evt
@@ -19,6 +18,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from dicomgen import make_dataset, uid
 from vesalius.config import RemoteAE
 
 
