@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from vesalius.web.dicomweb import qido, wado
+from vesalius.web.dicomweb import qido, stow, wado
 
 PREFIX = "/dicom-web"
 
@@ -17,7 +17,7 @@ def router() -> APIRouter:
     """Every DICOMweb route: the PS3.18 services under /dicom-web and WADO-URI at /wado."""
     root = APIRouter()
     services = APIRouter(prefix=PREFIX)
-    for module in (qido, wado):
+    for module in (qido, wado, stow):
         services.include_router(module.router)
     root.include_router(services)
     return root
