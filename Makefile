@@ -1,0 +1,40 @@
+# Vesalius: the two commands of the README's quick start are `make run` and `make test`.
+#   make run    installs Vesalius in .venv and serves the archive on the embedded default
+#   make test   installs what the tests need (DCMTK, database drivers) and runs every test
+
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: run install install-test test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+install: $(PY)
+	$(PY) -m pip install --quiet -e .
+
+run: install
+	$(VENV)/bin/vesalius serve
+
+install-test: $(PY)
+	scripts/install-system-packages dcmtk
+	$(PY) -m pip install --quiet -e '.[test]'
+
+test: install-test
+	scripts/ensure-services
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(PY)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+bench: install-test
+	scripts/install-system-packages dcmtk orthanc orthanc-dicomweb
+	$(PY) benchmarks/dimse_bench.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

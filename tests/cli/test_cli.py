@@ -1,0 +1,177 @@
+"""The ``vesalius`` command, run as a user would: serve, import, reindex, doctor, config, db."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from dicomgen import make_dataset, to_bytes, uid, write
+
+VESALIUS = [sys.executable, "-m", "vesalius"]
+
+
+def run(args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return subprocess.run(
+        VESALIUS + args,
+        env={**os.environ, "COLUMNS": "200", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "VESALIUS_DATA_DIR": str(tmp_path / "data"),
+        "VESALIUS_DICOM_PORT": "0",
+        "VESALIUS_HTTP_PORT": "0",
+        "VESALIUS_DICOM_HOST": "127.0.0.1",
+    }
+
+
+def test_help_reads_well() -> None:
+    result = run(["--help"], {})
+    assert result.returncode == 0
+    for command in ("serve", "import", "reindex", "doctor", "db", "config"):
+        assert command in result.stdout
+
+
+def test_config_show_masks_secrets(env: dict[str, str]) -> None:
+    result = run(
+        ["config", "show", "--json"],
+        {**env, "VESALIUS_DATABASE_URL": "postgresql+psycopg://u:topsecret@db/x"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "topsecret" not in result.stdout
+    assert "***" in result.stdout
+
+
+def test_bad_configuration_is_explained(env: dict[str, str]) -> None:
+    result = run(["config", "show"], {**env, "VESALIUS_DICOM_PORT": "abc"})
+    assert result.returncode == 2
+    assert "dicom_port" in result.stderr
+
+
+def test_import_folder_and_zip_with_a_report(env: dict[str, str], tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    study = uid()
+    for i in range(3):
+        write(folder / "sub", make_dataset(StudyInstanceUID=study, InstanceNumber=i))
+    (folder / "notes.txt").write_text("not dicom")
+    with zipfile.ZipFile(tmp_path / "more.zip", "w") as archive:
+        archive.writestr("a/one.dcm", to_bytes(make_dataset(PatientID="ZIP")))
+        archive.writestr("../evil.dcm", b"garbage")
+    result = run(
+        ["import", str(folder), str(tmp_path / "more.zip"), str(tmp_path / "missing")], env
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Stored 4, duplicates 0, rejected 3." in result.stdout
+    assert "notes.txt" in result.stdout
+    assert "no such file or folder" in result.stdout
+    assert "not a readable DICOM file" in result.stdout
+    # Importing again stores nothing new.
+    again = run(["import", str(folder / "sub")], env)
+    assert again.returncode == 0
+    assert "Stored 0, duplicates 3, rejected 0." in again.stdout
+
+
+def test_reindex_gives_back_the_same_index(env: dict[str, str], tmp_path: Path) -> None:
+    from vesalius.config import load_settings
+    from vesalius.container import build
+    from vesalius.index import imaging
+
+    folder = tmp_path / "in"
+    for i in range(4):
+        write(folder, make_dataset(PatientID=f"P{i % 2}", InstanceNumber=i))
+    assert run(["import", str(folder)], env).returncode == 0
+    container = build(load_settings(env=env))
+    with container.db.read() as session:
+        before = imaging.snapshot(session)
+    container.close()
+    result = run(["reindex", "--yes"], env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Indexed 4 instances" in result.stdout
+    container = build(load_settings(env=env))
+    with container.db.read() as session:
+        assert imaging.snapshot(session) == before
+    container.close()
+
+
+def test_doctor_reports_in_plain_words(env: dict[str, str], tmp_path: Path) -> None:
+    good = run(["doctor"], env)
+    assert good.returncode == 0, good.stdout
+    assert "Everything looks right." in good.stdout
+    bad = run(
+        ["doctor"], {**env, "VESALIUS_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    )
+    assert bad.returncode == 1
+    assert "does not answer" in bad.stdout
+    assert "***" not in bad.stdout or "nobody" in bad.stdout
+
+
+def test_db_upgrade_is_idempotent(env: dict[str, str]) -> None:
+    first = run(["db", "upgrade"], env)
+    assert first.returncode == 0, first.stderr
+    assert "Upgraded the database from empty" in first.stdout
+    second = run(["db", "upgrade"], env)
+    assert "up to date" in second.stdout
+
+
+def test_serve_logs_its_ports_answers_and_stops_on_sigterm(env: dict[str, str]) -> None:
+    process = subprocess.Popen(
+        VESALIUS + ["serve"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    ports: dict[str, int] = {}
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        assert process.stdout is not None
+        while len(ports) < 2 and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if match := re.search(r"(dicom|http)_port=(\d+)", line):
+                ports[match.group(1)] = int(match.group(2))
+        assert set(ports) == {"dicom", "http"}, "".join(lines)
+        echo = subprocess.run(
+            ["/usr/bin/echoscu", "-aec", "VESALIUS", "127.0.0.1", str(ports["dicom"])],
+            capture_output=True,
+            timeout=30,
+        )
+        if Path("/usr/bin/echoscu").exists():
+            assert echo.returncode == 0
+        import httpx
+
+        answer = httpx.get(f"http://127.0.0.1:{ports['http']}/api/system", timeout=10)
+        assert answer.json()["name"] == "Vesalius"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, rest
+    assert "stopped" in rest
+
+
+def test_serve_refuses_a_port_in_use(env: dict[str, str]) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run(["serve"], {**env, "VESALIUS_DICOM_PORT": str(port)})
+    assert result.returncode == 1
+    assert "cannot listen for DICOM" in result.stdout + result.stderr
