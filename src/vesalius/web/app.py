@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from vesalius import __version__
 from vesalius.container import Container
 from vesalius.web import dicomweb
+from vesalius.web.api import studies as studies_api
 
 
 def create_app(container: Container) -> FastAPI:
@@ -29,6 +30,7 @@ def create_app(container: Container) -> FastAPI:
             expose_headers=["Content-Disposition", "Content-Location", "Warning"],
         )
     app.include_router(dicomweb.router())
+    app.include_router(studies_api.router)
 
     @app.get("/api/system", tags=["system"], summary="Version and archive totals")
     def system() -> dict[str, Any]:

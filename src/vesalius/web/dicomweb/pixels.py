@@ -169,6 +169,8 @@ def _window(values: np.ndarray, center: float, width: float, function: str) -> n
         out = (values - center) / width + 0.5
     elif function == "sigmoid":
         out = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    elif width <= 1:  # linear with width 1: a threshold at center - 0.5
+        out = (values > center - 0.5).astype(np.float64)
     else:  # linear, PS3.3 C.11.2.1.2.1
         out = (values - (center - 0.5)) / (width - 1) + 0.5
     return np.clip(out * 255.0, 0, 255).astype(np.uint8)
