@@ -185,7 +185,8 @@ def _count_on(session: Session, subject_pk: int, day: dt.date) -> int:
         session.execute(
             select(func.count())
             .select_from(Event)
-            .where(Event.subject_pk == subject_pk, Event.event_date == day)
+            # position -1 marks the event being moved: it does not count
+            .where(Event.subject_pk == subject_pk, Event.event_date == day, Event.position >= 0)
         ).scalar_one()
     )
 
@@ -228,9 +229,11 @@ def insert_event(
 
 def move_event(session: Session, event: Event, day: dt.date, position: int | None) -> None:
     """Move an event to *position* on *day* (default: last), keeping positions contiguous."""
+    # Read before updating: an ORM update also changes the loaded object's attributes.
+    subject_pk, old_day, old_position = event.subject_pk, event.event_date, event.position
     session.execute(update(Event).where(Event.id == event.id).values(position=-1))
-    _close_slot(session, event.subject_pk, event.event_date, event.position)
-    slot = _open_slot(session, event.subject_pk, day, position)
+    _close_slot(session, subject_pk, old_day, old_position)
+    slot = _open_slot(session, subject_pk, day, position)
     session.execute(update(Event).where(Event.id == event.id).values(event_date=day, position=slot))
 
 
@@ -244,8 +247,9 @@ def event_blob_keys(session: Session, event_id: int) -> list[str]:
 
 
 def delete_event(session: Session, event: Event) -> None:
+    subject_pk, day, position = event.subject_pk, event.event_date, event.position
     _delete_event_rows(session, [event.id])
-    _close_slot(session, event.subject_pk, event.event_date, event.position)
+    _close_slot(session, subject_pk, day, position)
 
 
 def _blob_keys(session: Session, events: Select[Any]) -> list[str]:

@@ -100,7 +100,7 @@ class Records:
 
     def get_subject(self, subject_id: str) -> SubjectOut:
         with self.db.read() as session:
-            subject = self._subject(session, subject_id)
+            subject = self.subject_row(session, subject_id)
             counts = sql.subject_counts(session, [subject.id])
         return _subject_out(subject, counts[subject.id])
 
@@ -119,7 +119,7 @@ class Records:
         if "extra" in values:
             values["extra"] = dicomjson.dumps(values["extra"] or {})
         with self.db.write() as session:
-            subject = self._subject(session, subject_id, lock=True)
+            subject = self.subject_row(session, subject_id, lock=True)
             sql.update_subject(session, subject.id, values)
         return self.get_subject(subject_id)
 
@@ -127,13 +127,13 @@ class Records:
         """Remove the subject's record (events, notes, files, models); its DICOM studies stay
         in the archive (delete them there)."""
         with self.db.write() as session:
-            subject = self._subject(session, subject_id, lock=True)
+            subject = self.subject_row(session, subject_id, lock=True)
             keys = sql.subject_blob_keys(session, subject.id)
             sql.delete_subject(session, subject.id)
-        self._discard(keys)
+        self.discard(keys)
 
     @staticmethod
-    def _subject(session: Session, subject_id: str, *, lock: bool = False) -> Subject:
+    def subject_row(session: Session, subject_id: str, *, lock: bool = False) -> Subject:
         subject = sql.get_subject(session, subject_id, lock=lock)
         if subject is None:
             raise NotFound(f"no subject {subject_id!r}")
@@ -145,7 +145,7 @@ class Records:
         """The subject's events in order; with *kind*, only those (neighbours stay the
         timeline's)."""
         with self.db.read() as session:
-            subject = self._subject(session, subject_id)
+            subject = self.subject_row(session, subject_id)
             order = sql.ordered_event_ids(session, subject.id)
             rows = sql.load_events(session, order)
         events = _with_neighbours(order, rows, subject_id)
@@ -153,7 +153,7 @@ class Records:
 
     def get_event(self, subject_id: str, event_id: int) -> EventOut:
         with self.db.read() as session:
-            subject = self._subject(session, subject_id)
+            subject = self.subject_row(session, subject_id)
             order = sql.ordered_event_ids(session, subject.id)
             if event_id not in order:
                 raise NotFound(f"subject {subject_id} has no event {event_id}")
@@ -166,7 +166,7 @@ class Records:
     def add_event(self, subject_id: str, data: EventIn) -> EventOut:
         """Add a note, a diagnosis, an imaging session or a site's own kind of event."""
         with self.db.write() as session:
-            subject = self._subject(session, subject_id, lock=True)
+            subject = self.subject_row(session, subject_id, lock=True)
             self._check_studies(session, data.study_instance_uids, data.allow_pending_links)
             event_id = sql.insert_event(
                 session,
@@ -192,7 +192,7 @@ class Records:
         """Change an event; a new date or position moves it (others on the dates shift)."""
         given = patch.model_fields_set
         with self.db.write() as session:
-            subject = self._subject(session, subject_id, lock=True)
+            subject = self.subject_row(session, subject_id, lock=True)
             event = self._event(session, subject, event_id)
             plain = {n: getattr(patch, n) for n in ("title", "description", "session_number")}
             sql.update_event(session, event.id, {n: v for n, v in plain.items() if n in given})
@@ -213,11 +213,11 @@ class Records:
 
     def delete_event(self, subject_id: str, event_id: int) -> None:
         with self.db.write() as session:
-            subject = self._subject(session, subject_id, lock=True)
+            subject = self.subject_row(session, subject_id, lock=True)
             event = self._event(session, subject, event_id)
             keys = sql.event_blob_keys(session, event.id)
             sql.delete_event(session, event)
-        self._discard(keys)
+        self.discard(keys)
 
     @staticmethod
     def _event(session: Session, subject: Subject, event_id: int) -> Event:
@@ -230,7 +230,7 @@ class Records:
 
     def add_link(self, subject_id: str, event_id: int, link: LinkIn) -> EventOut:
         with self.db.write() as session:
-            subject = self._subject(session, subject_id, lock=True)
+            subject = self.subject_row(session, subject_id, lock=True)
             event = self._event(session, subject, event_id)
             self._check_studies(session, [link.study_instance_uid], link.allow_pending)
             sql.add_link(session, event.id, link.study_instance_uid)
@@ -238,7 +238,7 @@ class Records:
 
     def remove_link(self, subject_id: str, event_id: int, study_uid: str) -> EventOut:
         with self.db.write() as session:
-            subject = self._subject(session, subject_id, lock=True)
+            subject = self.subject_row(session, subject_id, lock=True)
             event = self._event(session, subject, event_id)
             if not sql.remove_link(session, event.id, study_uid):
                 raise NotFound(f"event {event_id} has no link to study {study_uid}")
@@ -369,7 +369,7 @@ class Records:
             )
             stored.append(self.blobs.put(filemod.new_key("models", ".xml"), [xml_bytes]))
         except BaseException:
-            self._discard([b.key for b in stored])
+            self.discard([b.key for b in stored])
             raise
         zip_blob, xml_blob = stored
 
@@ -377,7 +377,7 @@ class Records:
             sql.add_heart_model(
                 session,
                 event_id,
-                _model_values(meta, data_name, zip_blob, xml_name, xml_blob),
+                model_values(meta, data_name, zip_blob, xml_name, xml_blob),
                 meta.field_pairs(),
             )
             for uid in meta.study_uids:
@@ -439,17 +439,17 @@ class Records:
         """Insert an event and its parts in one transaction; remove *blobs* if it fails."""
         try:
             with self.db.write() as session:
-                subject = self._subject(session, subject_id, lock=True)
+                subject = self.subject_row(session, subject_id, lock=True)
                 event_id = sql.insert_event(session, subject.id, values, position)
                 write(session, event_id)
         except BaseException:
-            self._discard([b.key for b in blobs])
+            self.discard([b.key for b in blobs])
             raise
         return event_id
 
     def _loaded(self, subject_id: str, event_id: int) -> sql.EventRow:
         with self.db.read() as session:
-            subject = self._subject(session, subject_id)
+            subject = self.subject_row(session, subject_id)
             if sql.get_event(session, subject.id, event_id) is None:
                 raise NotFound(f"subject {subject_id} has no event {event_id}")
             return sql.load_events(session, [event_id])[event_id]
@@ -457,7 +457,7 @@ class Records:
     def open_blob(self, key: str) -> BinaryIO:
         return self.blobs.open(key)
 
-    def _discard(self, keys: Sequence[str]) -> None:
+    def discard(self, keys: Sequence[str]) -> None:
         for key in keys:
             try:
                 self.blobs.delete(key)
@@ -541,7 +541,7 @@ def _blob_out(part: Any) -> BlobOut:
     )
 
 
-def _model_values(
+def model_values(
     meta: ModelMetadata, data_name: str, data: BlobInfo, xml_name: str, xml: BlobInfo
 ) -> dict[str, Any]:
     return {
