@@ -99,10 +99,8 @@ class Archive:
     def _store_parsed(
         self, parsed: ParsedInstance, origin: str | None, retry: bool
     ) -> StoreOutcome:
-        with self.db.read() as session:
-            existing = imaging.get_instance(session, parsed.sop_instance_uid)
-        if existing is not None:
-            return self._store_existing(parsed, existing, origin)
+        # Write first and let the unique SOP Instance UID catch re-sends: the common case (a
+        # new instance) then costs one blob write and one transaction.
         blob = self.blobs.put(blob_key_for(parsed), [parsed.data])
 
         def index(session: Session) -> None:
@@ -113,10 +111,13 @@ class Archive:
             self.db.run_write(index)
         except IntegrityError:
             self._discard(blob.key)
+            with self.db.read() as session:
+                existing = imaging.get_instance(session, parsed.sop_instance_uid)
+            if existing is not None:
+                return self._store_existing(parsed, existing, origin)
             if not retry:
                 raise
-            # Stored concurrently by another association: decide as for a re-send.
-            return self._store_parsed(parsed, origin, retry=False)
+            return self._store_parsed(parsed, origin, retry=False)  # deleted meanwhile
         except BaseException:
             self._discard(blob.key)
             raise

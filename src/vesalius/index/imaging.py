@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -154,22 +154,32 @@ def _instance_values(data: DicomJson) -> dict[str, Any]:
 
 
 def _get_or_create(
-    session: Session, model: Any, key_column: Any, key: str, values: dict[str, Any]
+    conn: Connection, model: Any, key_column: Any, key: str, values: dict[str, Any]
 ) -> tuple[int, bool]:
     """The id of the row with this unique key, creating it; True when it was created."""
-    found = session.execute(select(model.id).where(key_column == key)).scalar()
+    found = conn.execute(select(model.id).where(key_column == key)).scalar()
     if found is not None:
         return found, False
     try:
-        with session.begin_nested():
-            new_id = session.execute(
+        with conn.begin_nested():
+            new_id = conn.execute(
                 model.__table__.insert().values({key_column.key: key, **values})
             ).inserted_primary_key[0]
         return new_id, True
     except IntegrityError:
         # Another association created it between our select and insert.
-        found = session.execute(select(model.id).where(key_column == key)).scalar_one()
+        found = conn.execute(select(model.id).where(key_column == key)).scalar_one()
         return found, False
+
+
+_SERIES_LOOKUP = (
+    select(Series.id, Series.study_pk, Study.patient_pk, Study.study_instance_uid)
+    .join(Study, Series.study_pk == Study.id)
+    .where(Series.series_instance_uid == bindparam("uid"))
+)
+_STUDY_LOOKUP = select(Study.id, Study.patient_pk).where(
+    Study.study_instance_uid == bindparam("uid")
+)
 
 
 def add_instance(
@@ -181,59 +191,64 @@ def add_instance(
 ) -> int:
     """Index a new instance under its patient, study and series; returns its id.
 
-    Raises ``IntegrityError`` when the SOP Instance UID is already indexed.
+    The common case (the series exists) costs one lookup, one insert and three counter
+    updates. Raises ``IntegrityError`` when the SOP Instance UID is already indexed.
     """
-    patient_id = (first_string(data, "PatientID") or "").strip()[:64]
+    conn = session.connection()
     study_uid = first_string(data, "StudyInstanceUID") or ""
     series_uid = first_string(data, "SeriesInstanceUID") or ""
-    sop_uid = first_string(data, "SOPInstanceUID") or ""
-
-    patient_pk, _ = _get_or_create(
-        session,
-        Patient,
-        Patient.patient_id,
-        patient_id,
-        {**_patient_values(data), "num_studies": 0, "num_series": 0, "num_instances": 0},
-    )
-    study_values = _study_values(data)
-    study_pk, new_study = _get_or_create(
-        session,
-        Study,
-        Study.study_instance_uid,
-        study_uid,
-        {**study_values, "patient_pk": patient_pk, "num_series": 0, "num_instances": 0},
-    )
-    series_values = _series_values(data)
-    series_pk, new_series = _get_or_create(
-        session,
-        Series,
-        Series.series_instance_uid,
-        series_uid,
-        {**series_values, "study_pk": study_pk, "num_instances": 0},
-    )
-    if not new_study:
-        # The study may have come first under another patient: count where it really is.
-        patient_pk = session.execute(
-            select(Study.patient_pk).where(Study.id == study_pk)
-        ).scalar_one()
-    if not new_series:
-        owner = session.execute(select(Series.study_pk).where(Series.id == series_pk)).scalar_one()
-        if owner != study_pk:
+    new_study = new_series = False
+    study_date = None
+    found = conn.execute(_SERIES_LOOKUP, {"uid": series_uid}).first()
+    if found is not None:
+        series_pk, study_pk, patient_pk, owner_uid = found
+        if owner_uid != study_uid:
             log.warning(
-                "instance %s names study %s but its series %s belongs to another study; "
+                "series %s belongs to study %s, but an instance of it names study %s; "
                 "indexed under the series' study",
-                sop_uid,
-                study_uid,
                 series_uid,
+                owner_uid,
+                study_uid,
             )
-            study_pk = owner
-            patient_pk = session.execute(
-                select(Study.patient_pk).where(Study.id == study_pk)
-            ).scalar_one()
+    else:
+        study = conn.execute(_STUDY_LOOKUP, {"uid": study_uid}).first()
+        if study is not None:
+            study_pk, patient_pk = study
+        else:
+            patient_id = (first_string(data, "PatientID") or "").strip()[:64]
+            patient_pk, _ = _get_or_create(
+                conn,
+                Patient,
+                Patient.patient_id,
+                patient_id,
+                {**_patient_values(data), "num_studies": 0, "num_series": 0, "num_instances": 0},
+            )
+            study_values = _study_values(data)
+            study_date = study_values["study_date"]
+            study_pk, new_study = _get_or_create(
+                conn,
+                Study,
+                Study.study_instance_uid,
+                study_uid,
+                {**study_values, "patient_pk": patient_pk, "num_series": 0, "num_instances": 0},
+            )
+            if not new_study:  # created meanwhile, perhaps under another patient
+                patient_pk = conn.execute(_STUDY_LOOKUP, {"uid": study_uid}).one()[1]
+        series_pk, new_series = _get_or_create(
+            conn,
+            Series,
+            Series.series_instance_uid,
+            series_uid,
+            {**_series_values(data), "study_pk": study_pk, "num_instances": 0},
+        )
+        if not new_series:
+            series_pk, study_pk, patient_pk, _ = conn.execute(
+                _SERIES_LOOKUP, {"uid": series_uid}
+            ).one()
 
-    instance_id: int = session.execute(
+    instance_id: int = conn.execute(
         Instance.__table__.insert().values(
-            sop_instance_uid=sop_uid,
+            sop_instance_uid=first_string(data, "SOPInstanceUID") or "",
             series_pk=series_pk,
             transfer_syntax_uid=transfer_syntax_uid,
             blob_key=blob.key,
@@ -244,7 +259,7 @@ def add_instance(
         )
     ).inserted_primary_key[0]
 
-    session.execute(
+    conn.execute(
         update(Series).where(Series.id == series_pk).values(num_instances=Series.num_instances + 1)
     )
     study_changes: dict[str, Any] = {"num_instances": Study.num_instances + 1}
@@ -254,13 +269,12 @@ def add_instance(
         patient_changes["num_series"] = Patient.num_series + 1
     if new_study:
         patient_changes["num_studies"] = Patient.num_studies + 1
-    session.execute(update(Study).where(Study.id == study_pk).values(study_changes))
+    conn.execute(update(Study).where(Study.id == study_pk).values(study_changes))
+    conn.execute(update(Patient).where(Patient.id == patient_pk).values(patient_changes))
     if new_series:
         _refresh_modalities(session, study_pk)
-    study_date = study_values["study_date"]
     if new_study and study_date:
         _bump_last_study_date(session, patient_pk, study_date)
-    session.execute(update(Patient).where(Patient.id == patient_pk).values(patient_changes))
     return instance_id
 
 
