@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from vesalius import __version__
 from vesalius.container import Container
 from vesalius.web import dicomweb
+from vesalius.web.api import records as records_api
 from vesalius.web.api import studies as studies_api
 
 
@@ -31,6 +32,7 @@ def create_app(container: Container) -> FastAPI:
         )
     app.include_router(dicomweb.router())
     app.include_router(studies_api.router)
+    app.include_router(records_api.router, prefix="/api")
 
     @app.get("/api/system", tags=["system"], summary="Version and archive totals")
     def system() -> dict[str, Any]:
