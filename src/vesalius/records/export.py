@@ -173,21 +173,14 @@ def _export_event(
     records: Records, archive: zipfile.ZipFile, number: int, row: sql.EventRow
 ) -> ManifestEvent:
     event = row.event
-    out = ManifestEvent(
-        kind=event.kind,
-        date=event.event_date,
-        position=event.position,
-        title=event.title,
-        description=event.description,
-        session_number=event.session_number,
-        session_study_uid=event.session_study_uid,
-        links=[uid for uid, _present in row.links],
-    )
+    parts: dict[str, Any] = {}
     if row.note is not None:
-        out.note = NoteIn(text=row.note.text, author=row.note.author, note_kind=row.note.note_kind)
+        parts["note"] = NoteIn(
+            text=row.note.text, author=row.note.author, note_kind=row.note.note_kind
+        )
     if row.diagnosis is not None:
         d = row.diagnosis
-        out.diagnosis = DiagnosisIn(
+        parts["diagnosis"] = DiagnosisIn(
             height_cm=d.height_cm,
             weight_kg=d.weight_kg,
             heart_rate_bpm=d.heart_rate_bpm,
@@ -200,7 +193,7 @@ def _export_event(
         f = row.file
         path = f"files/{number:04d}/{f.filename}"
         _copy_blob(records, archive, f.blob_key, path)
-        out.file = ManifestBlob(
+        parts["file"] = ManifestBlob(
             path=path, filename=f.filename, media_type=f.media_type, size=f.size, sha256=f.sha256
         )
     if row.model is not None:
@@ -209,7 +202,7 @@ def _export_event(
         xml_path = f"models/{number:04d}/metadata/{m.xml_filename}"
         _copy_blob(records, archive, m.data_key, data_path, compress=False)
         _copy_blob(records, archive, m.xml_key, xml_path)
-        out.model = ManifestModel(
+        parts["model"] = ManifestModel(
             name=m.name,
             version=m.version,
             frames=m.frames,
@@ -229,7 +222,17 @@ def _export_event(
                 sha256=m.xml_sha256,
             ),
         )
-    return out
+    return ManifestEvent(
+        kind=event.kind,
+        date=event.event_date,
+        position=event.position,
+        title=event.title,
+        description=event.description,
+        session_number=event.session_number,
+        session_study_uid=event.session_study_uid,
+        links=[uid for uid, _present in row.links],
+        **parts,
+    )
 
 
 def _export_study(records: Records, archive: zipfile.ZipFile, study_uid: str) -> ManifestStudy:

@@ -24,7 +24,6 @@ from fastapi import (
     APIRouter,
     File,
     Form,
-    HTTPException,
     Path,
     Query,
     Request,
@@ -33,6 +32,7 @@ from fastapi import (
 )
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.types import Message
 
 from vesalius.errors import Conflict, InvalidInstance, NotFound, VesaliusError
