@@ -16,6 +16,8 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.tag import Tag
 
+from vesalius.dicom.fastjson import dataset_json
+
 DicomJson = dict[str, dict[str, Any]]
 
 BULK_PREFIX = "bulkdata:"
@@ -31,7 +33,7 @@ def dataset_to_json(ds: Dataset) -> DicomJson:
 
     File meta information is not included.
     """
-    return ds.to_json_dict(BULK_DATA_THRESHOLD, _bulk_handler)  # type: ignore[no-any-return]
+    return dataset_json(ds, BULK_DATA_THRESHOLD, _bulk_handler)
 
 
 def dumps(value: Any) -> str:
