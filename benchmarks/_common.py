@@ -298,6 +298,7 @@ class GeneratedData:
     root: Path
     prefix: str
     parts: list[Path]
+    part_instances: list[int]
     studies: list[StudyInfo]
     instances: int
     nbytes: int
@@ -327,8 +328,15 @@ class GeneratedData:
             "studies": len(self.studies),
             "rows": self.rows,
             "columns": self.columns,
-            "parts": [tree_size(p)[0] for p in self.parts],
+            "parts": self.part_instances,
         }
+
+    def batches(self, width: int) -> list[tuple[list[Path], int]]:
+        """Consecutive groups of *width* part folders, with their number of instances."""
+        return [
+            (self.parts[i : i + width], sum(self.part_instances[i : i + width]))
+            for i in range(0, len(self.parts), width)
+        ]
 
 
 def _phantom(rows: int, columns: int) -> np.ndarray:
@@ -381,7 +389,8 @@ def generate_data(
     def uid(*parts_: object) -> str:
         return generate_uid(prefix=None, entropy_srcs=[str(seed), prefix, *map(str, parts_)])
 
-    part_dirs = [root / f"part{k}" for k in range(parts)]
+    part_dirs = [root / f"part{k:03d}" for k in range(parts)]
+    part_counts = [0] * parts
     for d in part_dirs:
         d.mkdir(parents=True, exist_ok=True)
     studies: list[StudyInfo] = []
@@ -414,8 +423,9 @@ def generate_data(
                     frame_uid=frame_uid,
                     pixels=base + rng.integers(0, 48, size=base.shape, dtype=np.uint16),
                 )
-                part = part_dirs[(s if by_study else written) % parts]
-                path = part / f"s{s:05d}_r{r:02d}_i{i:05d}.dcm"
+                k = (s if by_study else written) % parts
+                path = part_dirs[k] / f"s{s:05d}_r{r:02d}_i{i:05d}.dcm"
+                part_counts[k] += 1
                 ds.save_as(path, enforce_file_format=True)
                 size = path.stat().st_size
                 study.instances += 1
@@ -427,7 +437,8 @@ def generate_data(
     return GeneratedData(
         root=root,
         prefix=prefix,
-        parts=[d for d in part_dirs if any(d.iterdir())],
+        parts=[d for d, n in zip(part_dirs, part_counts, strict=True) if n],
+        part_instances=[n for n in part_counts if n],
         studies=studies,
         instances=written,
         nbytes=total_bytes,
@@ -534,7 +545,7 @@ class ManagedProcess:
 
     def start(self) -> None:
         try:
-            with self.log_path.open("wb") as log:
+            with self.log_path.open("wb") as log, _signals_deferred():
                 self._proc = subprocess.Popen(
                     self.cmd,
                     cwd=self.cwd,
@@ -544,38 +555,58 @@ class ManagedProcess:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
+                _LIVE.add(self)
         except OSError as exc:
             raise BenchError(f"cannot start {self.name} ({shlex.join(self.cmd)}): {exc}") from exc
-        _LIVE.add(self)
 
     def exit_code(self) -> int | None:
         return None if self._proc is None else self._proc.poll()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM the PID and wait; SIGKILL its process group if it does not go away."""
+        """SIGTERM the PID and wait; SIGKILL its process group if it does not go away.
+
+        Ctrl-C and SIGTERM to the benchmark are held back until the server is gone, so that an
+        interrupt cannot leave it running (or unreaped).
+        """
         proc = self._proc
         if proc is None:
             return
+        with _signals_deferred():
+            self._stop(proc, timeout)
+        _LIVE.discard(self)
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
         pgid = proc.pid  # start_new_session: the child leads a group with its own PID
-        try:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(pgid, signal.SIGKILL)
-                    proc.wait(timeout=10)
-            # Helpers the server may have forked and left behind in its group.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGTERM)
-                time.sleep(0.5)
-                os.killpg(pgid, signal.SIGKILL)
-        finally:
-            _LIVE.discard(self)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        # Helpers the server may have forked and left behind in its group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+            time.sleep(0.5)
+            os.killpg(pgid, signal.SIGKILL)
 
     def log_tail(self, lines: int = 30) -> str:
         return tail(self.log_path, lines)
+
+
+_DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Block interrupting signals for the duration; they are delivered when it ends."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @atexit.register
@@ -635,11 +666,11 @@ class OrthancLauncher:
     def locate(binary: Path = DEFAULT_ORTHANC) -> Path:
         if os.access(binary, os.X_OK):
             return binary
-        found = shutil.which("Orthanc")
+        found = shutil.which("Orthanc") if binary == DEFAULT_ORTHANC else None
         if found:
             return Path(found)
         raise BenchError(
-            f"Orthanc not found at {binary} nor on PATH. Install it with: "
+            f"Orthanc not found at {binary}. Install it with: "
             "sudo apt-get install orthanc (then stop the packaged service if you do not want it; "
             "the benchmark runs its own instance)"
         )
@@ -714,39 +745,49 @@ def default_vesalius_command() -> list[str]:
     return [str(venv_exe if venv_exe.exists() else "vesalius"), "serve"]
 
 
+def check_resettable(url: str) -> None:
+    """Raise BenchError unless :func:`reset_database` can (and may) empty this database."""
+    scheme = url.split(":", 1)[0]
+    if scheme.startswith("sqlite"):
+        return
+    if not scheme.startswith("postgresql"):
+        raise BenchError(
+            f"cannot empty a {scheme} database between runs; use PostgreSQL or SQLite, or pass "
+            "--no-db-reset (then every start after the first finds the data of the last one)"
+        )
+    dbname = unquote(urlsplit("postgresql://" + url.split("://", 1)[1]).path.lstrip("/"))
+    if not dbname or dbname in {"postgres", "template0", "template1"}:
+        raise BenchError(
+            f"refusing to drop database {dbname!r}: give a dedicated database in the URL, "
+            "e.g. postgresql+psycopg://postgres@127.0.0.1:5432/vesbench"
+        )
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise BenchError(
+            "resetting a PostgreSQL database needs psycopg: pip install 'psycopg[binary]'"
+        ) from None
+
+
 def reset_database(url: str) -> None:
     """Empty the index database Vesalius is pointed at, so each server start begins empty.
 
     PostgreSQL: DROP DATABASE ... WITH (FORCE) and CREATE DATABASE (connected to the
     'postgres' maintenance database). SQLite: delete the file. Other back ends: not supported.
     """
-    scheme = url.split(":", 1)[0]
-    if scheme.startswith("sqlite"):
+    check_resettable(url)
+    if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
             for suffix in ("", "-wal", "-shm", "-journal"):
                 with contextlib.suppress(FileNotFoundError):
                     Path(path + suffix).unlink()
         return
-    if not scheme.startswith("postgresql"):
-        raise BenchError(
-            f"cannot empty a {scheme} database between runs; use PostgreSQL or SQLite, or pass "
-            "--no-db-reset (then rounds after the first start with data)"
-        )
-    try:
-        import psycopg
-        from psycopg import sql
-    except ImportError:
-        raise BenchError(
-            "resetting a PostgreSQL database needs psycopg: pip install 'psycopg[binary]'"
-        ) from None
+    import psycopg
+    from psycopg import sql
+
     parts = urlsplit("postgresql://" + url.split("://", 1)[1])
     dbname = unquote(parts.path.lstrip("/"))
-    if not dbname or dbname in {"postgres", "template0", "template1"}:
-        raise BenchError(
-            f"refusing to drop database {dbname!r}: give a dedicated database in the URL, "
-            "e.g. postgresql+psycopg://postgres@127.0.0.1:5432/vesbench"
-        )
     conninfo = {
         "host": parts.hostname or LOOPBACK,
         "port": parts.port or 5432,
@@ -768,7 +809,12 @@ def reset_database(url: str) -> None:
 
 @dataclass
 class VesaliusLauncher:
-    """Starts ``vesalius serve`` with a fresh data folder (and, optionally, a fresh database)."""
+    """Starts ``vesalius serve`` with a fresh data folder (and, optionally, a fresh database).
+
+    With a server database (*database_url* not SQLite), *migrate_command* (by default the
+    serve command with ``serve`` replaced by ``db upgrade``) creates the schema first, since
+    ``vesalius serve`` only migrates its embedded SQLite index by itself.
+    """
 
     command: Sequence[str]
     dcmtk: Dcmtk
@@ -778,6 +824,7 @@ class VesaliusLauncher:
     reset_db: bool = True
     log_level: str = "WARNING"
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    migrate_command: Sequence[str] | None = None
     startup_timeout: float = 60.0
     key: str = "vesalius"
     label: str = "Vesalius"
@@ -789,6 +836,39 @@ class VesaliusLauncher:
                 f"Vesalius command {exe!r} not found. Install the project in the venv "
                 "(.venv/bin/pip install -e .), pass --vesalius-cmd, or run only Orthanc with "
                 "--servers orthanc"
+            )
+        if self.database_url and self.reset_db:
+            check_resettable(self.database_url)
+
+    def _migrate(self, env: Mapping[str, str], instance_dir: Path) -> None:
+        cmd = list(self.migrate_command or [])
+        if not cmd:
+            if self.command[-1] != "serve":
+                raise BenchError(
+                    "cannot tell how to create the schema of --vesalius-db-url from "
+                    f"{shlex.join(self.command)!r}: pass --vesalius-migrate-cmd"
+                )
+            cmd = [*self.command[:-1], "db", "upgrade"]
+        log = instance_dir / "migrate.log"
+        with log.open("wb") as out:
+            try:
+                proc = subprocess.run(
+                    cmd,
+                    cwd=instance_dir,
+                    env=dict(env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=self.startup_timeout,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                raise BenchError(
+                    f"{shlex.join(cmd)} did not finish within {self.startup_timeout:.0f} s"
+                ) from None
+        if proc.returncode != 0:
+            raise BenchError(
+                f"{shlex.join(cmd)} failed with exit code {proc.returncode}:\n{tail(log)}"
             )
 
     def version(self) -> str:
@@ -824,6 +904,8 @@ class VesaliusLauncher:
             if self.database_url:
                 env["VESALIUS_DATABASE_URL"] = self.database_url
             env.update(self.extra_env)
+            if self.database_url and not self.database_url.startswith("sqlite"):
+                self._migrate(env, instance_dir)
             proc = ManagedProcess(
                 "Vesalius", self.command, instance_dir / "vesalius.log", cwd=instance_dir, env=env
             )

@@ -57,8 +57,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-console = Console(stderr=True, log_path=False)
-out = Console()
+# Wide enough for the table when the output goes to a file or a pipe.
+console = Console(stderr=True, log_path=False, width=None if sys.stderr.isatty() else 120)
+out = Console(width=None if sys.stdout.isatty() else 140)
 
 STUDY_KEYS: dict[str, str] = {
     "QueryRetrieveLevel": "STUDY",
@@ -105,6 +106,7 @@ class Options:
     parallel: int
     get_studies: int
     preload: int
+    preload_steps: int
     name_query: str
     date_range: tuple[str, str]
     timeout: float
@@ -119,6 +121,9 @@ class Results:
     values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Preload ingest rate per step, per server: one list of step rates per server start.
+    growth: dict[str, list[list[float]]] = field(default_factory=dict)
+    growth_steps: list[tuple[int, int]] = field(default_factory=list)
 
     def add(self, server: str, metric: Metric, value: float) -> None:
         self.metrics.setdefault(metric.key, metric)
@@ -262,12 +267,7 @@ def server_lifetime(
     with launcher.run() as endpoint:
         record["startup_s"] = round(time.perf_counter() - t0, 3)
         if preload is not None:
-            console.log(f"{who}: preloading {preload.instances} instances")
-            secs = ingest(dcmtk, endpoint, preload.parts, opts.timeout, tmp / "logs")
-            rate = preload.instances / secs
-            results.add(launcher.key, metrics["preload"], rate)
-            record.update(preload_s=secs, preload_rate=rate)
-            os.sync()
+            run_preload(launcher, endpoint, dcmtk, preload, opts, metrics, results, record, tmp)
 
         key = "ingest_1" if phase == "single" else "ingest_n"
         folders = [data.root] if phase == "single" else data.parts
@@ -283,6 +283,41 @@ def server_lifetime(
             measure_queries(launcher, endpoint, dcmtk, data, opts, metrics, results, record, tmp)
     results.records.append(record)
     os.sync()  # do not let this server's write-back spill into the next measurement
+
+
+def run_preload(
+    launcher: Launcher,
+    endpoint: Endpoint,
+    dcmtk: Dcmtk,
+    preload: GeneratedData,
+    opts: Options,
+    metrics: dict[str, Metric],
+    results: Results,
+    record: dict[str, Any],
+    tmp: Path,
+) -> None:
+    """Store the preload set in steps (each over N associations), timing every step."""
+    who = f"{launcher.label} round {record['round']} ({record['phase']})"
+    console.log(f"{who}: preloading {preload.instances} instances")
+    steps: list[float] = []
+    bounds: list[tuple[int, int]] = []
+    stored = 0
+    total_s = 0.0
+    for folders, count in preload.batches(opts.parallel):
+        secs = ingest(dcmtk, endpoint, folders, opts.timeout, tmp / "logs")
+        steps.append(count / secs)
+        bounds.append((stored, stored + count))
+        stored += count
+        total_s += secs
+    rate = stored / total_s
+    results.add(launcher.key, metrics["preload"], rate)
+    results.growth.setdefault(launcher.key, []).append(steps)
+    results.growth_steps = bounds
+    record.update(preload_s=total_s, preload_rate=rate, preload_step_rates=steps)
+    console.log(
+        f"{who}: preload {rate:.1f} instances/s; per step " + ", ".join(f"{r:.0f}" for r in steps)
+    )
+    os.sync()
 
 
 def measure_queries(
@@ -315,7 +350,7 @@ def measure_queries(
         f"{statistics.median(name_ms):.1f} ms ({n_name} studies), C-FIND date "
         f"{statistics.median(date_ms):.1f} ms ({n_date} studies)"
     )
-    count = opts.get_studies or len(data.studies)
+    count = min(opts.get_studies or len(data.studies), len(data.studies))
     secs, nbytes = retrieve(dcmtk, endpoint, data, count, opts.timeout, tmp, results, who)
     mb_s = nbytes / 1e6 / secs
     results.add(launcher.key, metrics["get"], mb_s)
@@ -413,8 +448,36 @@ def print_table(results: Results, launchers: Sequence[Launcher], opts: Options) 
             row.append("-" if r is None else f"[{'green' if r >= 1 else 'red'}]{r:.2f}x[/]")
         table.add_row(*row)
     out.print(table)
+    if results.growth:
+        print_growth(results, launchers)
     for message in results.warnings:
         out.print(f"[yellow]warning:[/] {message}")
+
+
+def print_growth(results: Results, launchers: Sequence[Launcher]) -> None:
+    """Preload ingest rate per step: does ingest stay flat as the index grows?"""
+    keys = [launcher.key for launcher in launchers if launcher.key in results.growth]
+    both = {"orthanc", "vesalius"} <= set(keys)
+    table = Table(
+        title="Preload ingest (64x64) as the index grows: inst/s, median over server starts"
+    )
+    table.add_column("Instances already stored")
+    for launcher in launchers:
+        if launcher.key in keys:
+            table.add_column(launcher.label, justify="right")
+    if both:
+        table.add_column("Vesalius vs Orthanc", justify="right")
+    for step, (low, high) in enumerate(results.growth_steps):
+        row = [f"{low:,} -> {high:,}"]
+        medians: dict[str, float] = {}
+        for key in keys:
+            medians[key] = statistics.median(runs[step] for runs in results.growth[key])
+            row.append(fmt(medians[key]))
+        if both:
+            r = medians["vesalius"] / medians["orthanc"]
+            row.append(f"[{'green' if r >= 1 else 'red'}]{r:.2f}x[/]")
+        table.add_row(*row)
+    out.print(table)
 
 
 def summary(results: Results) -> dict[str, Any]:
@@ -456,18 +519,29 @@ def git_commit() -> str:
 # Command line
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, but not the empty ones (None, False, [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        if default is None or default is False or default == [] or default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Benchmark the DIMSE services of Vesalius and Orthanc side by side.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Benchmark the DIMSE services of Vesalius and Orthanc side by side. "
+        "Every server start is fresh and empty; see benchmarks/README.md.",
+        formatter_class=_HelpFormatter,
     )
     data = parser.add_argument_group("data set")
     data.add_argument("--instances", type=int, help="instances to send (default 2000; quick 100)")
     data.add_argument(
         "--instances-per-series", type=int, help="instances per series (default 50; quick 10)"
     )
-    data.add_argument("--series-per-study", type=int, default=2)
-    data.add_argument("--studies-per-patient", type=int, default=2)
+    data.add_argument("--series-per-study", type=int, default=2, help="series per study")
+    data.add_argument("--studies-per-patient", type=int, default=2, help="studies per patient")
     data.add_argument("--seed", type=int, default=0, help="seed for UIDs, dates and pixels")
     data.add_argument(
         "--preload",
@@ -476,6 +550,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="store N extra small (64x64) instances in every fresh server before measuring, "
         "to see whether ingest and queries stay flat as the index grows (e.g. 50000)",
+    )
+    data.add_argument(
+        "--preload-steps",
+        type=int,
+        default=10,
+        help="time the preload in this many steps to show the ingest rate as the index grows",
     )
     run = parser.add_argument_group("measurements")
     run.add_argument("--quick", action="store_true", help="smoke run: 100 instances, 1 round")
@@ -513,6 +593,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ves.add_argument(
         "--no-db-reset", action="store_true", help="do not empty --vesalius-db-url between runs"
     )
+    ves.add_argument(
+        "--vesalius-migrate-cmd",
+        help="command that creates the schema in --vesalius-db-url before every start "
+        "(default: the serve command with 'serve' replaced by 'db upgrade')",
+    )
     ves.add_argument("--vesalius-log-level", default="WARNING", help="VESALIUS_LOG_LEVEL")
     ves.add_argument(
         "--vesalius-env",
@@ -522,7 +607,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="extra environment variable for Vesalius (repeatable)",
     )
     orth = parser.add_argument_group("Orthanc and DCMTK")
-    orth.add_argument("--orthanc-bin", type=Path, default=Path("/usr/sbin/Orthanc"))
+    orth.add_argument(
+        "--orthanc-bin", type=Path, default=Path("/usr/sbin/Orthanc"), help="Orthanc executable"
+    )
     orth.add_argument(
         "--orthanc-option",
         action="append",
@@ -564,13 +651,14 @@ def make_options(args: argparse.Namespace) -> Options:
         parallel=args.parallel,
         get_studies=args.get_studies,
         preload=args.preload,
+        preload_steps=args.preload_steps,
         name_query=args.name_query,
         date_range=(low, high),
         timeout=args.timeout,
         seed=args.seed,
     )
     for name in ("instances", "instances_per_series", "series_per_study", "studies_per_patient",
-                 "rounds", "find_repeats", "parallel"):  # fmt: skip
+                 "rounds", "find_repeats", "parallel", "preload_steps"):  # fmt: skip
         if getattr(opts, name) < 1:
             raise BenchError(f"--{name.replace('_', '-')} must be at least 1")
     if opts.preload < 0 or opts.get_studies < 0:
@@ -661,6 +749,10 @@ def generate(tmp: Path, opts: Options) -> tuple[GeneratedData, GeneratedData | N
     )
     preload = None
     if opts.preload:
+        # Whole studies of 50 instances go round-robin to parallel x steps folders; step k sends
+        # folders k*parallel .. k*parallel+parallel-1, one association each.
+        studies = -(-opts.preload // 50)
+        steps = max(1, min(opts.preload_steps, studies // opts.parallel))
         start = time.perf_counter()
         with Progressor("generating preload set", opts.preload) as advance:
             preload = generate_data(
@@ -674,7 +766,7 @@ def generate(tmp: Path, opts: Options) -> tuple[GeneratedData, GeneratedData | N
                 studies_per_patient=1,
                 first_date=date(2010, 1, 1),
                 last_date=date(2014, 12, 31),
-                parts=opts.parallel,
+                parts=opts.parallel * steps,
                 seed=opts.seed,
                 progress=advance,
             )
@@ -723,6 +815,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     reset_db=not args.no_db_reset,
                     log_level=args.vesalius_log_level,
                     extra_env=key_values(args.vesalius_env, "--vesalius-env"),
+                    migrate_command=shlex.split(args.vesalius_migrate_cmd)
+                    if args.vesalius_migrate_cmd
+                    else None,
                     startup_timeout=args.startup_timeout,
                 )
                 vesalius.check()
@@ -732,6 +827,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.log(f"versions: {versions}; temp folder {tmp}")
         started = datetime.now(UTC).isoformat(timespec="seconds")
         data, preload = generate(tmp, opts)
+        os.sync()  # write the generated files out now, not during the first measurement
         results = run_benchmark(launchers, dcmtk, data, preload, opts, tmp)
         print_table(results, launchers, opts)
         if args.json:
@@ -757,6 +853,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 },
                 "dataset": data.summary(),
                 "preload": preload.summary() if preload else None,
+                "preload_growth": {
+                    "steps": results.growth_steps,
+                    "rates": results.growth,
+                },
                 "summary": summary(results),
                 "measurements": results.records,
                 "warnings": results.warnings,
