@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from vesalius import __version__
+from vesalius.cli import records as records_cli
 from vesalius.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ db_app = typer.Typer(help="Manage the index database.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
+app.add_typer(records_cli.app, name="records")
 
 err = Console(stderr=True)
 out = Console()

@@ -505,8 +505,8 @@ class Records:
         )
 
     def sync_from_index(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Give every archived study its subject and imaging session (after an upgrade from an
-        archive without records, or a change of identifier scheme); returns studies seen."""
+        """Give every archived study without an imaging session its subject and session (after
+        an upgrade from an archive without records); returns the number of studies seen."""
         with self.db.read() as session:
             studies = sql.imaging_studies(session)
         for number, data in enumerate(studies, 1):
