@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""DICOMweb benchmark: Vesalius and Orthanc + its DICOMweb plugin side by side, over HTTP.
+
+Both servers start empty (fresh temp folders) and are loaded over STOW-RS, which is the first
+measurement. Then, on the same data:
+
+* STOW-RS ingest (instances/s): the big series (``--series-instances`` images of
+  ``--rows``x``--rows``) and the small studies (``--studies`` one-instance studies), each posted
+  by ``--parallel`` clients in batches of ``--batch`` instances per request;
+* QIDO-RS ``/studies`` median latency with >= 1,000 studies archived, for an exact PatientID,
+  a PatientName wildcard, a StudyDate range and OHIF's first page
+  (``limit=101&offset=0&fuzzymatching=false&includefield=...``);
+* WADO-RS whole-study retrieve throughput (MB/s, 1 MB = 10^6 bytes) of the big series' study,
+  as stored (``transfer-syntax=*``), reading the streamed answer;
+* ``/metadata`` of the big series (ms), first call and median of the next ones.
+
+Every figure is printed for both servers with the ratio Orthanc / Vesalius for times (above 1:
+Vesalius is faster) and Vesalius / Orthanc for rates (above 1: Vesalius is faster).
+
+Examples
+--------
+    .venv/bin/python benchmarks/dicomweb_bench.py                 # 1,000 studies + 500 images
+    .venv/bin/python benchmarks/dicomweb_bench.py --studies 200 --series-instances 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _common import (
+    BenchError,
+    Dcmtk,
+    Endpoint,
+    GeneratedData,
+    OrthancLauncher,
+    VesaliusLauncher,
+    default_vesalius_command,
+    find_orthanc_plugin,
+    generate_data,
+)
+
+BOUNDARY = "vesalius-bench-boundary"
+STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+OHIF_INCLUDE = "00081030,00080060"
+
+
+@dataclass
+class Data:
+    """The two data sets: many small studies, and one study with one big series."""
+
+    small: GeneratedData
+    big: GeneratedData
+
+    @property
+    def big_study(self) -> str:
+        return self.big.studies[0].study_uid
+
+
+@dataclass
+class Results:
+    server: str
+    version: str
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+def _files(data: GeneratedData) -> list[Path]:
+    return sorted(p for part in data.parts for p in part.glob("*.dcm"))
+
+
+def _batches(files: list[Path], size: int) -> list[list[Path]]:
+    return [files[i : i + size] for i in range(0, len(files), size)]
+
+
+def _stow_body(files: list[Path]) -> bytes:
+    body = bytearray()
+    for path in files:
+        body += f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        body += path.read_bytes()
+        body += b"\r\n"
+    body += f"--{BOUNDARY}--\r\n".encode()
+    return bytes(body)
+
+
+def stow(base: str, files: list[Path], batch: int, parallel: int) -> float:
+    """Post every file (batches, parallel clients); instances per second."""
+    batches = _batches(files, batch)
+    bodies = [_stow_body(b) for b in batches]  # built before the clock starts
+    local = threading.local()
+
+    def post(body: bytes) -> None:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = httpx.Client(timeout=600)
+        response = client.post(f"{base}/studies", content=body, headers={"Content-Type": STOW_TYPE})
+        if response.status_code != 200:
+            raise BenchError(f"STOW-RS answered {response.status_code}: {response.text[:500]}")
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(post, bodies))
+    elapsed = time.perf_counter() - start
+    return len(files) / elapsed
+
+
+def median_ms(call: Callable[[], Any], repeat: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def qido(client: httpx.Client, base: str, params: dict[str, str], expect: int | None) -> None:
+    # Values go unencoded ("^", "*", ","): Orthanc's DICOMweb 1.7 does not percent-decode
+    # query values, so QIDO^X* sent as QIDO%5EX* matches nothing there.
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    response = client.get(f"{base}/studies?{query}", headers={"Accept": "application/dicom+json"})
+    response.raise_for_status()
+    if expect is not None:
+        found = len(response.json()) if response.content else 0
+        if found != expect:
+            raise BenchError(f"QIDO {params} found {found} studies, expected {expect}")
+
+
+def retrieve(client: httpx.Client, url: str) -> int:
+    total = 0
+    with client.stream("GET", url, headers={"Accept": AS_STORED}) as response:
+        response.raise_for_status()
+        for chunk in response.iter_raw(1 << 20):
+            total += len(chunk)
+    return total
+
+
+def measure(name: str, base: str, data: Data, args: argparse.Namespace, out: Results) -> None:
+    log = lambda msg: print(f"  [{name}] {msg}", flush=True)  # noqa: E731
+    big_files, small_files = _files(data.big), _files(data.small)
+    log(f"STOW-RS {len(big_files)} big instances ...")
+    out.figures["stow_big_instances_per_s"] = stow(base, big_files, args.batch, args.parallel)
+    log(f"STOW-RS {len(small_files)} small studies ...")
+    out.figures["stow_small_instances_per_s"] = stow(base, small_files, args.batch, args.parallel)
+    with httpx.Client(timeout=600) as client:
+        someone = data.small.studies[len(data.small.studies) // 2]
+        low, high = "20210101", "20211231"
+        in_range = sum(1 for s in data.small.studies if low <= s.study_date <= high)
+        in_range += 1 if low <= data.big.studies[0].study_date <= high else 0
+        prefix = someone.patient_name[:-2] + "*"
+        by_name = sum(1 for s in data.small.studies if s.patient_name.startswith(prefix[:-1]))
+        queries = {
+            "qido_patient_id_ms": ({"PatientID": someone.patient_id}, None),
+            "qido_name_wildcard_ms": ({"PatientName": prefix}, by_name),
+            "qido_date_range_ms": ({"StudyDate": f"{low}-{high}"}, in_range),
+            "qido_ohif_first_page_ms": (
+                {
+                    "limit": "101",
+                    "offset": "0",
+                    "fuzzymatching": "false",
+                    "includefield": OHIF_INCLUDE,
+                },
+                min(101, len(data.small.studies) + 1),
+            ),
+        }
+        for key, (params, expect) in queries.items():
+            qido(client, base, params, expect)
+            out.figures[key] = median_ms(lambda p=params: qido(client, base, p, None), args.repeat)
+            log(f"{key} = {out.figures[key]:.2f}")
+        url = f"{base}/studies/{data.big_study}"
+        sizes = []
+        speeds = []
+        for _ in range(args.retrieve_repeat):
+            start = time.perf_counter()
+            sizes.append(retrieve(client, url))
+            speeds.append(sizes[-1] / (time.perf_counter() - start) / 1e6)
+        out.figures["wado_study_mb_per_s"] = statistics.median(speeds)
+        out.figures["wado_study_mb"] = sizes[-1] / 1e6
+        rate = out.figures["wado_study_mb_per_s"]
+        log(f"WADO-RS study {sizes[-1] / 1e6:.0f} MB at {rate:.0f} MB/s")
+        series = data.big_series
+        meta = f"{base}/studies/{data.big_study}/series/{series}/metadata"
+
+        def get_meta() -> None:
+            response = client.get(meta, headers={"Accept": "application/dicom+json"})
+            response.raise_for_status()
+            if len(response.json()) != len(big_files):
+                raise BenchError("metadata answered the wrong number of instances")
+
+        start = time.perf_counter()
+        get_meta()
+        out.figures["metadata_series_first_ms"] = (time.perf_counter() - start) * 1000
+        out.figures["metadata_series_ms"] = median_ms(get_meta, args.meta_repeat, warmup=0)
+        log(f"metadata ({len(big_files)} instances) = {out.figures['metadata_series_ms']:.1f} ms")
+
+
+# Ratios: for times Orthanc/Vesalius, for rates Vesalius/Orthanc (>1: Vesalius faster).
+RATES = ("stow_big_instances_per_s", "stow_small_instances_per_s", "wado_study_mb_per_s")
+
+
+def report(results: list[Results]) -> dict[str, Any]:
+    by = {r.server: r for r in results}
+    keys = list(results[0].figures)
+    print()
+    print(f"{'measure':34} " + " ".join(f"{r.server:>12}" for r in results) + "   ratio")
+    ratios: dict[str, float] = {}
+    for key in keys:
+        row = f"{key:34} " + " ".join(f"{r.figures.get(key, float('nan')):12.2f}" for r in results)
+        if "vesalius" in by and "orthanc" in by and key != "wado_study_mb":
+            v, o = by["vesalius"].figures[key], by["orthanc"].figures[key]
+            ratio = v / o if key in RATES else o / v
+            ratios[key] = ratio
+            row += f"   {ratio:6.2f}x"
+        print(row)
+    print("\nratio > 1 means Vesalius is faster (rates: V/O, times: O/V)")
+    return {
+        "servers": {r.server: {"version": r.version, **r.figures} for r in results},
+        "ratios": ratios,
+    }
+
+
+@contextlib.contextmanager
+def _server(
+    name: str, args: argparse.Namespace, dcmtk: Dcmtk, workdir: Path
+) -> Iterator[tuple[str, str]]:
+    if name == "orthanc":
+        launcher = OrthancLauncher(
+            OrthancLauncher.locate(args.orthanc),
+            dcmtk,
+            workdir,
+            plugins=[find_orthanc_plugin()],
+            http=True,
+            extra_config={"DicomWeb": {"Enable": True, "Root": "/dicom-web/"}},
+        )
+        version = launcher.version()
+    else:
+        launcher = VesaliusLauncher(  # type: ignore[assignment]
+            args.vesalius_cmd or default_vesalius_command(),
+            dcmtk,
+            workdir,
+            database_url=args.database_url,
+        )
+        launcher.check()  # type: ignore[attr-defined]
+        version = launcher.version()
+    with launcher.run() as endpoint:
+        assert isinstance(endpoint, Endpoint) and endpoint.http_url
+        _wait_http(endpoint.http_url + "/dicom-web/studies?limit=1")
+        yield f"{endpoint.http_url}/dicom-web", version
+
+
+def _wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise BenchError(f"{url} did not answer within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--studies", type=int, default=1000, help="one-instance small studies")
+    parser.add_argument("--small-rows", type=int, default=64, help="size of the small images")
+    parser.add_argument(
+        "--series-instances", type=int, default=500, help="images in the big series"
+    )
+    parser.add_argument("--rows", type=int, default=512, help="size of the big series' images")
+    parser.add_argument("--batch", type=int, default=25, help="instances per STOW-RS request")
+    parser.add_argument("--parallel", type=int, default=4, help="concurrent STOW-RS clients")
+    parser.add_argument("--repeat", type=int, default=30, help="QIDO calls per query (median)")
+    parser.add_argument("--meta-repeat", type=int, default=5, help="/metadata calls (median)")
+    parser.add_argument("--retrieve-repeat", type=int, default=3, help="study retrieves (median)")
+    parser.add_argument("--servers", default="vesalius,orthanc", help="which servers, in order")
+    parser.add_argument("--database-url", help="Vesalius index (default: SQLite in a temp folder)")
+    parser.add_argument("--vesalius-cmd", nargs="+", help="command that runs `vesalius serve`")
+    parser.add_argument("--orthanc", type=Path, default=Path("/usr/sbin/Orthanc"))
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--workdir", type=Path, help="parent of the temp folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        dcmtk = Dcmtk.locate()
+        with tempfile.TemporaryDirectory(prefix="dicomweb-bench-", dir=args.workdir) as tmp:
+            root = Path(tmp)
+            print(
+                f"generating {args.studies} small studies and "
+                f"a {args.series_instances}-image series ..."
+            )
+            small = generate_data(
+                root / "small",
+                args.studies,
+                prefix="QIDO",
+                rows=args.small_rows,
+                columns=args.small_rows,
+                instances_per_series=1,
+                series_per_study=1,
+                studies_per_patient=2,
+                parts=1,
+            )
+            big = generate_data(
+                root / "big",
+                args.series_instances,
+                prefix="WADO",
+                rows=args.rows,
+                columns=args.rows,
+                instances_per_series=args.series_instances,
+                series_per_study=1,
+                parts=1,
+            )
+            data = Data(small, big)
+            from pydicom import dcmread
+
+            data.big_series = str(  # type: ignore[attr-defined]
+                dcmread(_files(big)[0], stop_before_pixels=True).SeriesInstanceUID
+            )
+            results = []
+            for name in [s.strip() for s in args.servers.split(",") if s.strip()]:
+                print(f"{name}:")
+                with _server(name, args, dcmtk, root) as (base, version):
+                    result = Results(name, version)
+                    measure(name, base, data, args, result)
+                    results.append(result)
+            summary = report(results)
+            summary["data"] = {
+                "small_studies": args.studies,
+                "big_series_instances": args.series_instances,
+                "big_study_mb": big.nbytes / 1e6,
+                "rows": args.rows,
+            }
+            if args.json:
+                args.json.write_text(json.dumps(summary, indent=2))
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
