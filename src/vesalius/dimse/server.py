@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -18,7 +19,6 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
-from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
 from vesalius.archive.service import Archive
