@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from dicomgen import make_dataset, to_bytes, uid, write
 
 VESALIUS = [sys.executable, "-m", "vesalius"]
@@ -128,7 +129,7 @@ def test_db_upgrade_is_idempotent(env: dict[str, str]) -> None:
 
 def test_serve_logs_its_ports_answers_and_stops_on_sigterm(env: dict[str, str]) -> None:
     process = subprocess.Popen(
-        VESALIUS + ["serve"],
+        [*VESALIUS, "serve"],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
