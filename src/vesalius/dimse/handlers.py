@@ -209,14 +209,16 @@ def _send_all(
 
 
 def handle_get(event: Event, archive: Archive) -> Iterator[Any]:
-    """C-GET: send the matching instances back on the same association."""
+    """C-GET: send the matching instances back on the same association.
+
+    A malformed identifier raises before the sub-operation count, which pynetdicom answers
+    with a single failure status (0xC413).
+    """
     try:
         records = _retrieve_records(event, archive)
     except InvalidQuery as exc:
         log.warning("C-GET from %s refused: %s", _peer(event), exc)
-        yield 1
-        yield _status(UNABLE_TO_PROCESS, str(exc)), None
-        return
+        raise
     log.info("C-GET from %s: %d instances", _peer(event), len(records))
     yield len(records)
     yield from _send_all(archive, records, event, lambda: event.assoc.accepted_contexts)
@@ -240,9 +242,7 @@ def handle_move(event: Event, archive: Archive, settings: Settings) -> Iterator[
     except InvalidQuery as exc:
         log.warning("C-MOVE from %s refused: %s", _peer(event), exc)
         yield destination.host, destination.port
-        yield 1
-        yield _status(UNABLE_TO_PROCESS, str(exc)), None
-        return
+        raise  # before the sub-operation count: one failure status (0xC513)
     holder: dict[str, Any] = {}
 
     def _remember(sub_event: Event) -> None:
