@@ -125,3 +125,19 @@ def test_streamed_upload_in_small_chunks(sqlite_web: RunningWeb) -> None:
     )
     assert response.status_code == 200
     assert len(seq(response.json(), "00081199")) == 5
+
+
+def test_other_content_under_a_known_uid_is_a_warning(sqlite_web: RunningWeb) -> None:
+    first = make_dataset(seed=1)
+    changed = make_dataset(seed=2, SOPInstanceUID=first.SOPInstanceUID)
+    changed.StudyInstanceUID = first.StudyInstanceUID
+    changed.SeriesInstanceUID = first.SeriesInstanceUID
+    changed.file_meta.MediaStorageSOPInstanceUID = first.SOPInstanceUID
+    url = f"{sqlite_web.dicomweb}/studies"
+    headers = {"Content-Type": CONTENT_TYPE}
+    assert httpx.post(url, content=body(to_bytes(first)), headers=headers).status_code == 200
+    response = httpx.post(url, content=body(to_bytes(changed)), headers=headers)
+    assert response.status_code == 202
+    (item,) = seq(response.json(), "00081199")
+    assert item["00081196"]["Value"] == [0xB006]
+    assert sqlite_web.archive.totals().instances == 1

@@ -103,6 +103,16 @@ def test_frames_native_and_encapsulated(sqlite_web: RunningWeb) -> None:
     study, series, sop = sample.uids("ct1")
     (frame,) = dw.retrieve_instance_frames(study, series, sop, frame_numbers=[1])
     assert frame == sample.datasets["ct1"].PixelData
+    ohif = httpx.get(
+        f"{web.dicomweb}/studies/{study}/series/{series}/instances/{sop}/frames/1",
+        headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"},
+    )
+    assert parts_of(ohif) == [
+        (
+            "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1",
+            sample.datasets["ct1"].PixelData,
+        )
+    ]
     study, series, sop = sample.uids("rle1")
     original = dcmread(io.BytesIO(sample.files["rle1"]))
     url = f"{web.dicomweb}/studies/{study}/series/{series}/instances/{sop}/frames/2,1"
