@@ -167,6 +167,44 @@ class Settings(BaseModel):
         ),
     )
 
+    admin_password: str | None = Field(
+        default=None,
+        description=(
+            "Password of the `admin` account created at the first start. Default: a generated "
+            "password, printed once in the log."
+        ),
+    )
+    session_hours: float = Field(
+        default=8.0, gt=0, description="How long a portal login lasts without remember-me (h)."
+    )
+    remember_days: float = Field(
+        default=30.0, gt=0, description="How long a login with remember-me lasts (days)."
+    )
+    password_min_length: int = Field(
+        default=10, ge=8, description="Fewest characters a password may have."
+    )
+    login_max_failures_per_account: int = Field(
+        default=5, ge=1, description="Failed logins of one account before it is locked for a while."
+    )
+    login_max_failures_per_address: int = Field(
+        default=20, ge=1, description="Failed logins from one address before it is locked out."
+    )
+    login_lockout_minutes: int = Field(
+        default=15, ge=1, description="The window in which failed logins are counted (minutes)."
+    )
+    secure_cookies: bool | None = Field(
+        default=None,
+        description=(
+            "Mark session cookies Secure. Default: when the request came over HTTPS or "
+            "public_url starts with https://."
+        ),
+    )
+    audit_retention_days: int = Field(
+        default=3650,
+        ge=0,
+        description="Audit events older than this are deleted by the hourly cleanup (0 = keep).",
+    )
+
     @field_validator("ae_title")
     @classmethod
     def _valid_own_ae_title(cls, value: str) -> str:
@@ -226,6 +264,8 @@ class Settings(BaseModel):
         data = self.model_dump(mode="json")
         data["database_url"] = mask_url(self.effective_database_url)
         data["storage_dir"] = str(self.effective_storage_dir)
+        if self.admin_password:
+            data["admin_password"] = "***"
         return data
 
 

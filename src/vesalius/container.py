@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vesalius.archive.service import Archive
+from vesalius.auth.accounts import Auth
+from vesalius.auth.audit import AuditLog
 from vesalius.config import Settings
 from vesalius.index.engine import Database
 from vesalius.index.migrate import upgrade
@@ -20,8 +22,11 @@ class Container:
     blobs: BlobStore
     archive: Archive
     records: Records
+    audit: AuditLog
+    auth: Auth
 
     def close(self) -> None:
+        self.audit.close()
         self.db.dispose()
 
 
@@ -36,4 +41,6 @@ def build(settings: Settings, *, migrate: bool = False) -> Container:
     records = Records(settings, db, blobs, archive)
     # Every newly indexed instance gives its subject an imaging session, in the same transaction.
     archive.index_hooks.append(records.on_instance_indexed)
-    return Container(settings, db, blobs, archive, records)
+    audit = AuditLog(db, settings.audit_retention_days)
+    auth = Auth(settings, db, audit)
+    return Container(settings, db, blobs, archive, records, audit, auth)

@@ -1,0 +1,130 @@
+"""The audit trail: who (user or calling AE) did what to which object, from where, and when.
+
+Events are queued and written in batches by one background thread, so that a request or a
+C-STORE never waits for its audit row (a viewer fetching 300 frames writes 300 events). Readers
+call :meth:`AuditLog.flush` first, so a search always sees every event recorded before it.
+Events are recorded after the work they describe has finished, with its outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from vesalius.index import people
+from vesalius.index.engine import Database
+from vesalius.index.people import AuditFilters
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, without a zone (how every people table stores times)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _cut(value: str | None, length: int) -> str | None:
+    return value[:length] if value else value
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One audited action. *actor* is a user name or ``AE:<calling AE title>``."""
+
+    actor: str
+    action: str  # login, logout, login_failed, view, search, retrieve, download, store, ...
+    protocol: str  # http, dicomweb, dimse, cli
+    object: str | None = None
+    study_uid: str | None = None
+    outcome: str = "ok"
+    address: str | None = None
+    user_agent: str | None = None
+    detail: str | None = None
+    at: datetime = field(default_factory=utcnow)
+
+    def row(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["actor"] = _cut(self.actor, 80)
+        values["object"] = _cut(self.object, 512)
+        values["study_uid"] = _cut(self.study_uid, 64)
+        values["address"] = _cut(self.address, 64)
+        values["user_agent"] = _cut(self.user_agent, 255)
+        values["outcome"] = _cut(self.outcome, 16)
+        return values
+
+
+class AuditLog:
+    """Records audit events (asynchronously, in batches), searches them and applies retention."""
+
+    def __init__(self, db: Database, retention_days: int) -> None:
+        self.db = db
+        self.retention_days = retention_days
+        self._queue: queue.Queue[AuditRecord | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def record(self, event: AuditRecord) -> None:
+        """Queue *event*; it is written within moments, or at the next :meth:`flush`."""
+        if self._thread is None:
+            self._start()
+        self._queue.put(event)
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="vesalius-audit", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch: list[AuditRecord | None] = [first]
+            while len(batch) < BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            events = [e for e in batch if e is not None]
+            try:
+                if events:
+                    rows = [e.row() for e in events]
+                    self.db.run_write(lambda s: people.add_audit_events(s, rows))  # noqa: B023
+            except Exception:
+                log.exception("could not write %d audit events", len(events))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+            if None in batch:
+                return
+
+    def flush(self) -> None:
+        """Wait until every event recorded so far is written."""
+        if self._thread is not None:
+            self._queue.join()
+
+    def search(self, filters: AuditFilters) -> list[dict[str, Any]]:
+        self.flush()
+        with self.db.read() as session:
+            return people.search_audit(session, filters)
+
+    def cleanup(self, now: datetime | None = None) -> int:
+        """Delete events older than the retention period; returns how many."""
+        if self.retention_days <= 0:
+            return 0
+        self.flush()
+        before = (now or utcnow()) - timedelta(days=self.retention_days)
+        return self.db.run_write(lambda s: people.delete_audit_before(s, before))
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
