@@ -117,3 +117,23 @@ def test_subject_crud(http: RunningHttp) -> None:
     assert missing.json() == {"detail": "no subject 'SUBJ0001'"}
     bad = client.post("/api/subjects", json={"subject_id": "a/b"})
     assert bad.status_code == 422
+
+
+def test_openapi_documents_the_records_api(sqlite_http: RunningHttp) -> None:
+    document = sqlite_http.client.get("/openapi.json").json()
+    paths = document["paths"]
+    for path in (
+        "/api/subjects",
+        "/api/subjects/{subject_id}",
+        "/api/subjects/{subject_id}/timeline",
+        "/api/subjects/{subject_id}/events/{event_id}",
+        "/api/subjects/{subject_id}/files",
+        "/api/subjects/{subject_id}/models",
+        "/api/subjects/{subject_id}/export",
+        "/api/subjects/import",
+        "/api/heart-models",
+    ):
+        assert path in paths, path
+    upload = paths["/api/subjects/{subject_id}/files"]["post"]
+    assert upload["x-vesalius-body-limit"] == ["max_aux_file_bytes"]
+    assert "413" in upload["responses"]
