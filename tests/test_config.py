@@ -51,7 +51,6 @@ def test_remote_aes_from_the_environment() -> None:
         ({"VESALIUS_DICOM_PORT": "70000"}, "dicom_port"),
         ({"VESALIUS_AE_TITLE": "A" * 17}, "not a valid AE title"),
         ({"VESALIUS_DATABASE_URL": "oracle://x"}, "unsupported database"),
-        ({"VESALIUS_NO_SUCH_SETTING": "1"}, "is not a Vesalius setting"),
         ({"VESALIUS_REMOTE_AE": "[{"}, "must be a TOML value"),
         ({"VESALIUS_DUPLICATE_POLICY": "sometimes"}, "duplicate_policy"),
         ({"VESALIUS_CONFIG": "/nonexistent/vesalius.toml"}, "does not exist"),
@@ -84,3 +83,11 @@ def test_passwords_are_masked() -> None:
     assert mask_url("mysql+pymysql://u:secret@h/db") == "mysql+pymysql://u:***@h/db"
     settings = load_settings(env={"VESALIUS_DATABASE_URL": "postgresql+psycopg://u:pw@db/x"})
     assert "pw" not in str(settings.masked())
+
+
+def test_unknown_variables_are_reported_not_fatal() -> None:
+    from vesalius.config import unknown_environment
+
+    env = {"VESALIUS_DICOM_PROT": "1", "VESALIUS_TEST_X": "1", "VESALIUS_AE_TITLE": "A"}
+    assert load_settings(env=env).ae_title == "A"
+    assert unknown_environment(env) == ["VESALIUS_DICOM_PROT"]

@@ -289,18 +289,33 @@ def mask_url(url: str) -> str:
 _STRUCTURED = {"remote_ae", "cors_origins"}
 
 
+def unknown_environment(env: Mapping[str, str] | None = None) -> list[str]:
+    """``VESALIUS_*`` variables that name no setting (typos, most likely).
+
+    They are ignored rather than refused, because the environment is shared with other tools
+    (the test suite's ``VESALIUS_TEST_*`` variables, for one); the command line prints them.
+    """
+    env = os.environ if env is None else env
+    fields = Settings.model_fields
+    return sorted(
+        key
+        for key in env
+        if key.startswith(ENV_PREFIX)
+        and key != f"{ENV_PREFIX}CONFIG"
+        and not key.startswith(f"{ENV_PREFIX}TEST_")
+        and key[len(ENV_PREFIX) :].lower() not in fields
+    )
+
+
 def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     fields = Settings.model_fields
     for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG":
+        if not key.startswith(ENV_PREFIX):
             continue
         name = key[len(ENV_PREFIX) :].lower()
         if name not in fields:
-            raise ConfigError(
-                f"{key} is not a Vesalius setting; known settings: "
-                + ", ".join(ENV_PREFIX + f.upper() for f in fields)
-            )
+            continue
         if name in _STRUCTURED:
             try:
                 values[name] = tomllib.loads(f"v = {raw}")["v"]

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from vesalius import __version__
 from vesalius.cli import records as records_cli
-from vesalius.config import ConfigError, Settings, load_settings
+from vesalius.config import ConfigError, Settings, load_settings, unknown_environment
 
 app = typer.Typer(
     name="vesalius",
@@ -47,6 +47,8 @@ ConfigOption = Annotated[
 
 
 def settings_or_exit(config: Path | None) -> Settings:
+    for name in unknown_environment():
+        err.print(f"[yellow]Note:[/yellow] {name} is not a Vesalius setting and is ignored.")
     try:
         return load_settings(config)
     except ConfigError as exc:
