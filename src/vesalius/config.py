@@ -205,6 +205,14 @@ class Settings(BaseModel):
         description="Audit events older than this are deleted by the hourly cleanup (0 = keep).",
     )
 
+    viewer_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Folder of the OHIF viewer files (scripts/fetch-viewer). Default: the copy inside "
+            "the installed package."
+        ),
+    )
+
     @field_validator("ae_title")
     @classmethod
     def _valid_own_ae_title(cls, value: str) -> str:

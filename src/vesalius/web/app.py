@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from vesalius import __version__
 from vesalius.container import Container
-from vesalius.web import dicomweb
+from vesalius.web import dicomweb, viewer
+from vesalius.web.api import audit as audit_api
 from vesalius.web.api import records as records_api
 from vesalius.web.api import studies as studies_api
+from vesalius.web.api import users as users_api
+from vesalius.web.api import worklist as worklist_api
+from vesalius.web.guard import AuditMiddleware, authorize
+from vesalius.web.portal import routes as portal
 
 
 def create_app(container: Container) -> FastAPI:
@@ -20,6 +26,8 @@ def create_app(container: Container) -> FastAPI:
         title="Vesalius",
         version=__version__,
         description="A research PACS: DICOMweb, the archive API and the research records.",
+        # Every route, of every router, is authorised here by the permission table.
+        dependencies=[Depends(authorize)],
     )
     app.state.container = container
     if container.settings.cors_origins:
@@ -33,6 +41,13 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(dicomweb.router())
     app.include_router(studies_api.router)
     app.include_router(records_api.router, prefix="/api")
+    app.include_router(worklist_api.router)
+    app.include_router(users_api.router)
+    app.include_router(audit_api.router)
+    app.include_router(portal.router)
+    app.include_router(viewer.router)
+    app.mount("/static", StaticFiles(directory=portal.STATIC), name="static")
+    app.add_middleware(AuditMiddleware, audit=container.audit)
 
     @app.get("/api/system", tags=["system"], summary="Version and archive totals")
     def system() -> dict[str, Any]:

@@ -1,0 +1,187 @@
+"""Index questions of the portal: the patient worklist and a patient's studies and series.
+
+The worklist answers from the patient rows alone (folded name, study count and last study
+date are kept there by the imaging index), so a page of 50 is one indexed, limited query even
+with 100,000 patients. Name search matches every word anywhere in the folded name; an ID
+matches by its start. The total is counted up to :data:`COUNT_CAP` only: past that the portal
+shows "1000+" rather than paying for a full count on every keystroke.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from vesalius.dicom.matching import fold_text
+from vesalius.index.models import Patient, Series, Study
+
+COUNT_CAP = 1000
+PAGE_SIZE = 50
+
+Sort = Literal["last_study_date", "name"]
+
+
+@dataclass(frozen=True)
+class WorklistFilters:
+    text: str | None = None
+    modality: str | None = None
+    date_from: str | None = None  # YYYYMMDD, inclusive
+    date_to: str | None = None
+    sort: Sort = "last_study_date"
+    page: int = 1
+    per_page: int = PAGE_SIZE
+
+
+@dataclass(frozen=True)
+class WorklistRow:
+    patient_id: str
+    name: str | None
+    birth_date: str | None
+    sex: str | None
+    num_studies: int
+    last_study_date: str | None
+
+
+@dataclass(frozen=True)
+class WorklistPage:
+    rows: list[WorklistRow]
+    total: int
+    total_is_exact: bool
+    page: int
+    per_page: int
+
+
+def _like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _conditions(filters: WorklistFilters) -> list[Any]:
+    conditions: list[Any] = []
+    text = (filters.text or "").strip()
+    if text:
+        words = fold_text(text).replace("^", " ").replace(",", " ").split()
+        name = and_(
+            *[Patient.patient_name_folded.like(f"%{_like(w)}%", escape="\\") for w in words]
+        )
+        conditions.append(or_(name, Patient.patient_id.like(f"{_like(text)}%", escape="\\")))
+    if filters.modality or filters.date_from or filters.date_to:
+        studies = select(Study.id).where(Study.patient_pk == Patient.id)
+        if filters.modality:
+            studies = studies.where(
+                Study.modalities_in_study.like(f"%{_like(filters.modality.upper())}%", escape="\\")
+            )
+        if filters.date_from:
+            studies = studies.where(Study.study_date >= filters.date_from)
+        if filters.date_to:
+            studies = studies.where(Study.study_date <= filters.date_to)
+        conditions.append(exists(studies))
+    return conditions
+
+
+def search_patients(session: Session, filters: WorklistFilters) -> WorklistPage:
+    conditions = _conditions(filters)
+    query = select(
+        Patient.patient_id,
+        Patient.patient_name,
+        Patient.patient_birth_date,
+        Patient.patient_sex,
+        Patient.num_studies,
+        Patient.last_study_date,
+    ).where(*conditions)
+    if filters.sort == "name":
+        query = query.order_by(Patient.patient_name_folded, Patient.id)
+    else:
+        newest = Patient.last_study_date.desc()
+        if session.get_bind().dialect.name == "postgresql":
+            newest = newest.nulls_last()  # elsewhere NULL already sorts last when descending
+        query = query.order_by(newest, Patient.id.desc())
+    page = max(1, filters.page)
+    query = query.limit(filters.per_page).offset((page - 1) * filters.per_page)
+    rows = [WorklistRow(*row) for row in session.execute(query)]
+    offset = (page - 1) * filters.per_page
+    if len(rows) < filters.per_page and (rows or page == 1):
+        total, exact = offset + len(rows), True
+    else:
+        capped = select(Patient.id).where(*conditions).limit(COUNT_CAP + 1).subquery()
+        total = session.execute(select(func.count()).select_from(capped)).scalar_one()
+        exact = total <= COUNT_CAP
+        total = min(total, COUNT_CAP)
+    return WorklistPage(rows, total, exact, page, filters.per_page)
+
+
+@dataclass
+class SeriesRow:
+    series_instance_uid: str
+    modality: str | None
+    series_number: str | None
+    description: str | None
+    num_instances: int
+
+
+@dataclass
+class StudyRow:
+    study_instance_uid: str
+    study_date: str | None
+    description: str | None
+    accession_number: str | None
+    modalities: str | None
+    num_series: int
+    num_instances: int
+    series: list[SeriesRow] = field(default_factory=list)
+
+
+@dataclass
+class PatientStudies:
+    patient_id: str
+    name: str | None
+    birth_date: str | None
+    sex: str | None
+    studies: list[StudyRow]
+
+
+def patient_studies(session: Session, patient_id: str) -> PatientStudies | None:
+    """A patient with its studies (newest first) and their series, or ``None``."""
+    patient = session.execute(
+        select(
+            Patient.id,
+            Patient.patient_name,
+            Patient.patient_birth_date,
+            Patient.patient_sex,
+        ).where(Patient.patient_id == patient_id)
+    ).first()
+    if patient is None:
+        return None
+    studies: dict[int, StudyRow] = {}
+    for row in session.execute(
+        select(
+            Study.id,
+            Study.study_instance_uid,
+            Study.study_date,
+            Study.study_description,
+            Study.accession_number,
+            Study.modalities_in_study,
+            Study.num_series,
+            Study.num_instances,
+        )
+        .where(Study.patient_pk == patient.id)
+        .order_by(Study.study_date.desc(), Study.id.desc())
+    ):
+        studies[row[0]] = StudyRow(*row[1:])
+    if studies:
+        for row in session.execute(
+            select(
+                Series.study_pk,
+                Series.series_instance_uid,
+                Series.modality,
+                Series.series_number,
+                Series.series_description,
+                Series.num_instances,
+            )
+            .where(Series.study_pk.in_(list(studies)))
+            .order_by(Series.id)
+        ):
+            studies[row[0]].series.append(SeriesRow(*row[1:]))
+    return PatientStudies(patient_id, patient[1], patient[2], patient[3], list(studies.values()))

@@ -1,0 +1,176 @@
+"""Portal pages: login/logout, worklist, study browser, subject timeline, account, admin.
+
+Pages read through the same services and JSON API as every other client; the permission
+table (:mod:`vesalius.auth.permissions`) decides who sees which page, before any of these
+functions runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+
+from vesalius import __version__
+from vesalius.auth.accounts import LoginRefused
+from vesalius.auth.permissions import ROLE_LABELS, Permission, Role
+from vesalius.index import worklist
+from vesalius.web.api.audit import health
+from vesalius.web.guard import (
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    Actor,
+    actor_of,
+    client_of,
+    identify,
+    secure_cookies,
+)
+from vesalius.web.viewer import viewer_url
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+templates = Jinja2Templates(directory=HERE / "templates")
+
+router = APIRouter(include_in_schema=False)
+
+
+def _dicom_date(value: str | None) -> str:
+    if value and len(value) == 8 and value.isdigit():
+        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return value or ""
+
+
+def _person(value: str | None) -> str:
+    return (value or "").replace("^", " ").strip()
+
+
+templates.env.filters["dicom_date"] = _dicom_date
+templates.env.filters["person"] = _person
+
+
+def page(request: Request, name: str, **context: Any) -> HTMLResponse:
+    actor: Actor | None = getattr(request.state, "actor", None)
+    base: dict[str, Any] = {
+        "actor": actor,
+        "csrf": actor.csrf_token if actor else "",
+        "csrf_field": CSRF_FIELD,
+        "may": (lambda p: actor is not None and actor.may(Permission(p))),
+        "version": __version__,
+        "role_labels": ROLE_LABELS,
+    }
+    response = templates.TemplateResponse(request, name, {**base, **context})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _safe_next(value: str | None) -> str:
+    """Only local paths: never send a user to another site after login."""
+    if not value or not value.startswith("/") or value.startswith("//") or urlsplit(value).netloc:
+        return "/worklist"
+    return value
+
+
+# -- login and logout --------------------------------------------------------------------------
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str | None = None) -> Response:
+    auth = request.app.state.container.auth
+    if await run_in_threadpool(identify, request, auth) is not None:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return page(request, "login.html", next=_safe_next(next), error=None)
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    username: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=256)],
+    next: Annotated[str | None, Form()] = None,
+    remember: Annotated[str | None, Form()] = None,
+) -> Response:
+    auth = request.app.state.container.auth
+    try:
+        token, _session = auth.login(username, password, client_of(request), bool(remember))
+    except LoginRefused as exc:
+        response = page(request, "login.html", next=_safe_next(next), error=str(exc))
+        response.status_code = 401
+        return response
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    max_age = int(request.app.state.container.settings.remember_days * 86400) if remember else None
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=max_age,
+        httponly=True,
+        samesite="lax",
+        secure=secure_cookies(request),
+        path="/",
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request) -> Response:
+    actor = actor_of(request)
+    if actor.cookie:
+        request.app.state.container.auth.logout(actor.cookie, client_of(request))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
+    return response
+
+
+# -- pages -------------------------------------------------------------------------------------
+
+
+@router.get("/")
+def home(request: Request) -> Response:
+    return RedirectResponse("/worklist", status_code=303)
+
+
+@router.get("/worklist")
+def worklist_page(request: Request) -> Response:
+    return page(request, "worklist.html")
+
+
+@router.get("/patients/{patient_id}")
+def patient_page(request: Request, patient_id: str) -> Response:
+    with request.app.state.container.db.read() as session:
+        found = worklist.patient_studies(session, patient_id)
+    if found is None:
+        response = page(request, "error.html", message=f"No patient {patient_id!r}.")
+        response.status_code = 404
+        return response
+    return page(request, "patient.html", patient=found, viewer_url=viewer_url)
+
+
+@router.get("/subjects/{subject_id}")
+def subject_page(request: Request, subject_id: str) -> Response:
+    return page(request, "subject.html", subject_id=subject_id, viewer_prefix=viewer_url(""))
+
+
+@router.get("/account")
+def account_page(request: Request) -> Response:
+    return page(request, "account.html")
+
+
+@router.get("/admin/users")
+def users_page(request: Request) -> Response:
+    users = request.app.state.container.auth.users()
+    return page(request, "users.html", users=users, roles=list(Role))
+
+
+@router.get("/admin/audit")
+def audit_page(request: Request) -> Response:
+    return page(request, "audit.html")
+
+
+@router.get("/admin/health")
+async def health_page(request: Request) -> Response:
+    data = await run_in_threadpool(health, request.app.state.container)
+    return page(request, "health.html", health=data)
