@@ -39,8 +39,8 @@ def build(settings: Settings, *, migrate: bool = False) -> Container:
     blobs = open_store(settings.effective_storage_dir)
     archive = Archive(settings, db, blobs)
     records = Records(settings, db, blobs, archive)
-    # Every newly indexed instance gives its subject an imaging session, in the same transaction.
-    archive.index_hooks.append(records.on_instance_indexed)
+    # Every new study gives its subject an imaging session, in the same transaction.
+    archive.new_study_hooks.append(records.on_instance_indexed)
     audit = AuditLog(db, settings.audit_retention_days)
     auth = Auth(settings, db, audit)
     return Container(settings, db, blobs, archive, records, audit, auth)

@@ -150,7 +150,7 @@ def test_failed_index_write_leaves_no_file(sqlite_container: Container) -> None:
     def broken_hook(session, data):  # type: ignore[no-untyped-def]
         raise RuntimeError("index write failed")
 
-    sqlite_container.archive.index_hooks.append(broken_hook)
+    sqlite_container.archive.new_study_hooks.append(broken_hook)
     with pytest.raises(RuntimeError):
         sqlite_container.archive.store(make_file())
     assert blob_files(sqlite_container) == []

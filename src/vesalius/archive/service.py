@@ -75,13 +75,20 @@ class Archive:
         self.settings = settings
         self.db = db
         self.blobs = blobs
-        # Called inside the write transaction of every newly indexed instance (including a
-        # rebuild), so that what other parts derive from it commits or fails with it.
-        self.index_hooks: list[IndexHook] = []
+        # Called inside the write transaction of an instance that starts a new study (also
+        # during a rebuild), so that what other parts derive from a study commits or fails
+        # with it, and costs nothing for the other instances of the study.
+        self.new_study_hooks: list[IndexHook] = []
 
-    def _run_hooks(self, session: Session, data: DicomJson) -> None:
-        for hook in self.index_hooks:
-            hook(session, data)
+    def _index(
+        self, session: Session, parsed: ParsedInstance, blob: BlobInfo, origin: str | None
+    ) -> None:
+        _, new_study = imaging.add_instance(
+            session, parsed.json, parsed.transfer_syntax_uid, blob, origin
+        )
+        if new_study:
+            for hook in self.new_study_hooks:
+                hook(session, parsed.json)
 
     # -- store ---------------------------------------------------------------------------------
 
@@ -103,12 +110,8 @@ class Archive:
         # new instance) then costs one blob write and one transaction.
         blob = self.blobs.put(blob_key_for(parsed), [parsed.data])
 
-        def index(session: Session) -> None:
-            imaging.add_instance(session, parsed.json, parsed.transfer_syntax_uid, blob, origin)
-            self._run_hooks(session, parsed.json)
-
         try:
-            self.db.run_write(index)
+            self.db.run_write(lambda session: self._index(session, parsed, blob, origin))
         except IntegrityError:
             self._discard(blob.key)
             with self.db.read() as session:
@@ -228,10 +231,7 @@ class Archive:
                     parsed = parse_instance(data)
                     blob = BlobInfo(key, len(data), hashlib.sha256(data).hexdigest())
                     with session.begin_nested():
-                        imaging.add_instance(
-                            session, parsed.json, parsed.transfer_syntax_uid, blob, "reindex"
-                        )
-                        self._run_hooks(session, parsed.json)
+                        self._index(session, parsed, blob, "reindex")
                     indexed += 1
                 except InvalidInstance as exc:
                     rejected.append((key, str(exc)))

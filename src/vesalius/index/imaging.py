@@ -188,11 +188,12 @@ def add_instance(
     transfer_syntax_uid: str,
     blob: BlobInfo,
     origin: str | None,
-) -> int:
-    """Index a new instance under its patient, study and series; returns its id.
+) -> tuple[int, bool]:
+    """Index a new instance under its patient, study and series.
 
-    The common case (the series exists) costs one lookup, one insert and three counter
-    updates. Raises ``IntegrityError`` when the SOP Instance UID is already indexed.
+    Returns the instance's id and whether it started a new study. The common case (the
+    series exists) costs one lookup, one insert and three counter updates. Raises
+    ``IntegrityError`` when the SOP Instance UID is already indexed.
     """
     conn = session.connection()
     study_uid = first_string(data, "StudyInstanceUID") or ""
@@ -275,7 +276,7 @@ def add_instance(
         _refresh_modalities(session, study_pk)
     if new_study and study_date:
         _bump_last_study_date(session, patient_pk, study_date)
-    return instance_id
+    return instance_id, new_study
 
 
 def _bump_last_study_date(session: Session, patient_pk: int, study_date: str) -> None:
