@@ -11,6 +11,15 @@ class InvalidInstance(VesaliusError):
     """An incoming instance cannot be archived; the message says why."""
 
 
+class StudyMismatch(InvalidInstance):
+    """The instance belongs to another study than the one the request names."""
+
+    def __init__(self, message: str, uids: tuple[str, str, str, str]) -> None:
+        super().__init__(message)
+        # SOP class, SOP instance, study and series UIDs of the refused instance
+        self.uids = uids
+
+
 class Conflict(VesaliusError):
     """The request contradicts what the archive already holds."""
 

@@ -57,6 +57,18 @@ def is_valid_uid(value: str) -> bool:
     return 0 < len(value) <= 64 and bool(_UID.match(value))
 
 
+def with_preamble(data: bytes) -> bytes:
+    """A Part 10 stream given the 128-byte preamble and ``DICM`` prefix when it lacks them.
+
+    ``pydicom.dcmwrite`` leaves them out for a dataset built in memory, so clients such as
+    dicomweb-client send such files: a stream that starts with a file meta element (group
+    0002) gets them, and is stored with them.
+    """
+    if data[128:132] == b"DICM" or not data.startswith(b"\x02\x00"):
+        return data
+    return b"\x00" * 128 + b"DICM" + data
+
+
 def parse_instance(data: bytes) -> ParsedInstance:
     """Parse a DICOM Part 10 file and check it can be archived.
 
@@ -65,6 +77,7 @@ def parse_instance(data: bytes) -> ParsedInstance:
     InvalidInstance
         With the reason: not DICOM, truncated, a required UID missing or malformed.
     """
+    data = with_preamble(data)
     try:
         ds = dcmread(io.BytesIO(data))
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError) as exc:

@@ -25,7 +25,7 @@ from vesalius.config import DuplicatePolicy, Settings
 from vesalius.dicom.dicomjson import DicomJson
 from vesalius.dicom.levels import Level
 from vesalius.dicom.matching import Constraint
-from vesalius.errors import InvalidInstance, NotFound
+from vesalius.errors import InvalidInstance, NotFound, StudyMismatch
 from vesalius.index import imaging
 from vesalius.index.engine import Database
 from vesalius.index.imaging import InstanceRecord
@@ -92,15 +92,31 @@ class Archive:
 
     # -- store ---------------------------------------------------------------------------------
 
-    def store(self, data: bytes, origin: str | None = None) -> StoreOutcome:
+    def store(
+        self, data: bytes, origin: str | None = None, *, study_uid: str | None = None
+    ) -> StoreOutcome:
         """Archive one DICOM Part 10 file as received.
+
+        With *study_uid*, the instance must belong to that study (STOW-RS to a study URL).
 
         Raises
         ------
         InvalidInstance
-            When the file cannot be archived; nothing is written.
+            When the file cannot be archived; nothing is written. ``StudyMismatch`` when it
+            belongs to another study than *study_uid*.
         """
         parsed = parse_instance(data)
+        if study_uid is not None and parsed.study_instance_uid != study_uid:
+            raise StudyMismatch(
+                f"the instance belongs to study {parsed.study_instance_uid}, "
+                f"not to {study_uid} named in the request",
+                (
+                    parsed.sop_class_uid,
+                    parsed.sop_instance_uid,
+                    parsed.study_instance_uid,
+                    parsed.series_instance_uid,
+                ),
+            )
         return self._store_parsed(parsed, origin, retry=True)
 
     def _store_parsed(

@@ -16,10 +16,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from vesalius.archive.parse import parse_instance
 from vesalius.archive.service import Archive, StoreStatus
 from vesalius.dicom.dicomjson import element
-from vesalius.errors import InvalidInstance
+from vesalius.errors import InvalidInstance, StudyMismatch
 from vesalius.web.dicomweb import formatter, media
 from vesalius.web.dicomweb.common import (
     DICOMWEB_TAG,
@@ -79,17 +78,6 @@ class StowResult:
         return 202 if failed or warned else 200
 
 
-def with_preamble(data: bytes) -> bytes:
-    """A Part 10 stream given the 128-byte preamble and ``DICM`` prefix when it lacks them.
-
-    ``pydicom.dcmwrite`` leaves them out for a dataset built in memory, so dicomweb-client
-    sends such parts: a stream that starts with a file meta element (group 0002) gets them.
-    """
-    if data[128:132] == b"DICM" or not data.startswith(b"\x02\x00"):
-        return data
-    return b"\x00" * 128 + b"DICM" + data
-
-
 def store_part(archive: Archive, part: Part, study_uid: str | None, origin: str) -> Outcome:
     """Check and store one part; never raises for a bad part."""
     part_type, _ = media.parse_content_type(part.content_type or "application/dicom")
@@ -98,23 +86,10 @@ def store_part(archive: Archive, part: Part, study_uid: str | None, origin: str)
             failure=SOP_CLASS_NOT_SUPPORTED,
             reason=f"part of type {part_type!r}: only application/dicom is accepted",
         )
-    data = with_preamble(part.body)
     try:
-        if study_uid is not None:
-            parsed = parse_instance(data)
-            if parsed.study_instance_uid != study_uid:
-                return Outcome(
-                    parsed.sop_class_uid,
-                    parsed.sop_instance_uid,
-                    parsed.study_instance_uid,
-                    parsed.series_instance_uid,
-                    failure=DOES_NOT_MATCH_SOP_CLASS,
-                    reason=(
-                        f"the instance belongs to study {parsed.study_instance_uid}, "
-                        f"not to {study_uid} named in the request"
-                    ),
-                )
-        outcome = archive.store(data, origin=origin)
+        outcome = archive.store(part.body, origin=origin, study_uid=study_uid)
+    except StudyMismatch as exc:
+        return Outcome(*exc.uids, failure=DOES_NOT_MATCH_SOP_CLASS, reason=str(exc))
     except InvalidInstance as exc:
         return Outcome(failure=CANNOT_UNDERSTAND, reason=str(exc))
     except Exception as exc:  # storage failures: the archive has already cleaned up
