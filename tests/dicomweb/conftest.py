@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import uvicorn
 from pydicom import Dataset
 from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 
+from authhelp import url_with_credentials
 from dicomgen import make_dataset, to_bytes, uid
 from vesalius.container import Container
 from vesalius.web.app import create_app
@@ -27,6 +29,11 @@ class RunningWeb:
     @property
     def dicomweb(self) -> str:
         return f"{self.url}/dicom-web"
+
+    @property
+    def public_dicomweb(self) -> str:
+        """The DICOMweb root as the server names it in its answers (without credentials)."""
+        return re.sub(r"//[^@/]*@", "//", self.dicomweb)
 
     @property
     def archive(self):  # type: ignore[no-untyped-def]
@@ -53,7 +60,8 @@ def serve(container: Container) -> Iterator[RunningWeb]:
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield RunningWeb(f"http://127.0.0.1:{port}", container)
+        # Every route needs credentials: an admin API token as HTTP Basic, from the URL.
+        yield RunningWeb(url_with_credentials(f"http://127.0.0.1:{port}", container), container)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -32,7 +32,9 @@ def test_search_studies_answers_dicom_json_with_computed_attributes(web: Running
     assert values(study1, "00080061") == ["CT"]  # ModalitiesInStudy
     # dicomweb-client sends "Host: 127.0.0.1" without the port: check the URL over httpx.
     direct = httpx.get(f"{web.dicomweb}/studies", params={"PatientID": "P1"}).json()
-    assert values(direct[0], "00081190") == [f"{web.dicomweb}/studies/{sample.uids('ct1')[0]}"]
+    assert values(direct[0], "00081190") == [
+        f"{web.public_dicomweb}/studies/{sample.uids('ct1')[0]}"
+    ]
     assert values(study1, "00080056") == ["ONLINE"]
     # Default attributes with no value are present, empty.
     assert study1["00080201"] == {"vr": "SH"}

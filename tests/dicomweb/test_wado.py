@@ -89,7 +89,8 @@ def test_metadata_from_the_index(web: RunningWeb) -> None:
     assert response.headers["content-type"] == "application/dicom+json"
     (item,) = response.json()
     url = f"{web.dicomweb}/studies/{study}/series/{series}/instances/{sop}/bulkdata/7FE00010"
-    assert item["7FE00010"] == {"vr": "OW", "BulkDataURI": url}
+    public = url.replace(web.dicomweb, web.public_dicomweb)
+    assert item["7FE00010"] == {"vr": "OW", "BulkDataURI": public}
     assert item["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "DOE^JOHN"}]}
     assert len(dw.retrieve_study_metadata(study)) == 3
     bulk = httpx.get(url)

@@ -14,6 +14,7 @@ import httpx
 import uvicorn
 from sqlalchemy import func, select
 
+from authhelp import admin_headers
 from dicomgen import make_file, uid
 from vesalius.container import Container
 from vesalius.index import records_models as rm
@@ -76,7 +77,9 @@ def serve(container: Container) -> Iterator[RunningHttp]:
     port = server.servers[0].sockets[0].getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     try:
-        with httpx.Client(base_url=url, timeout=60) as client:
+        # Every route needs credentials: an admin API token as a Bearer header.
+        headers = admin_headers(container)
+        with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
             yield RunningHttp(url, container, client)
     finally:
         server.should_exit = True

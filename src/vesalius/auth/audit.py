@@ -128,3 +128,16 @@ class AuditLog:
             self._queue.put(None)
             self._thread.join(timeout=10)
             self._thread = None
+
+
+def dimse_event(event: Any, action: str, obj: str | None, study_uid: str | None) -> AuditRecord:
+    """An audit record for a DIMSE request: the calling AE title is the actor."""
+    requestor = event.assoc.requestor
+    return AuditRecord(
+        actor=f"AE:{str(requestor.ae_title).strip()}",
+        action=action,
+        protocol="dimse",
+        object=obj,
+        study_uid=study_uid,
+        address=str(requestor.address),
+    )

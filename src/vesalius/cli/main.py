@@ -12,6 +12,7 @@ from rich.console import Console
 
 from vesalius import __version__
 from vesalius.cli import records as records_cli
+from vesalius.cli import users as users_cli
 from vesalius.config import ConfigError, Settings, load_settings, unknown_environment
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(records_cli.app, name="records")
+app.add_typer(users_cli.app, name="user")
 
 err = Console(stderr=True)
 out = Console()

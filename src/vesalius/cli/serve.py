@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 
+from vesalius.auth.maintenance import start_maintenance
 from vesalius.config import Settings
 from vesalius.container import Container, build
 from vesalius.dimse.server import DicomServer
@@ -45,7 +46,9 @@ def run(settings: Settings) -> None:
     except Exception as exc:
         log.error("cannot open the archive: %s (try `vesalius doctor`)", exc)
         raise SystemExit(1) from None
-    dicom = DicomServer(settings, container.archive)
+    _first_admin(container)
+    maintenance = start_maintenance(container.auth, container.audit)
+    dicom = DicomServer(settings, container.archive, container.audit)
     try:
         _host, port = dicom.start()
     except OSError as exc:
@@ -70,8 +73,20 @@ def run(settings: Settings) -> None:
     finally:
         log.info("stopping")
         dicom.stop()
+        maintenance.set()
         container.close()
         log.info("stopped")
+
+
+def _first_admin(container: Container) -> None:
+    """Create `admin` at the first start; a generated password is logged this once."""
+    generated = container.auth.ensure_admin(container.settings.admin_password)
+    if generated:
+        log.warning(
+            "created the account `admin` with the password %s (shown only now: log in and "
+            "change it, or set VESALIUS_ADMIN_PASSWORD before the first start)",
+            generated,
+        )
 
 
 def _serve_http(settings: Settings, container: Container, stop: threading.Event) -> None:

@@ -24,6 +24,7 @@ from pynetdicom.sop_class import (
 
 from vesalius.archive.query import Query, build_query
 from vesalius.archive.service import Archive
+from vesalius.auth.audit import AuditLog, dimse_event
 from vesalius.config import Settings
 from vesalius.dicom import dicomjson
 from vesalius.dicom.dicomjson import DicomJson
@@ -74,7 +75,7 @@ def _peer(event: Event) -> str:
     return f"dimse:{info.ae_title.strip()}@{info.address}"
 
 
-def handle_store(event: Event, archive: Archive) -> Dataset:
+def handle_store(event: Event, archive: Archive, audit: AuditLog | None = None) -> Dataset:
     """C-STORE: archive the dataset exactly as it arrived."""
     request = event.request
     data = event.encoded_dataset(include_meta=True)
@@ -94,6 +95,10 @@ def handle_store(event: Event, archive: Archive) -> Dataset:
             _peer(event),
             outcome.sop_class_uid,
             request.AffectedSOPClassUID,
+        )
+    if audit is not None:
+        audit.record(
+            dimse_event(event, "store", outcome.sop_instance_uid, outcome.study_instance_uid)
         )
     return _status(SUCCESS)
 
@@ -156,7 +161,9 @@ def _has_non_ascii(data: DicomJson) -> bool:
     return not dicomjson.dumps(data).isascii()
 
 
-def handle_find(event: Event, archive: Archive) -> Iterator[tuple[int, Dataset | None]]:
+def handle_find(
+    event: Event, archive: Archive, audit: AuditLog | None = None
+) -> Iterator[tuple[int, Dataset | None]]:
     """C-FIND in the Patient Root and Study Root models, at every level."""
     identifier = event.identifier
     try:
@@ -165,6 +172,8 @@ def handle_find(event: Event, archive: Archive) -> Iterator[tuple[int, Dataset |
         log.warning("C-FIND from %s refused: %s", _peer(event), exc)
         yield _status(UNABLE_TO_PROCESS, str(exc)), None
         return
+    if audit is not None:
+        audit.record(dimse_event(event, "search", f"C-FIND {query.level.value}", None))
     for result in archive.find(query):
         if event.is_cancelled:
             yield CANCELLED, None
@@ -208,7 +217,7 @@ def _send_all(
         yield PENDING, payload
 
 
-def handle_get(event: Event, archive: Archive) -> Iterator[Any]:
+def handle_get(event: Event, archive: Archive, audit: AuditLog | None = None) -> Iterator[Any]:
     """C-GET: send the matching instances back on the same association.
 
     A malformed identifier raises before the sub-operation count, which pynetdicom answers
@@ -220,11 +229,15 @@ def handle_get(event: Event, archive: Archive) -> Iterator[Any]:
         log.warning("C-GET from %s refused: %s", _peer(event), exc)
         raise
     log.info("C-GET from %s: %d instances", _peer(event), len(records))
+    if audit is not None:
+        audit.record(dimse_event(event, "retrieve", "C-GET", _studies(records)))
     yield len(records)
     yield from _send_all(archive, records, event, lambda: event.assoc.accepted_contexts)
 
 
-def handle_move(event: Event, archive: Archive, settings: Settings) -> Iterator[Any]:
+def handle_move(
+    event: Event, archive: Archive, settings: Settings, audit: AuditLog | None = None
+) -> Iterator[Any]:
     """C-MOVE: send the matching instances to a configured remote AE."""
     raw = event.move_destination
     name = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
@@ -258,10 +271,17 @@ def handle_move(event: Event, archive: Archive, settings: Settings) -> Iterator[
         },
     )
     log.info("C-MOVE from %s to %s: %d instances", _peer(event), destination.name, len(records))
+    if audit is not None:
+        audit.record(dimse_event(event, "retrieve", f"C-MOVE to {name}", _studies(records)))
     yield len(records)
     yield from _send_all(
         archive, records, event, lambda: holder["assoc"].accepted_contexts if holder else []
     )
+
+
+def _studies(records: list[InstanceRecord]) -> str | None:
+    """The study of a retrieve (the first one when it spans several)."""
+    return records[0].study_instance_uid if records else None
 
 
 def _contexts_for(records: list[InstanceRecord]) -> list[PresentationContext]:

@@ -22,6 +22,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from vesalius.archive.service import Archive
+from vesalius.auth.audit import AuditLog
 from vesalius.config import Settings
 from vesalius.dicom.syntaxes import ACCEPTED_TRANSFER_SYNTAXES
 from vesalius.dimse import handlers
@@ -87,19 +88,20 @@ class _CheapCopyContext(PresentationContext):
 class DicomServer:
     """The DIMSE service class provider, running in background threads."""
 
-    def __init__(self, settings: Settings, archive: Archive) -> None:
+    def __init__(self, settings: Settings, archive: Archive, audit: AuditLog | None = None) -> None:
         self.settings = settings
         self.archive = archive
+        self.audit = audit  # C-STORE/FIND/GET/MOVE are written to the audit trail when given
         self.ae = build_ae(settings)
         self._server: ThreadedAssociationServer | None = None
 
     def handlers(self) -> list[Any]:
         return [
             (evt.EVT_CONN_OPEN, handlers.set_nodelay),
-            (evt.EVT_C_STORE, handlers.handle_store, [self.archive]),
-            (evt.EVT_C_FIND, handlers.handle_find, [self.archive]),
-            (evt.EVT_C_GET, handlers.handle_get, [self.archive]),
-            (evt.EVT_C_MOVE, handlers.handle_move, [self.archive, self.settings]),
+            (evt.EVT_C_STORE, handlers.handle_store, [self.archive, self.audit]),
+            (evt.EVT_C_FIND, handlers.handle_find, [self.archive, self.audit]),
+            (evt.EVT_C_GET, handlers.handle_get, [self.archive, self.audit]),
+            (evt.EVT_C_MOVE, handlers.handle_move, [self.archive, self.settings, self.audit]),
         ]
 
     def start(self) -> tuple[str, int]:
