@@ -177,21 +177,28 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})
-        status = 500
+        recorded = False
+
+        def record(status: int) -> None:
+            nonlocal recorded
+            rule: Rule | None = state.get("rule")
+            actor: Actor | None = state.get("actor")
+            if not recorded and rule is not None and actor is not None:
+                if rule.action or status == 403:
+                    self._record(scope, rule, actor, status)
+            recorded = True
 
         async def send_status(message: Message) -> None:
-            nonlocal status
+            # Recorded as the answer starts: the request is decided, and a client that reads
+            # the trail right after its answer finds the event.
             if message["type"] == "http.response.start":
-                status = int(message["status"])
+                record(int(message["status"]))
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
-            rule: Rule | None = state.get("rule")
-            actor: Actor | None = state.get("actor")
-            if rule is not None and actor is not None and (rule.action or status == 403):
-                self._record(scope, rule, actor, status)
+            record(500)
 
     def _record(self, scope: Scope, rule: Rule, actor: Actor, status: int) -> None:
         path = scope.get("path", "")

@@ -71,7 +71,7 @@ def call(work: Callable[[], T]) -> T:
 def user_json(user: UserRecord) -> dict[str, Any]:
     data = asdict(user)
     data.pop("id")
-    data["permissions"] = sorted(Role(user.role).permissions) if user.role in Role else []
+    data["permissions"] = sorted(Role(user.role).permissions) if user.role in set(Role) else []
     return data
 
 
