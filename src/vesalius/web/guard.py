@@ -183,9 +183,10 @@ class AuditMiddleware:
             nonlocal recorded
             rule: Rule | None = state.get("rule")
             actor: Actor | None = state.get("actor")
-            if not recorded and rule is not None and actor is not None:
-                if rule.action or status == 403:
-                    self._record(scope, rule, actor, status)
+            audited = rule is not None and (rule.action is not None or status == 403)
+            if not recorded and audited and actor is not None:
+                assert rule is not None
+                self._record(scope, rule, actor, status)
             recorded = True
 
         async def send_status(message: Message) -> None:
