@@ -15,13 +15,16 @@ $(PY):
 
 install: $(PY)
 	$(PY) -m pip install --quiet -e .
+	scripts/install-system-packages npm
+	$(PY) scripts/fetch-viewer
 
 run: install
 	$(VENV)/bin/vesalius serve
 
 install-test: $(PY)
-	scripts/install-system-packages dcmtk
+	scripts/install-system-packages dcmtk chromium npm
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) scripts/fetch-viewer
 
 test: install-test
 	scripts/ensure-services
@@ -35,6 +38,7 @@ lint: $(PY)
 bench: install-test
 	scripts/install-system-packages dcmtk orthanc orthanc-dicomweb
 	$(PY) benchmarks/dimse_bench.py
+	$(PY) benchmarks/worklist_bench.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
