@@ -91,6 +91,19 @@ class Settings(BaseModel):
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP port listens on.")
     http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port; 0 = any.")
     http_enabled: bool = Field(default=True, description="Serve HTTP beside DICOM.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "Processes serving DICOM and HTTP on the same ports (more use more CPU cores); "
+            "needs fixed ports."
+        ),
+    )
+    reuse_port: bool = Field(
+        default=False,
+        description="Bind with SO_REUSEPORT so that processes share the ports (workers set it).",
+    )
     accept_unknown_aes: bool = Field(
         default=True,
         description="Accept associations from calling AE titles not listed as remote AEs.",
@@ -239,6 +252,14 @@ class Settings(BaseModel):
                 "postgresql+psycopg://user@host/db or mysql+pymysql://user@host/db"
             )
         return value
+
+    @model_validator(mode="after")
+    def _workers_need_fixed_ports(self) -> Settings:
+        if self.workers > 1 and (
+            self.dicom_port == 0 or (self.http_enabled and self.http_port == 0)
+        ):
+            raise ValueError("workers > 1 needs fixed DICOM and HTTP ports (not 0)")
+        return self
 
     @model_validator(mode="after")
     def _unique_remote_names(self) -> Settings:

@@ -176,3 +176,73 @@ def test_serve_refuses_a_port_in_use(env: dict[str, str]) -> None:
         result = run(["serve"], {**env, "VESALIUS_DICOM_PORT": str(port)})
     assert result.returncode == 1
     assert "cannot listen for DICOM" in result.stdout + result.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_workers_share_the_ports_and_the_archive(env: dict[str, str], tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage
+
+    dicom_port, http_port = free_port(), free_port()
+    workers_env = {
+        **env,
+        "VESALIUS_WORKERS": "2",
+        "VESALIUS_DICOM_PORT": str(dicom_port),
+        "VESALIUS_HTTP_PORT": str(http_port),
+    }
+    process = subprocess.Popen(
+        [*VESALIUS, "serve"],
+        env={**os.environ, **workers_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        pids: set[str] = set()
+        deadline = time.monotonic() + 90
+        while len(pids) < 2 and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if match := re.search(r"Started server process \[(\d+)\]", line):
+                pids.add(match.group(1))
+        assert len(pids) == 2
+
+        def send(i: int) -> int:
+            ae = AE()
+            ae.add_requested_context(CTImageStorage)
+            assoc = ae.associate("127.0.0.1", dicom_port, ae_title="VESALIUS")
+            try:
+                ds = make_dataset(PatientID=f"W{i}")
+                return int(assoc.send_c_store(ds).Status)
+            finally:
+                assoc.release()
+
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(send, range(8))) == [0] * 8
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert process.returncode == 0
+    from vesalius.config import load_settings
+    from vesalius.container import build
+
+    container = build(load_settings(env=env))
+    try:
+        assert container.archive.totals().patients == 8
+    finally:
+        container.close()
+
+
+def test_workers_need_fixed_ports(env: dict[str, str]) -> None:
+    result = run(["serve"], {**env, "VESALIUS_WORKERS": "2"})
+    assert result.returncode == 2
+    assert "fixed DICOM and HTTP ports" in result.stderr

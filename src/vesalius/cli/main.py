@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -83,7 +84,10 @@ def serve(config: ConfigOption = None) -> None:
     """
     from vesalius.cli.serve import run
 
-    run(settings_or_exit(config))
+    settings = settings_or_exit(config)
+    if config is not None:
+        os.environ["VESALIUS_CONFIG"] = str(config.resolve())  # for worker processes
+    run(settings)
 
 
 @app.command("import")

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 
 from vesalius.auth.maintenance import start_maintenance
 from vesalius.config import Settings
@@ -38,6 +43,8 @@ def open_container(settings: Settings) -> Container:
 
 def run(settings: Settings) -> None:
     setup_logging(settings.log_level, plain=True)
+    if settings.workers > 1:
+        raise SystemExit(_run_workers(settings))
     try:
         container = open_container(settings)
     except ServeError as exc:
@@ -76,6 +83,49 @@ def run(settings: Settings) -> None:
         maintenance.set()
         container.close()
         log.info("stopped")
+
+
+def _run_workers(settings: Settings) -> int:
+    """Prepare the archive once, then run *workers* identical processes on shared ports.
+
+    Each process is a whole Vesalius (DICOM and HTTP); the kernel spreads new connections
+    over them (SO_REUSEPORT). They share the index and the blob store, as nodes do.
+    """
+    try:
+        container = open_container(settings)
+    except (ServeError, Exception) as exc:
+        log.error("cannot open the archive: %s (try `vesalius doctor`)", exc)
+        return 1
+    _first_admin(container)
+    container.close()
+    env = {**os.environ, "VESALIUS_WORKERS": "1", "VESALIUS_REUSE_PORT": "true"}
+    children = [
+        subprocess.Popen([sys.executable, "-m", "vesalius", "serve"], env=env)
+        for _ in range(settings.workers)
+    ]
+    log.info("started %d worker processes: %s", len(children), [c.pid for c in children])
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    status = 0
+    while children:
+        for child in list(children):
+            code = child.poll()
+            if code is None:
+                continue
+            children.remove(child)
+            if code != 0 and status == 0:
+                log.error("worker %d exited with status %d; stopping the others", child.pid, code)
+                status = 1
+                forward(signal.SIGTERM, None)
+        time.sleep(0.2)
+    log.info("stopped")
+    return status
 
 
 def _first_admin(container: Container) -> None:
@@ -117,6 +167,9 @@ def _serve_http(settings: Settings, container: Container, stop: threading.Event)
                 log.info("http_port=%d", addr[1])
 
     server.startup = startup  # type: ignore[method-assign]
+    sockets = (
+        [_shared_socket(settings.http_host, settings.http_port)] if settings.reuse_port else None
+    )
     # uvicorn re-raises SIGTERM after its own shutdown, which would skip ours: handle it here.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
 
@@ -126,5 +179,16 @@ def _serve_http(settings: Settings, container: Container, stop: threading.Event)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, request_exit)
-    server.run()
+    server.run(sockets=sockets)
     stop.set()
+
+
+def _shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that other worker processes may bind too (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock

@@ -6,6 +6,8 @@ pynetdicom's module-level configuration is set here and nowhere else.
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from typing import Any
 
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
@@ -85,6 +87,14 @@ class _CheapCopyContext(PresentationContext):
         return clone
 
 
+class _ReusePortServer(ThreadedAssociationServer):
+    """An association server that shares its port with other Vesalius processes."""
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 class DicomServer:
     """The DIMSE service class provider, running in background threads."""
 
@@ -107,10 +117,17 @@ class DicomServer:
     def start(self) -> tuple[str, int]:
         """Start listening; returns the address and port actually bound."""
         address = (self.settings.dicom_host, self.settings.dicom_port)
-        self._server = self.ae.start_server(address, block=False, evt_handlers=self.handlers())
-        for context in self._server.contexts:
+        server_class = _ReusePortServer if self.settings.reuse_port else ThreadedAssociationServer
+        server = self.ae.make_server(
+            address, evt_handlers=self.handlers(), server_class=server_class
+        )
+        for context in server.contexts:
             context.__class__ = _CheapCopyContext
-        host, port = self._server.server_address[:2]
+        thread = threading.Thread(target=server.serve_forever, name="DicomAcceptor", daemon=True)
+        thread.start()
+        self.ae._servers.append(server)  # so that ae.shutdown() stops it too
+        self._server = server
+        host, port = server.server_address[:2]
         log.info("DICOM listening on %s:%d as AE %s", host, port, self.settings.ae_title)
         return str(host), int(port)
 
