@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, exists, func, literal_column, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from vesalius.dicom.matching import fold_text
@@ -58,7 +58,7 @@ def _like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _conditions(filters: WorklistFilters) -> list[Any]:
+def _conditions(filters: WorklistFilters, *, for_rows: bool = True) -> list[Any]:
     conditions: list[Any] = []
     text = (filters.text or "").strip()
     if text:
@@ -66,7 +66,15 @@ def _conditions(filters: WorklistFilters) -> list[Any]:
         name = and_(
             *[Patient.patient_name_folded.like(f"%{_like(w)}%", escape="\\") for w in words]
         )
-        conditions.append(or_(name, Patient.patient_id.like(f"{_like(text)}%", escape="\\")))
+        by_id = Patient.patient_id.like(f"{_like(text)}%", escape="\\")
+        # Two narrow scans (the folded-name index alone; the ID index by prefix), then the
+        # rows: much faster than testing each row in sort order when matches are rare.
+        # (Counting stops after COUNT_CAP matches, so it tests rows directly.)
+        if for_rows:
+            matching = union_all(select(Patient.id).where(name), select(Patient.id).where(by_id))
+            conditions.append(Patient.id.in_(matching.scalar_subquery()))
+        else:
+            conditions.append(or_(name, by_id))
     if filters.modality or filters.date_from or filters.date_to:
         studies = select(Study.id).where(Study.patient_pk == Patient.id)
         if filters.modality:
@@ -91,11 +99,23 @@ def search_patients(session: Session, filters: WorklistFilters) -> WorklistPage:
         Patient.num_studies,
         Patient.last_study_date,
     ).where(*conditions)
+    dialect = session.get_bind().dialect.name
+    # SQLite would walk the sort column's index and test every row against the search; with
+    # a search, sorting the (few) matches is faster, and "+column" stops it using the index.
+    unindexed = dialect == "sqlite" and bool(filters.text)
     if filters.sort == "name":
-        query = query.order_by(Patient.patient_name_folded, Patient.id)
+        by_name: Any = (
+            literal_column("+patients.patient_name_folded")
+            if unindexed
+            else Patient.patient_name_folded
+        )
+        query = query.order_by(by_name, Patient.id)
     else:
-        newest = Patient.last_study_date.desc()
-        if session.get_bind().dialect.name == "postgresql":
+        date: Any = (
+            literal_column("+patients.last_study_date") if unindexed else Patient.last_study_date
+        )
+        newest = date.desc()
+        if dialect == "postgresql":
             newest = newest.nulls_last()  # elsewhere NULL already sorts last when descending
         query = query.order_by(newest, Patient.id.desc())
     page = max(1, filters.page)
@@ -105,7 +125,8 @@ def search_patients(session: Session, filters: WorklistFilters) -> WorklistPage:
     if len(rows) < filters.per_page and (rows or page == 1):
         total, exact = offset + len(rows), True
     else:
-        capped = select(Patient.id).where(*conditions).limit(COUNT_CAP + 1).subquery()
+        counted = _conditions(filters, for_rows=False)
+        capped = select(Patient.id).where(*counted).limit(COUNT_CAP + 1).subquery()
         total = session.execute(select(func.count()).select_from(capped)).scalar_one()
         exact = total <= COUNT_CAP
         total = min(total, COUNT_CAP)

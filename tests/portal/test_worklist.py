@@ -1,0 +1,32 @@
+"""The worklist query on every database: name parts, accents, ID prefix, filters, sorting."""
+
+from __future__ import annotations
+
+from dicomgen import make_file
+from vesalius.container import Container
+from vesalius.index.worklist import WorklistFilters, search_patients
+
+
+def ids(container: Container, **kw: object) -> list[str]:
+    with container.db.read() as session:
+        page = search_patients(session, WorklistFilters(**kw))  # type: ignore[arg-type]
+    return [r.patient_id for r in page.rows]
+
+
+def test_worklist_search_filter_sort(container: Container) -> None:
+    store = container.archive.store
+    store(make_file(PatientID="A1", PatientName="Müller^José", StudyDate="20240105", Modality="CT"))
+    store(make_file(PatientID="A2", PatientName="MULLER^ANNA", StudyDate="20230101", Modality="MR"))
+    store(make_file(PatientID="B7", PatientName="Smith^Jo", StudyDate="20220101", Modality="CT"))
+    assert ids(container, text="muller") == ["A1", "A2"]  # newest study first
+    assert ids(container, text="jose MÜLL") == ["A1"]
+    assert ids(container, text="B") == ["B7"]  # ID prefix
+    assert ids(container, text="%") == []
+    assert ids(container, modality="CT") == ["A1", "B7"]
+    assert ids(container, date_from="20221231", date_to="20231231") == ["A2"]
+    assert ids(container, sort="name") == ["A2", "A1", "B7"]
+    assert ids(container, text="mul", sort="name") == ["A2", "A1"]
+    with container.db.read() as session:
+        page = search_patients(session, WorklistFilters(per_page=2))
+    assert (page.total, page.total_is_exact, len(page.rows)) == (3, True, 2)
+    assert page.rows[0].num_studies == 1 and page.rows[0].last_study_date == "20240105"
