@@ -15,14 +15,15 @@ $(PY):
 
 install: $(PY)
 	$(PY) -m pip install --quiet -e .
-	scripts/install-system-packages npm
+	command -v npm >/dev/null || scripts/install-system-packages npm
 	$(PY) scripts/fetch-viewer
 
 run: install
 	$(VENV)/bin/vesalius serve
 
 install-test: $(PY)
-	scripts/install-system-packages dcmtk chromium npm
+	scripts/install-system-packages dcmtk chromium
+	command -v npm >/dev/null || scripts/install-system-packages npm
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) scripts/fetch-viewer
 
@@ -38,6 +39,7 @@ lint: $(PY)
 bench: install-test
 	scripts/install-system-packages dcmtk orthanc orthanc-dicomweb
 	$(PY) benchmarks/dimse_bench.py
+	$(PY) benchmarks/dicomweb_bench.py
 	$(PY) benchmarks/worklist_bench.py
 
 clean:
