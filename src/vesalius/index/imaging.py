@@ -465,13 +465,21 @@ def instances_of(
     sop_uid: str | None = None,
 ) -> list[InstanceRecord]:
     """The instances of a study, a series or a single instance, in order."""
-    query = _record_query().where(Study.study_instance_uid == study_uid)
+    query = within(_record_query(), study_uid, series_uid, sop_uid)
+    return [InstanceRecord(*row) for row in session.execute(query)]
+
+
+def within(
+    query: Select[Any], study_uid: str, series_uid: str | None, sop_uid: str | None
+) -> Select[Any]:
+    """Narrow an instance query (joined to its series and study) to a study, series or
+    instance, in archive order."""
+    query = query.where(Study.study_instance_uid == study_uid)
     if series_uid is not None:
         query = query.where(Series.series_instance_uid == series_uid)
     if sop_uid is not None:
         query = query.where(Instance.sop_instance_uid == sop_uid)
-    query = query.order_by(Series.id, Instance.id)
-    return [InstanceRecord(*row) for row in session.execute(query)]
+    return query.order_by(Series.id, Instance.id)
 
 
 # ---------------------------------------------------------------------------------------------

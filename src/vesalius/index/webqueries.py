@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vesalius.index.imaging import within
 from vesalius.index.models import Instance, Series, Study
 
 
@@ -40,13 +41,8 @@ def metadata_of(
         )
         .join(Series, Instance.series_pk == Series.id)
         .join(Study, Series.study_pk == Study.id)
-        .where(Study.study_instance_uid == study_uid)
     )
-    if series_uid is not None:
-        query = query.where(Series.series_instance_uid == series_uid)
-    if sop_uid is not None:
-        query = query.where(Instance.sop_instance_uid == sop_uid)
-    query = query.order_by(Series.id, Instance.id)
+    query = within(query, study_uid, series_uid, sop_uid)
     return [MetadataRow(*row) for row in session.execute(query)]
 
 
