@@ -40,6 +40,8 @@ def test_person_name_folding_ignores_case_and_accents_when_asked() -> None:
     assert check("PatientName", "PN", "muller^jose", "Müller^José", fold=True)
     assert not check("PatientName", "PN", "muller^jose", "Müller^José", fold=False)
     assert fold_text("ÉLODIE") == "elodie"
+    assert fold_text("Ødegård^Łukasz") == "odegard^lukasz"
+    assert fold_text("STRAßE") == "strasse"
 
 
 def test_folding_applies_only_to_person_names() -> None:

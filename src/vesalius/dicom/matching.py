@@ -97,6 +97,29 @@ class Constraint:
     matcher: Matcher
 
 
+# Letters with a stroke or ligatures have no Unicode decomposition into a base letter.
+_NO_DECOMPOSITION = str.maketrans(
+    {
+        "ø": "o",
+        "Ø": "O",
+        "ł": "l",
+        "Ł": "L",
+        "đ": "d",
+        "Đ": "D",
+        "ħ": "h",
+        "Ħ": "H",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "þ": "th",
+        "Þ": "TH",
+        "ß": "ss",
+        "\u0131": "i",  # dotless i
+    }
+)
+
+
 def fold_text(value: str) -> str:
     """Case- and accent-insensitive form of a string, for person name matching.
 
@@ -104,8 +127,10 @@ def fold_text(value: str) -> str:
     --------
     >>> fold_text("Müller^JOSÉ")
     'muller^jose'
+    >>> fold_text("Ødegård^Łukasz")
+    'odegard^lukasz'
     """
-    decomposed = unicodedata.normalize("NFKD", value)
+    decomposed = unicodedata.normalize("NFKD", value.translate(_NO_DECOMPOSITION))
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
 
 
