@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, empty_value_for_VR
 from pydicom.tag import Tag
 
 from vesalius.dicom.fastjson import dataset_json
@@ -113,10 +113,27 @@ def first_string(data: DicomJson, keyword: str) -> str | None:
 
 
 def to_dataset(data: DicomJson) -> Dataset:
-    """A pydicom dataset from DICOM JSON (bulk data URIs are dropped)."""
-    cleaned = {
-        tag: item
-        for tag, item in data.items()
-        if "BulkDataURI" not in item and "InlineBinary" not in item
-    }
-    return Dataset.from_json(cleaned)
+    """A pydicom dataset from DICOM JSON (bulk data URIs are dropped).
+
+    Plain elements are added directly, which is several times faster than
+    ``Dataset.from_json``; sequences and inline binary go through pydicom.
+    """
+    ds = Dataset()
+    complex_items: DicomJson = {}
+    for tag, item in data.items():
+        if "BulkDataURI" in item:
+            continue
+        vr = item.get("vr", "UN")
+        if vr == "SQ" or "InlineBinary" in item:
+            complex_items[tag] = item
+            continue
+        values = item.get("Value")
+        if vr == "PN" and values:
+            values = [v.get("Alphabetic", "") if isinstance(v, dict) else v for v in values]
+        if not values:
+            ds.add_new(int(tag, 16), vr, empty_value_for_VR(vr))
+        else:
+            ds.add_new(int(tag, 16), vr, values if len(values) > 1 else values[0])
+    if complex_items:
+        ds.update(Dataset.from_json(complex_items))
+    return ds
