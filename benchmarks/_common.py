@@ -828,6 +828,7 @@ class VesaliusLauncher:
     startup_timeout: float = 60.0
     key: str = "vesalius"
     label: str = "Vesalius"
+    _env: dict[str, str] | None = field(default=None, init=False, repr=False)
 
     def check(self) -> None:
         exe = self.command[0]
@@ -871,6 +872,19 @@ class VesaliusLauncher:
                 f"{shlex.join(cmd)} failed with exit code {proc.returncode}:\n{tail(log)}"
             )
 
+    def api_token(self) -> str:
+        """An API token of the ``admin`` account of the running server (HTTP needs one)."""
+        if self._env is None:
+            raise BenchError("the Vesalius server is not running")
+        cmd = [*self.command[:-1], "user", "token", "admin", "--name", "benchmark"]
+        proc = subprocess.run(
+            cmd, env=dict(self._env), capture_output=True, text=True, timeout=120, check=False
+        )
+        token = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+        if proc.returncode != 0 or not token:
+            raise BenchError(f"{shlex.join(cmd)} failed: {proc.stderr.strip()[-500:]}")
+        return token
+
     def version(self) -> str:
         try:
             from importlib.metadata import version
@@ -904,6 +918,7 @@ class VesaliusLauncher:
             if self.database_url:
                 env["VESALIUS_DATABASE_URL"] = self.database_url
             env.update(self.extra_env)
+            self._env = env
             if self.database_url and not self.database_url.startswith("sqlite"):
                 self._migrate(env, instance_dir)
             proc = ManagedProcess(

@@ -95,7 +95,7 @@ def _stow_body(files: list[Path]) -> bytes:
     return bytes(body)
 
 
-def stow(base: str, files: list[Path], batch: int, parallel: int) -> float:
+def stow(base: str, files: list[Path], batch: int, parallel: int, auth: dict[str, str]) -> float:
     """Post every file (batches, parallel clients); instances per second."""
     batches = _batches(files, batch)
     bodies = [_stow_body(b) for b in batches]  # built before the clock starts
@@ -104,7 +104,7 @@ def stow(base: str, files: list[Path], batch: int, parallel: int) -> float:
     def post(body: bytes) -> None:
         client = getattr(local, "client", None)
         if client is None:
-            client = local.client = httpx.Client(timeout=600)
+            client = local.client = httpx.Client(timeout=600, headers=auth)
         response = client.post(f"{base}/studies", content=body, headers={"Content-Type": STOW_TYPE})
         if response.status_code != 200:
             raise BenchError(f"STOW-RS answered {response.status_code}: {response.text[:500]}")
@@ -148,14 +148,23 @@ def retrieve(client: httpx.Client, url: str) -> int:
     return total
 
 
-def measure(name: str, base: str, data: Data, args: argparse.Namespace, out: Results) -> None:
+def measure(
+    name: str,
+    base: str,
+    data: Data,
+    args: argparse.Namespace,
+    out: Results,
+    auth: dict[str, str],
+) -> None:
     log = lambda msg: print(f"  [{name}] {msg}", flush=True)  # noqa: E731
     big_files, small_files = _files(data.big), _files(data.small)
     log(f"STOW-RS {len(big_files)} big instances ...")
-    out.figures["stow_big_instances_per_s"] = stow(base, big_files, args.batch, args.parallel)
+    out.figures["stow_big_instances_per_s"] = stow(base, big_files, args.batch, args.parallel, auth)
     log(f"STOW-RS {len(small_files)} small studies ...")
-    out.figures["stow_small_instances_per_s"] = stow(base, small_files, args.batch, args.parallel)
-    with httpx.Client(timeout=600) as client:
+    out.figures["stow_small_instances_per_s"] = stow(
+        base, small_files, args.batch, args.parallel, auth
+    )
+    with httpx.Client(timeout=600, headers=auth) as client:
         someone = data.small.studies[len(data.small.studies) // 2]
         low, high = "20210101", "20211231"
         in_range = sum(1 for s in data.small.studies if low <= s.study_date <= high)
@@ -235,7 +244,8 @@ def report(results: list[Results]) -> dict[str, Any]:
 @contextlib.contextmanager
 def _server(
     name: str, args: argparse.Namespace, dcmtk: Dcmtk, workdir: Path
-) -> Iterator[tuple[str, str]]:
+) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """The server's DICOMweb root, its version, and the headers that authenticate to it."""
     if name == "orthanc":
         launcher = OrthancLauncher(
             OrthancLauncher.locate(args.orthanc),
@@ -258,7 +268,10 @@ def _server(
     with launcher.run() as endpoint:
         assert isinstance(endpoint, Endpoint) and endpoint.http_url
         _wait_http(endpoint.http_url + "/dicom-web/studies?limit=1")
-        yield f"{endpoint.http_url}/dicom-web", version
+        auth: dict[str, str] = {}
+        if isinstance(launcher, VesaliusLauncher):  # Vesalius refuses anonymous callers
+            auth = {"Authorization": f"Bearer {launcher.api_token()}"}
+        yield f"{endpoint.http_url}/dicom-web", version, auth
 
 
 def _wait_http(url: str, timeout: float = 60) -> None:
@@ -336,9 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             results = []
             for name in [s.strip() for s in args.servers.split(",") if s.strip()]:
                 print(f"{name}:")
-                with _server(name, args, dcmtk, root) as (base, version):
+                with _server(name, args, dcmtk, root) as (base, version, auth):
                     result = Results(name, version)
-                    measure(name, base, data, args, result)
+                    measure(name, base, data, args, result, auth)
                     results.append(result)
             summary = report(results)
             summary["data"] = {
