@@ -162,26 +162,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-
-    with op.batch_alter_table("instances", schema=None) as batch_op:
-        batch_op.drop_index("ix_instances_sop_class")
-        batch_op.drop_index("ix_instances_series")
-
-    op.drop_table("instances")
-    with op.batch_alter_table("series", schema=None) as batch_op:
-        batch_op.drop_index("ix_series_study")
-        batch_op.drop_index("ix_series_modality")
-
-    op.drop_table("series")
-    with op.batch_alter_table("studies", schema=None) as batch_op:
-        batch_op.drop_index("ix_studies_referring_folded")
-        batch_op.drop_index("ix_studies_patient")
-        batch_op.drop_index("ix_studies_date_time")
-        batch_op.drop_index("ix_studies_accession")
-
-    op.drop_table("studies")
-    with op.batch_alter_table("patients", schema=None) as batch_op:
-        batch_op.drop_index("ix_patients_name_folded")
-        batch_op.drop_index("ix_patients_last_study_date")
-
-    op.drop_table("patients")
+    # Dropping a table drops its indexes; MySQL/MariaDB refuse to drop an index on its own
+    # while a foreign key needs it.
+    for table in ("instances", "series", "studies", "patients"):
+        op.drop_table(table)
