@@ -68,14 +68,16 @@ def test_import_folder_and_zip_with_a_report(env: dict[str, str], tmp_path: Path
     for i in range(3):
         write(folder / "sub", make_dataset(StudyInstanceUID=study, InstanceNumber=i))
     (folder / "notes.txt").write_text("not dicom")
-    with zipfile.ZipFile(tmp_path / "more.zip", "w") as archive:
+    with zipfile.ZipFile(tmp_path / "more.zip", "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("a/one.dcm", to_bytes(make_dataset(PatientID="ZIP")))
         archive.writestr("../evil.dcm", b"garbage")
+        archive.writestr("bomb.dcm", b"\0" * 20_000_000)  # expands ~1000 times
     result = run(
         ["import", str(folder), str(tmp_path / "more.zip"), str(tmp_path / "missing")], env
     )
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "Stored 4, duplicates 0, rejected 3." in result.stdout
+    assert "Stored 4, duplicates 0, rejected 4." in result.stdout
+    assert "zip bomb" in result.stdout
     assert "notes.txt" in result.stdout
     assert "no such file or folder" in result.stdout
     assert "not a readable DICOM file" in result.stdout

@@ -17,8 +17,10 @@ from vesalius.cli.serve import open_container
 from vesalius.config import Settings
 from vesalius.errors import InvalidInstance
 
-# A zip member larger than this is refused without being read (a bomb or not a DICOM file).
-MAX_MEMBER_BYTES = 4 * 1024**3
+# A zip member larger than this, or that expands more than this ratio, is refused without
+# being read: a zip bomb, or not a DICOM file.
+MAX_MEMBER_BYTES = 2 * 1024**3
+MAX_MEMBER_RATIO = 500
 
 
 @dataclass
@@ -37,6 +39,11 @@ class Source:
             info = archive.getinfo(self.member)
             if info.file_size > MAX_MEMBER_BYTES:
                 raise InvalidInstance(f"member is {info.file_size} bytes, over the import limit")
+            if info.file_size > MAX_MEMBER_RATIO * max(info.compress_size, 1):
+                raise InvalidInstance(
+                    f"member expands {info.file_size // max(info.compress_size, 1)} times "
+                    "(a zip bomb?); refused"
+                )
             with archive.open(info) as fh:
                 data = fh.read(MAX_MEMBER_BYTES + 1)
             if len(data) > MAX_MEMBER_BYTES:
