@@ -90,7 +90,21 @@ def _conditions(filters: WorklistFilters, *, for_rows: bool = True) -> list[Any]
 
 
 def search_patients(session: Session, filters: WorklistFilters) -> WorklistPage:
-    conditions = _conditions(filters)
+    known_total: int | None = None
+    if (filters.text or "").strip():
+        # One capped pass over the matches decides the plan. Few matches (the usual case when
+        # a name is typed) are then read by id and sorted; many matches are read in the sort
+        # index's order, where the first pages are found after a short walk. Either way the
+        # table is scanned at most once, and the pass also gives the (capped) total.
+        found = _conditions(filters, for_rows=False)
+        ids = list(session.execute(select(Patient.id).where(*found).limit(COUNT_CAP + 1)).scalars())
+        known_total = len(ids)
+        few = known_total <= COUNT_CAP
+        conditions = [Patient.id.in_(ids)] if few else found
+        unindexed = few
+    else:
+        conditions = _conditions(filters)
+        unindexed = False
     query = select(
         Patient.patient_id,
         Patient.patient_name,
@@ -100,9 +114,8 @@ def search_patients(session: Session, filters: WorklistFilters) -> WorklistPage:
         Patient.last_study_date,
     ).where(*conditions)
     dialect = session.get_bind().dialect.name
-    # SQLite would walk the sort column's index and test every row against the search; with
-    # a search, sorting the (few) matches is faster, and "+column" stops it using the index.
-    unindexed = dialect == "sqlite" and bool(filters.text)
+    # "+column" keeps SQLite from walking the sort column's index over a few known ids.
+    unindexed = unindexed and dialect == "sqlite"
     if filters.sort == "name":
         by_name: Any = (
             literal_column("+patients.patient_name_folded")
@@ -122,7 +135,9 @@ def search_patients(session: Session, filters: WorklistFilters) -> WorklistPage:
     query = query.limit(filters.per_page).offset((page - 1) * filters.per_page)
     rows = [WorklistRow(*row) for row in session.execute(query)]
     offset = (page - 1) * filters.per_page
-    if len(rows) < filters.per_page and (rows or page == 1):
+    if known_total is not None:
+        total, exact = min(known_total, COUNT_CAP), known_total <= COUNT_CAP
+    elif len(rows) < filters.per_page and (rows or page == 1):
         total, exact = offset + len(rows), True
     else:
         counted = _conditions(filters, for_rows=False)
