@@ -96,9 +96,12 @@ def test_login_search_view_scroll_logout(web: RunningWeb, browser: Any) -> None:
 
     # search as you type, accents and case ignored
     page.fill("#q", "muller jo")
-    row = page.wait_for_selector("#worklist tr[data-patient=CT0001]")
+    # A locator, not an element handle: the table may be redrawn by a later keystroke's answer,
+    # and a locator finds the row again where a handle would point at a detached element.
+    row = page.locator("#worklist tr[data-patient=CT0001]")
+    row.wait_for()
     assert "Müller José" in row.inner_text()
-    row.query_selector("a").click()
+    row.locator("a").first.click()
     page.wait_for_selector("section.study")
     page.wait_for_function(
         "[...document.querySelectorAll('ul.series img')].every(i => i.complete && i.naturalWidth > 0)"
@@ -106,9 +109,8 @@ def test_login_search_view_scroll_logout(web: RunningWeb, browser: Any) -> None:
 
     # the viewer opens on the study and paints non-blank pixels
     page.click("a.open-viewer")
-    canvas = page.wait_for_selector(
-        ".cornerstone-canvas, canvas.cornerstone-canvas", timeout=60_000
-    )
+    canvas = page.locator(".cornerstone-canvas").first  # re-found if OHIF redraws the viewport
+    canvas.wait_for(timeout=60_000)
     viewport = page.locator("[data-viewport-uid], .viewport-element").first
     page.wait_for_function(
         """() => { const c = document.querySelector('.cornerstone-canvas');
