@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-import uvicorn
 from pydicom import Dataset
 from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 
 from authhelp import url_with_credentials
 from dicomgen import make_dataset, to_bytes, uid
+from httpserver import running_app
 from vesalius.container import Container
-from vesalius.web.app import create_app
 
 
 @dataclass
@@ -41,30 +38,10 @@ class RunningWeb:
 
 
 def serve(container: Container) -> Iterator[RunningWeb]:
-    """Run the app with uvicorn in a thread on 127.0.0.1:0 until the generator is closed."""
-    config = uvicorn.Config(
-        create_app(container),
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="off",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True, name="uvicorn-test")
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test HTTP server did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    """Run the app on 127.0.0.1:0 until the generator is closed."""
+    with running_app(container) as url:
         # Every route needs credentials: an admin API token as HTTP Basic, from the URL.
-        yield RunningWeb(url_with_credentials(f"http://127.0.0.1:{port}", container), container)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        yield RunningWeb(url_with_credentials(url, container), container)
 
 
 @pytest.fixture

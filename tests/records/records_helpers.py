@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import io
-import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import uvicorn
 from sqlalchemy import func, select
 
 from authhelp import admin_headers
 from dicomgen import make_file, uid
+from httpserver import running_app
 from vesalius.container import Container
 from vesalius.index import records_models as rm
 from vesalius.records.files import RECORDS_PREFIX
-from vesalius.web.app import create_app
 
 LIMITS: dict[str, Any] = {
     "subject_id_scheme": "cap",
@@ -63,27 +60,11 @@ class RunningHttp:
 
 def serve(container: Container) -> Iterator[RunningHttp]:
     """Serve the app of *container* on 127.0.0.1:<ephemeral> until the generator closes."""
-    config = uvicorn.Config(
-        create_app(container), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test HTTP server did not start")
-        time.sleep(0.005)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with running_app(container) as url:
         # Every route needs credentials: an admin API token as a Bearer header.
         headers = admin_headers(container)
         with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
             yield RunningHttp(url, container, client)
-    finally:
-        server.should_exit = True
-        thread.join(20)
 
 
 def store_study(
