@@ -160,3 +160,14 @@ def test_range_parse() -> None:
     constraint = parse_constraint("StudyDate", "DA", "20200101-20201231")
     assert constraint is not None
     assert constraint.matcher == Range("20200101", "20201231")
+
+
+def test_person_name_query_groups_match_on_the_alphabetic_group() -> None:
+    constraint = parse_constraint("PatientName", "PN", "Yamada*=山田*=やまだ*")
+    assert constraint is not None and constraint.matcher == Wildcard("Yamada*")
+    assert matches(constraint, "Yamada^Tarou")
+    assert parse_constraint("PatientName", "PN", "*=*") is None
+    listed = parse_constraint("PatientName", "PN", "Wang=王\\Li=李")
+    assert listed is not None and listed.matcher == AnyOf((Single("Wang"), Single("Li")))
+    with pytest.raises(MatchingError, match="alphabetic group"):
+        parse_constraint("PatientName", "PN", "=山田*")

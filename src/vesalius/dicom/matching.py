@@ -218,9 +218,31 @@ def parse_constraint(keyword: str, vr: str, value: str | None) -> Constraint | N
             ),
         )
     values = [v for v in value.split("\\")]
+    if vr == "PN" and any("=" in v for v in values):
+        values = [_alphabetic_group(v) for v in values]
+        value = "\\".join(values)
+        if value == "*":
+            return None
     if len(values) > 1:
         return Constraint(keyword, vr, AnyOf(tuple(_parse_one(vr, v) for v in values if v)))
     return Constraint(keyword, vr, _parse_one(vr, value))
+
+
+def _alphabetic_group(value: str) -> str:
+    """The alphabetic group of a person-name query value ``A=I=P``, the one the index matches.
+
+    Raises
+    ------
+    MatchingError
+        When only the ideographic or phonetic group is given.
+    """
+    alphabetic, _, others = value.partition("=")
+    if not alphabetic and others.strip("=*"):
+        raise MatchingError(
+            "person names are matched on their alphabetic group; give it before the '=' "
+            f"(e.g. Yamada*=山田*), not only the ideographic or phonetic one ({value!r})"
+        )
+    return alphabetic or "*"
 
 
 def _is_tz_only(value: str) -> bool:

@@ -26,8 +26,7 @@ from vesalius.archive.query import Query, build_query
 from vesalius.archive.service import Archive
 from vesalius.auth.audit import AuditLog, dimse_event
 from vesalius.config import Settings
-from vesalius.dicom import dicomjson
-from vesalius.dicom.dicomjson import DicomJson
+from vesalius.dicom.find_response import find_response, requested_character_set
 from vesalius.dicom.levels import Level, Model
 from vesalius.dicom.syntaxes import TranscodeError, read_for
 from vesalius.errors import InvalidInstance, InvalidQuery
@@ -136,37 +135,13 @@ def _query_from(identifier: Dataset, sop_class: str) -> Query:
     return build_query(level, identifier_keys(identifier))
 
 
-def _response(identifier: Dataset, result: DicomJson, level: Level) -> Dataset:
-    """The requested keys, filled from the result (absent ones stay empty)."""
-    wanted = [e for e in identifier if not e.tag.is_private and e.tag.group != 0x0002]
-    found: DicomJson = {}
-    for elem in wanted:
-        key = f"{elem.tag:08X}"
-        if key in result:
-            found[key] = result[key]
-    response = dicomjson.to_dataset(found)
-    for elem in wanted:
-        if elem.tag not in response and elem.keyword not in (
-            "QueryRetrieveLevel",
-            "SpecificCharacterSet",
-        ):
-            response.add_new(elem.tag, elem.VR, None)
-    response.QueryRetrieveLevel = level.value
-    if _has_non_ascii(found):
-        response.SpecificCharacterSet = "ISO_IR 192"
-    return response
-
-
-def _has_non_ascii(data: DicomJson) -> bool:
-    return not dicomjson.dumps(data).isascii()
-
-
 def handle_find(
     event: Event, archive: Archive, audit: AuditLog | None = None
 ) -> Iterator[tuple[int, Dataset | None]]:
     """C-FIND in the Patient Root and Study Root models, at every level."""
     identifier = event.identifier
     try:
+        requested_character_set(identifier)
         query = _query_from(identifier, event.request.AffectedSOPClassUID)
     except InvalidQuery as exc:
         log.warning("C-FIND from %s refused: %s", _peer(event), exc)
@@ -178,7 +153,7 @@ def handle_find(
         if event.is_cancelled:
             yield CANCELLED, None
             return
-        yield PENDING, _response(identifier, result, query.level)
+        yield PENDING, find_response(identifier, result, query.level.value)
 
 
 def _retrieve_records(event: Event, archive: Archive) -> list[InstanceRecord]:
