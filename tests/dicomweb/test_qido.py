@@ -9,6 +9,8 @@ from pydicom import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
+from dicomgen import make_file
+
 from .conftest import RunningWeb, load_sample
 
 
@@ -36,8 +38,38 @@ def test_search_studies_answers_dicom_json_with_computed_attributes(web: Running
         f"{web.public_dicomweb}/studies/{sample.uids('ct1')[0]}"
     ]
     assert values(study1, "00080056") == ["ONLINE"]
-    # Default attributes with no value are present, empty.
-    assert study1["00080201"] == {"vr": "SH"}
+    # Default attributes with no value are left out, not sent as a bare {"vr": ...}.
+    assert "00080201" not in study1
+
+
+def test_no_answer_carries_an_element_without_a_value(web: RunningWeb) -> None:
+    """What OHIF's study list asks; a bare {"vr": "CS"} made it fail ("Data Source Connection
+    Error"): Modality is no study attribute, and this study's ModalitiesInStudy is empty."""
+    load_sample(web.container)
+    web.archive.store(
+        make_file(PatientID="NOMOD", Modality="", StudyDescription="", ReferringPhysicianName="")
+    )
+    ohif = {
+        "includefield": "00081030,00080060,00080090,00100030",
+        "limit": "101",
+        "offset": "0",
+        "fuzzymatching": "false",
+    }
+    studies = httpx.get(f"{web.dicomweb}/studies", params=ohif).json()
+    assert len(studies) == 4
+    series = httpx.get(f"{web.dicomweb}/series", params={"includefield": "all"}).json()
+    instances = httpx.get(f"{web.dicomweb}/instances", params={"includefield": "all"}).json()
+    for answer in studies + series + instances:
+        empty = [
+            t for t, e in answer.items() if not ({"Value", "BulkDataURI", "InlineBinary"} & set(e))
+        ]
+        assert empty == [], f"elements with neither a value nor bulk data: {empty}"
+        assert all(e.get("Value") != [] for e in answer.values())
+    bare = next(s for s in studies if values(s, "00100020") == ["NOMOD"])
+    assert "00080061" not in bare and "00080060" not in bare and "00081030" not in bare
+    others = [s for s in studies if values(s, "00100020") != ["NOMOD"]]
+    assert all(values(s, "00080061") for s in others)  # ModalitiesInStudy where there is one
+    assert all("00080060" not in s for s in studies)  # Modality is a series attribute
 
 
 def test_search_matches_like_c_find(web: RunningWeb) -> None:

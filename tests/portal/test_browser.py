@@ -152,3 +152,71 @@ def test_login_search_view_scroll_logout(web: RunningWeb, browser: Any) -> None:
     assert errors == []
     actions = {e["action"] for e in web.container.audit.search(AuditFilters(actor="rad"))}
     assert {"login", "logout", "search", "view", "retrieve"} <= actions
+
+
+def login(page: Any, base: str, username: str = "rad") -> None:
+    page.goto(f"{base}/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/worklist$"))
+
+
+def test_ohif_study_list_search_and_open(web: RunningWeb, browser: Any) -> None:
+    """OHIF's own study list at /viewer/: studies listed, a search narrows it, a study opens.
+
+    A study with no modality and no description is there too: its QIDO answer once carried
+    a bare ``{"vr": "CS"}`` on which OHIF's list failed ("Data Source Connection Error").
+    """
+    from dicomgen import make_file
+
+    web.archive.store(
+        make_file(PatientID="NOMOD", PatientName="Bare^Study", Modality="", StudyDescription="")
+    )
+    base = re.sub(r"//[^@/]*@", "//", web.url)
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    login(page, base)
+
+    page.goto(f"{base}/viewer/")
+    assert page.title() == "Vesalius viewer"
+    studies = page.locator("tbody tr", has=page.locator("td"))
+    page.get_by_text("Müller, José").wait_for(timeout=60_000)
+    page.get_by_text("Bare, Study").wait_for()
+    # branded, with the way back to the portal; no first-run tour
+    back = page.locator("#vesalius-portal")
+    assert back.inner_text().strip() == "Vesalius"
+    assert back.get_attribute("href") == f"{base}/worklist"
+    (ARTIFACTS / "ohif-study-list.png").write_bytes(page.screenshot())
+
+    # a search narrows the list to the one patient
+    page.locator("table input").first.fill("Bare")
+    page.wait_for_function(
+        """() => { const rows = [...document.querySelectorAll('tbody tr')]
+                     .filter(r => r.innerText.includes(', '));
+                   return rows.length === 1 && rows[0].innerText.includes('Bare, Study'); }"""
+    )
+    page.locator("table input").first.fill("")
+    page.get_by_text("Müller, José").wait_for()
+    assert studies.filter(has_text=", ").count() == 2
+
+    # opening a study paints an image
+    page.get_by_text("Müller, José").click()
+    page.get_by_role("button", name="Basic Viewer").click()
+    canvas = page.locator(".cornerstone-canvas").first
+    canvas.wait_for(timeout=60_000)
+    shot = b""
+    for _ in range(300):  # until the image is drawn (a render signal, polled)
+        shot = canvas.screenshot()
+        if spread(shot) > 50:
+            break
+        page.wait_for_timeout(100)
+    assert spread(shot) > 50, "the viewer canvas stayed blank"
+    assert page.locator(".shepherd-element").count() == 0  # the tour stays off
+    (ARTIFACTS / "ohif-study-opened.png").write_bytes(page.screenshot())
+    page.locator("#vesalius-portal").click()
+    page.wait_for_url(re.compile(r".*/worklist$"))
+    assert errors == []

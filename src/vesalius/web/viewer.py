@@ -58,7 +58,6 @@ def app_config(root: str) -> str:
         "routerBasename": PREFIX,
         "extensions": [],
         "modes": [],
-        "customizationService": {},
         "showStudyList": True,
         "maxNumberOfWebWorkers": 3,
         "showWarningMessageForCrossOrigin": False,
@@ -70,8 +69,27 @@ def app_config(root: str) -> str:
         "showErrorDetails": "always",
         "defaultDataSourceName": "vesalius",
         "dataSources": [source],
+        # The first-run tour ("Scrolling Through Images", 11 steps) is off: the viewer is
+        # one click from the portal, used daily, not a demo.
+        "customizationService": {"ohif.tours": {"$set": []}},
     }
-    return "window.config = " + json.dumps(config, indent=1) + ";\n"
+    # Branded as Vesalius, its logo a link back to the portal. OHIF builds the logo by
+    # calling a function, which JSON cannot carry: it is appended as code.
+    portal = json.dumps(f"{root}/worklist")
+    logo = json.dumps(f"{root}/static/vesalius.svg")
+    branding = (
+        "window.config.whiteLabeling = {\n"
+        " createLogoComponentFn: function (React) {\n"
+        f"  return React.createElement('a', {{href: {portal}, id: 'vesalius-portal',"
+        " title: 'Back to the Vesalius portal',"
+        " style: {display: 'flex', alignItems: 'center', gap: '8px', color: '#fff',"
+        " fontWeight: 600, fontSize: '15px', textDecoration: 'none'}},\n"
+        f"   React.createElement('img', {{src: {logo}, alt: '', width: 22, height: 22}}),"
+        " 'Vesalius');\n"
+        " }\n"
+        "};\n"
+    )
+    return "window.config = " + json.dumps(config, indent=1) + ";\n" + branding
 
 
 def _dist(request: Request) -> Path:
@@ -106,4 +124,12 @@ def viewer_file(request: Request, path: str) -> Response:
         hashed = ".bundle." in target.name or target.suffix in (".wasm", ".woff2")
         headers = {"Cache-Control": IMMUTABLE if hashed else "no-cache"}
         return FileResponse(target, headers=headers)
-    return FileResponse(dist / "index.html", headers={"Cache-Control": "no-cache"})
+    return Response(
+        _index_html(dist), media_type="text/html", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def _index_html(dist: Path) -> bytes:
+    """OHIF's start page, titled as Vesalius's viewer (the build says "OHIF Viewer")."""
+    text = (dist / "index.html").read_text(encoding="utf-8")
+    return text.replace("<title>OHIF Viewer</title>", "<title>Vesalius viewer</title>").encode()

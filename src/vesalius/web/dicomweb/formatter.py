@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from vesalius.dicom.dicomjson import BULK_PREFIX, DicomJson, tag_key
 from vesalius.dicom.levels import Level
@@ -105,30 +105,36 @@ def select(
 ) -> DicomJson:
     """The elements of *data* (plus *generated*) with these tags, sorted; all when None.
 
-    Asked-for attributes that have no value are answered as empty elements (``{"vr": ...}``),
-    as C-FIND does, so that a client sees the attribute was considered.
+    Only elements that carry something (a ``Value``, ``BulkDataURI`` or ``InlineBinary``) are
+    answered: an asked-for attribute the record has no value for is left out, as PS3.18 F.2.5
+    allows, rather than sent as a bare ``{"vr": ...}``. Clients read such a bare element as
+    "present" and then fail on its missing ``Value`` (OHIF's study list does, on a study-level
+    ``Modality`` or an empty ``ModalitiesInStudy``).
     """
     merged = {**data, **generated}
     if tags is None:
-        return dict(sorted(merged.items()))
+        return {tag: item for tag, item in sorted(merged.items()) if has_content(item)}
     out: DicomJson = {}
     for tag in tags:
         item = merged.get(tag)
-        if item is not None:
+        if item is not None and has_content(item):
             out[tag] = item
-        else:
-            vr = _vr_of(tag)
-            if vr is not None:
-                out[tag] = {"vr": vr}
     return dict(sorted(out.items()))
 
 
-def _vr_of(tag: str) -> str | None:
-    try:
-        vr = dictionary_VR(int(tag, 16))
-    except (KeyError, ValueError):
-        return None
-    return str(vr.split(" or ")[0]) if vr else None
+def has_content(element: Any) -> bool:
+    """Whether a DICOM JSON element carries a value (or bulk data), not just its VR.
+
+    Examples
+    --------
+    >>> has_content({"vr": "CS"}), has_content({"vr": "CS", "Value": []})
+    (False, False)
+    >>> has_content({"vr": "PN", "Value": [{}]}), has_content({"vr": "OB", "BulkDataURI": "x"})
+    (True, True)
+    """
+    if not isinstance(element, dict):
+        return False
+    return bool(element.get("Value")) or "BulkDataURI" in element or "InlineBinary" in element
 
 
 def tags_of(keywords: Iterable[str]) -> list[str]:
