@@ -913,6 +913,9 @@ class VesaliusLauncher:
                 VESALIUS_HTTP_HOST=LOOPBACK,
                 VESALIUS_DICOM_HOST=LOOPBACK,
                 VESALIUS_LOG_LEVEL=self.log_level,
+                # The benchmark's calling AE queries and retrieves: list it with a role (an
+                # unlisted AE may only echo and store).
+                VESALIUS_REMOTE_AE=f'[{{name="benchmark", ae_title="{SCU_AET}", role="admin"}}]',
                 PYTHONUNBUFFERED="1",
             )
             if self.database_url:

@@ -145,10 +145,22 @@ class RunningDicom:
         return self.container.archive
 
 
+# The calling AE titles the DIMSE tests use (pynetdicom's client and DCMTK's defaults), listed
+# with a role: an unlisted AE may only echo and store (``unknown_ae_services``).
+TEST_CALLING_AES = ("TESTSCU", "FINDSCU", "GETSCU", "MOVESCU")
+
+
+def listed_test_aes(role: str = "radiologist") -> list[Any]:
+    from vesalius.config import RemoteAE
+
+    return [RemoteAE(name=f"test-{t.lower()}", ae_title=t, role=role) for t in TEST_CALLING_AES]
+
+
 def _start_dicom(container: Container) -> Iterator[RunningDicom]:
     from vesalius.dimse.server import DicomServer
 
-    server = DicomServer(container.settings, container.archive)
+    container.settings.remote_ae = [*container.settings.remote_ae, *listed_test_aes()]
+    server = DicomServer(container.settings, container.archive, container.audit, container.auth)
     host, port = server.start()
     try:
         yield RunningDicom(host, port, container.settings.ae_title, container)

@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from vesalius.auth.permissions import DimseService, Role
+
 ENV_PREFIX = "VESALIUS_"
 
 
@@ -44,17 +46,63 @@ class SubjectIdScheme(StrEnum):
 
 
 class RemoteAE(BaseModel):
-    """A DICOM peer Vesalius knows: a C-MOVE destination."""
+    """A DICOM peer Vesalius knows: a C-MOVE destination, a caller with rights, or both.
+
+    A calling AE title listed with a *role* (or a bound *user* account) may use the DIMSE
+    services that role's permissions allow (the table in ``auth/permissions.py``); one listed
+    without either may do what an unlisted AE may (``unknown_ae_services``).
+    """
 
     name: str = Field(description="A short name for people and scripts.")
     ae_title: str = Field(description="The peer's AE title.")
-    host: str = Field(description="Host name or address of the peer.")
-    port: int = Field(ge=1, le=65535, description="The peer's DICOM port.")
+    host: str | None = Field(
+        default=None,
+        description=(
+            "Host name or address of the peer: where C-MOVE sends to, and (with "
+            "remote_ae_check_host) the only address its AE title is trusted from."
+        ),
+    )
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="The peer's DICOM port (C-MOVE destination)."
+    )
+    role: str | None = Field(
+        default=None,
+        description="The role whose permissions decide this AE's C-FIND/C-GET/C-MOVE/C-STORE.",
+    )
+    user: str | None = Field(
+        default=None,
+        description="An account whose role (while it is active) decides what this AE may do.",
+    )
 
     @field_validator("ae_title")
     @classmethod
     def _valid_ae_title(cls, value: str) -> str:
         return _check_ae_title(value)
+
+    @field_validator("role")
+    @classmethod
+    def _valid_role(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return Role(value).value
+        except ValueError:
+            raise ValueError(
+                f"unknown role {value!r}; roles: {', '.join(r.value for r in Role)}"
+            ) from None
+
+    @model_validator(mode="after")
+    def _one_binding(self) -> RemoteAE:
+        if self.role is not None and self.user is not None:
+            raise ValueError(f"remote AE {self.name!r}: give a role or a user, not both")
+        if (self.host is None) != (self.port is None):
+            raise ValueError(f"remote AE {self.name!r}: give both host and port, or neither")
+        return self
+
+    @property
+    def is_destination(self) -> bool:
+        """Whether C-MOVE can send to this peer (it has an address)."""
+        return self.host is not None and self.port is not None
 
 
 def _check_ae_title(value: str) -> str:
@@ -110,6 +158,27 @@ class Settings(BaseModel):
     )
     remote_ae: list[RemoteAE] = Field(
         default_factory=list, description="Known DICOM peers ([[remote_ae]] tables)."
+    )
+    unknown_ae_services: list[DimseService] = Field(
+        default_factory=lambda: [DimseService.ECHO, DimseService.STORE],
+        description=(
+            "What a calling AE title that is not listed with a role or user may do: any of "
+            "echo, store, find, get, move."
+        ),
+    )
+    check_called_ae_title: bool = Field(
+        default=False,
+        description=(
+            "Refuse associations whose called AE title is not ae_title (off: like Orthanc; the "
+            "called title is no secret, so access is decided by the calling AE)."
+        ),
+    )
+    remote_ae_check_host: bool = Field(
+        default=True,
+        description=(
+            "Trust a listed AE title's role only from its configured host (when it has one); "
+            "from elsewhere it is treated as unlisted."
+        ),
     )
     duplicate_policy: DuplicatePolicy = Field(
         default=DuplicatePolicy.KEEP_FIRST,
@@ -282,11 +351,15 @@ class Settings(BaseModel):
         return self.storage_dir if self.storage_dir is not None else self.data_dir / "storage"
 
     def find_remote_ae(self, ae_title_or_name: str) -> RemoteAE | None:
-        """The remote AE with this AE title (or name), if configured."""
-        for ae in self.remote_ae:
-            if ae.ae_title == ae_title_or_name.strip() or ae.name == ae_title_or_name:
-                return ae
-        return None
+        """The remote AE with this AE title (or name), if configured; one with an address
+        (a C-MOVE destination) is preferred when several share the title."""
+        found = [
+            ae
+            for ae in self.remote_ae
+            if ae.ae_title == ae_title_or_name.strip() or ae.name == ae_title_or_name
+        ]
+        destinations = [ae for ae in found if ae.is_destination]
+        return (destinations or found or [None])[0]
 
     def masked(self) -> dict[str, Any]:
         """The settings as plain data with secrets (database passwords) masked."""
@@ -315,7 +388,7 @@ def mask_url(url: str) -> str:
 
 
 # Settings whose environment value is a list or table: parsed as TOML values.
-_STRUCTURED = {"remote_ae", "cors_origins"}
+_STRUCTURED = {"remote_ae", "cors_origins", "unknown_ae_services"}
 
 
 def unknown_environment(env: Mapping[str, str] | None = None) -> list[str]:

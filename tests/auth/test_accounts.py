@@ -188,8 +188,12 @@ def test_dimse_requests_are_audited_with_the_calling_ae(sqlite_container: Contai
     from pynetdicom import AE
     from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind
 
+    from vesalius.config import RemoteAE
     from vesalius.dimse.server import DicomServer
 
+    sqlite_container.settings.remote_ae = [
+        RemoteAE(name="probe", ae_title="PROBE", role="radiologist")
+    ]
     server = DicomServer(
         sqlite_container.settings, sqlite_container.archive, sqlite_container.audit
     )
@@ -215,3 +219,4 @@ def test_dimse_requests_are_audited_with_the_calling_ae(sqlite_container: Contai
     events = sqlite_container.audit.search(AuditFilters(actor="AE:PROBE"))
     assert {e["action"] for e in events} == {"store", "search"}
     assert all(e["protocol"] == "dimse" and e["address"] == "127.0.0.1" for e in events)
+    assert {e["outcome"] for e in events} == {"ok"}

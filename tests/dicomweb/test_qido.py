@@ -10,6 +10,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from dicomgen import make_file
+from vesalius.config import RemoteAE
 
 from .conftest import RunningWeb, load_sample
 
@@ -100,6 +101,10 @@ def test_dimse_and_dicomweb_answer_the_same(web: RunningWeb) -> None:
     from vesalius.dimse.server import DicomServer
 
     load_sample(web.container)
+    # An unlisted AE may only echo and store: list the querying AE with a role.
+    web.container.settings.remote_ae = [
+        RemoteAE(name="querier", ae_title="TESTSCU", role="referring_doctor")
+    ]
     server = DicomServer(web.container.settings, web.archive)
     host, port = server.start()
     try:

@@ -156,8 +156,10 @@ def test_move_to_a_configured_destination(sqlite_dicom_server, tmp_path: Path) -
         stderr=subprocess.DEVNULL,
     )
     try:
-        sqlite_dicom_server.container.settings.remote_ae = [
-            RemoteAE(name="dest", ae_title="DEST", host="127.0.0.1", port=port)
+        settings = sqlite_dicom_server.container.settings
+        settings.remote_ae = [
+            *settings.remote_ae,
+            RemoteAE(name="dest", ae_title="DEST", host="127.0.0.1", port=port),
         ]
         for _ in range(50):  # storescp needs a moment to listen
             if (

@@ -91,6 +91,12 @@ class Auth:
             raise NotFound(f"no user {username!r}")
         return found
 
+    def active_role(self, username: str) -> str | None:
+        """The role of an active account; ``None`` when it is missing or disabled."""
+        with self.db.read() as session:
+            found = people.get_user(session, username)
+        return found.role if found is not None and found.active else None
+
     def set_password(self, username: str, password: str) -> None:
         """Change a password and end the account's sessions."""
         passwords.check_policy(password, username, self.settings.password_min_length)

@@ -165,6 +165,36 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+class DimseService(StrEnum):
+    """The DIMSE services a calling AE may ask for (the names used in the settings)."""
+
+    ECHO = "echo"
+    STORE = "store"
+    FIND = "find"
+    GET = "get"
+    MOVE = "move"
+
+
+@dataclass(frozen=True)
+class DimseRule:
+    """A DIMSE service needs *permission*; *action* names its audit event."""
+
+    permission: Permission
+    action: str
+    label: str
+
+
+# The DICOM side of the table: a calling AE bound to a role (or a user) may use a service when
+# that role holds the permission; C-GET and C-MOVE send the same instances WADO-RS does.
+DIMSE_RULES: dict[DimseService, DimseRule] = {
+    DimseService.ECHO: DimseRule(P.PUBLIC, "echo", "C-ECHO"),
+    DimseService.STORE: DimseRule(P.IMAGES_STORE, "store", "C-STORE"),
+    DimseService.FIND: DimseRule(P.IMAGES_READ, "search", "C-FIND"),
+    DimseService.GET: DimseRule(P.IMAGES_READ, "retrieve", "C-GET"),
+    DimseService.MOVE: DimseRule(P.IMAGES_READ, "retrieve", "C-MOVE"),
+}
+
+
 def rule_for(method: str, template: str) -> Rule | None:
     """The first rule for a request to the route *template*; ``None`` means nobody may."""
     method = method.upper()

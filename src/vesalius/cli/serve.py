@@ -55,7 +55,7 @@ def run(settings: Settings) -> None:
         raise SystemExit(1) from None
     _first_admin(container)
     maintenance = start_maintenance(container.auth, container.audit)
-    dicom = DicomServer(settings, container.archive, container.audit)
+    dicom = DicomServer(settings, container.archive, container.audit, container.auth)
     try:
         _host, port = dicom.start()
     except OSError as exc:

@@ -25,6 +25,7 @@ from pynetdicom.sop_class import (
 from vesalius.archive.query import Query, build_query
 from vesalius.archive.service import Archive
 from vesalius.auth.audit import AuditLog, dimse_event
+from vesalius.auth.dimse_access import DimseAccess, DimseService
 from vesalius.config import Settings
 from vesalius.dicom.find_response import find_response, requested_character_set
 from vesalius.dicom.levels import Level, Model
@@ -74,8 +75,45 @@ def _peer(event: Event) -> str:
     return f"dimse:{info.ae_title.strip()}@{info.address}"
 
 
-def handle_store(event: Event, archive: Archive, audit: AuditLog | None = None) -> Dataset:
+def _refusal(event: Event, access: DimseAccess | None, service: DimseService) -> Dataset | None:
+    """The refusal status of a request the calling AE may not make (``None``: go ahead)."""
+    if access is None:
+        return None
+    info = event.assoc.requestor
+    acceptor = event.assoc.acceptor
+    decision = access.check(
+        str(info.ae_title), str(acceptor.ae_title), service, address=str(info.address)
+    )
+    return None if decision.allowed else _status(decision.status, decision.reason)
+
+
+def _answer_with(event: Event, status: Dataset) -> None:
+    """Make pynetdicom's next response on this association carry *status* (and its comment).
+
+    pynetdicom lets a C-GET or C-MOVE handler end a request before its sub-operations only
+    with fixed statuses; this rewrites the one response it then sends.
+    """
+    dimse = event.assoc.dimse
+
+    def send_msg(primitive: Any, context_id: int) -> None:
+        del dimse.send_msg  # back to the class's method
+        primitive.Status = int(status.Status)
+        primitive.ErrorComment = status.get("ErrorComment")
+        dimse.send_msg(primitive, context_id)
+
+    dimse.send_msg = send_msg
+
+
+def handle_store(
+    event: Event,
+    archive: Archive,
+    audit: AuditLog | None = None,
+    access: DimseAccess | None = None,
+) -> Dataset:
     """C-STORE: archive the dataset exactly as it arrived."""
+    refused = _refusal(event, access, DimseService.STORE)
+    if refused is not None:
+        return refused
     request = event.request
     data = event.encoded_dataset(include_meta=True)
     try:
@@ -136,9 +174,16 @@ def _query_from(identifier: Dataset, sop_class: str) -> Query:
 
 
 def handle_find(
-    event: Event, archive: Archive, audit: AuditLog | None = None
-) -> Iterator[tuple[int, Dataset | None]]:
+    event: Event,
+    archive: Archive,
+    audit: AuditLog | None = None,
+    access: DimseAccess | None = None,
+) -> Iterator[tuple[int | Dataset, Dataset | None]]:
     """C-FIND in the Patient Root and Study Root models, at every level."""
+    refused = _refusal(event, access, DimseService.FIND)
+    if refused is not None:
+        yield refused, None
+        return
     identifier = event.identifier
     try:
         requested_character_set(identifier)
@@ -192,12 +237,22 @@ def _send_all(
         yield PENDING, payload
 
 
-def handle_get(event: Event, archive: Archive, audit: AuditLog | None = None) -> Iterator[Any]:
+def handle_get(
+    event: Event,
+    archive: Archive,
+    audit: AuditLog | None = None,
+    access: DimseAccess | None = None,
+) -> Iterator[Any]:
     """C-GET: send the matching instances back on the same association.
 
     A malformed identifier raises before the sub-operation count, which pynetdicom answers
     with a single failure status (0xC413).
     """
+    refused = _refusal(event, access, DimseService.GET)
+    if refused is not None:
+        _answer_with(event, refused)
+        yield 0
+        return
     try:
         records = _retrieve_records(event, archive)
     except InvalidQuery as exc:
@@ -211,13 +266,22 @@ def handle_get(event: Event, archive: Archive, audit: AuditLog | None = None) ->
 
 
 def handle_move(
-    event: Event, archive: Archive, settings: Settings, audit: AuditLog | None = None
+    event: Event,
+    archive: Archive,
+    settings: Settings,
+    audit: AuditLog | None = None,
+    access: DimseAccess | None = None,
 ) -> Iterator[Any]:
     """C-MOVE: send the matching instances to a configured remote AE."""
+    refused = _refusal(event, access, DimseService.MOVE)
+    if refused is not None:
+        _answer_with(event, refused)
+        yield None, None
+        return
     raw = event.move_destination
     name = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
     destination = settings.find_remote_ae(name.strip())
-    if destination is None:
+    if destination is None or not destination.is_destination:
         log.warning(
             "C-MOVE from %s to unknown destination %r refused; add it as a [[remote_ae]]",
             _peer(event),

@@ -24,7 +24,9 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from vesalius.archive.service import Archive
+from vesalius.auth.accounts import Auth
 from vesalius.auth.audit import AuditLog
+from vesalius.auth.dimse_access import DimseAccess
 from vesalius.config import Settings
 from vesalius.dicom.syntaxes import ACCEPTED_TRANSFER_SYNTAXES
 from vesalius.dimse import handlers
@@ -57,6 +59,7 @@ def build_ae(settings: Settings) -> AE:
     ae.dimse_timeout = settings.dimse_timeout
     ae.network_timeout = settings.network_timeout
     ae.acse_timeout = 30
+    ae.require_called_aet = settings.check_called_ae_title
     if not settings.accept_unknown_aes:
         ae.require_calling_aet = [remote.ae_title for remote in settings.remote_ae]
     ae.add_supported_context(Verification)
@@ -98,20 +101,32 @@ class _ReusePortServer(ThreadedAssociationServer):
 class DicomServer:
     """The DIMSE service class provider, running in background threads."""
 
-    def __init__(self, settings: Settings, archive: Archive, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        archive: Archive,
+        audit: AuditLog | None = None,
+        auth: Auth | None = None,
+    ) -> None:
         self.settings = settings
         self.archive = archive
         self.audit = audit  # C-STORE/FIND/GET/MOVE are written to the audit trail when given
+        # Who may use which service (auth/dimse_access.py); *auth* resolves bound accounts.
+        self.access = DimseAccess(settings, audit, auth.active_role if auth else None)
         self.ae = build_ae(settings)
         self._server: ThreadedAssociationServer | None = None
 
     def handlers(self) -> list[Any]:
         return [
             (evt.EVT_CONN_OPEN, handlers.set_nodelay),
-            (evt.EVT_C_STORE, handlers.handle_store, [self.archive, self.audit]),
-            (evt.EVT_C_FIND, handlers.handle_find, [self.archive, self.audit]),
-            (evt.EVT_C_GET, handlers.handle_get, [self.archive, self.audit]),
-            (evt.EVT_C_MOVE, handlers.handle_move, [self.archive, self.settings, self.audit]),
+            (evt.EVT_C_STORE, handlers.handle_store, [self.archive, self.audit, self.access]),
+            (evt.EVT_C_FIND, handlers.handle_find, [self.archive, self.audit, self.access]),
+            (evt.EVT_C_GET, handlers.handle_get, [self.archive, self.audit, self.access]),
+            (
+                evt.EVT_C_MOVE,
+                handlers.handle_move,
+                [self.archive, self.settings, self.audit, self.access],
+            ),
         ]
 
     def start(self) -> tuple[str, int]:
