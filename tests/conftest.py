@@ -147,7 +147,7 @@ class RunningDicom:
 
 # The calling AE titles the DIMSE tests use (pynetdicom's client and DCMTK's defaults), listed
 # with a role: an unlisted AE may only echo and store (``unknown_ae_services``).
-TEST_CALLING_AES = ("TESTSCU", "FINDSCU", "GETSCU", "MOVESCU")
+TEST_CALLING_AES = ("TESTSCU", "FINDSCU", "GETSCU", "MOVESCU", "CHARSETSCU")
 
 
 def listed_test_aes(role: str = "radiologist") -> list[Any]:
