@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
@@ -194,6 +194,16 @@ class Settings(BaseModel):
     dimse_timeout: float = Field(default=60.0, gt=0, description="DIMSE message timeout (s).")
     network_timeout: float = Field(default=60.0, gt=0, description="Idle network timeout (s).")
     max_associations: int = Field(default=32, ge=1, description="Concurrent associations.")
+    acse_timeout: float = Field(
+        default=30.0, gt=0, description="Time a new connection has to request an association (s)."
+    )
+    dicom_engine: Literal["asyncio", "pynetdicom"] = Field(
+        default="asyncio",
+        description=(
+            "DICOM network layer: Vesalius's own asyncio one, or pynetdicom's threads (kept to "
+            "compare; to be removed)."
+        ),
+    )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed to call the HTTP API from a browser."

@@ -100,18 +100,16 @@ def test_every_dicom_socket_has_nodelay(sqlite_dicom_server: Any) -> None:
     assoc = ae.associate(sqlite_dicom_server.host, sqlite_dicom_server.port)
     try:
         assert assoc.send_c_echo().Status == 0
-        server_ae = None
         import gc
 
-        from vesalius.dimse.server import DicomServer
+        from vesalius.dimse.listener import Listener
 
-        servers = [o for o in gc.get_objects() if isinstance(o, DicomServer)]
-        accepted = [a for s in servers for a in s.ae.active_associations]
+        listeners = [o for o in gc.get_objects() if isinstance(o, Listener)]
+        accepted = [a for listener in listeners for a in listener.associations]
         assert accepted, "the server side of the association is not visible"
         for server_assoc in accepted:
-            sock = server_assoc.dul.socket.socket
+            sock = server_assoc.writer.get_extra_info("socket")
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
-        del server_ae
     finally:
         assoc.release()
 

@@ -98,8 +98,12 @@ class _ReusePortServer(ThreadedAssociationServer):
         super().server_bind()
 
 
-class DicomServer:
-    """The DIMSE service class provider, running in background threads."""
+class PynetdicomServer:
+    """The DIMSE service class provider on pynetdicom's threads (``dicom_engine = "pynetdicom"``).
+
+    Kept only to compare the two network layers in the benchmarks; the asyncio one
+    (:mod:`vesalius.dimse.listener`) is the default.
+    """
 
     def __init__(
         self,
@@ -151,3 +155,23 @@ class DicomServer:
             self._server.shutdown()
             self._server = None
         self.ae.shutdown()
+
+
+class DicomServer:
+    """The DICOM port: the asyncio network layer, or pynetdicom's as the settings say."""
+
+    def __init__(self, settings: Settings, archive: Archive, audit: AuditLog | None = None) -> None:
+        from vesalius.dimse.listener import Listener
+
+        self.engine: Listener | PynetdicomServer
+        if settings.dicom_engine == "pynetdicom":
+            self.engine = PynetdicomServer(settings, archive, audit)
+        else:
+            self.engine = Listener(settings, archive, audit)
+
+    def start(self) -> tuple[str, int]:
+        """Start listening; returns the address and port actually bound."""
+        return self.engine.start()
+
+    def stop(self) -> None:
+        self.engine.stop()

@@ -1,0 +1,100 @@
+"""The DICOM port on asyncio: one event loop in a thread of its own, one task per association."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+
+from vesalius.archive.service import Archive
+from vesalius.auth.audit import AuditLog
+from vesalius.config import Settings
+from vesalius.dimse.association import Association
+from vesalius.dimse.negotiation import Supported
+from vesalius.dimse.services import Services
+
+log = logging.getLogger(__name__)
+
+
+class Listener:
+    """Accepts associations on the DICOM port and serves each as an :class:`Association`."""
+
+    def __init__(self, settings: Settings, archive: Archive, audit: AuditLog | None = None) -> None:
+        self.settings = settings
+        self.archive = archive
+        self.supported = Supported.archive()
+        self.services = Services(settings, archive, audit)
+        self.active = 0
+        self.associations: set[Association] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.base_events.Server | None = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        association = Association(self, reader, writer)
+        self.active += 1
+        self.associations.add(association)
+        try:
+            await association.run()
+        finally:
+            self.active -= 1
+            self.associations.discard(association)
+
+    def _socket(self) -> socket.socket:
+        host, port = self.settings.dicom_host, self.settings.dicom_port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.settings.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(256)
+        sock.setblocking(False)
+        return sock
+
+    def start(self) -> tuple[str, int]:
+        """Start listening; returns the address and port actually bound."""
+        sock = self._socket()  # raises OSError here, in the caller's thread
+        ready = threading.Event()
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+
+        async def serve() -> None:
+            self._server = await asyncio.start_server(
+                self._accept, sock=sock, limit=1024 * 1024, backlog=256
+            )
+            ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(serve())
+            loop.run_forever()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="DicomLoop", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        host, port = sock.getsockname()[:2]
+        log.info("DICOM listening on %s:%d as AE %s", host, port, self.settings.ae_title)
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            loop.stop()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), loop)
+        thread.join(10)
+        self.services.close()
+        self._loop = self._thread = None
