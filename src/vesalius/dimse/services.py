@@ -24,6 +24,7 @@ from pynetdicom.dsutils import encode as encode_dataset
 from vesalius.archive.service import Archive
 from vesalius.auth.audit import AuditLog, dimse_event
 from vesalius.config import RemoteAE, Settings
+from vesalius.dicom.find_response import find_response, requested_character_set
 from vesalius.dicom.syntaxes import TranscodeError
 from vesalius.dimse import commands, handlers
 from vesalius.dimse.negotiation import FIND_MODELS, GET_MODELS, MOVE_MODELS
@@ -202,6 +203,8 @@ class Services:
             identifier = decode_dataset(
                 io.BytesIO(bytes(message.dataset)), syntax == ImplicitVRLittleEndian, True
             )
+            if sop_class in FIND_MODELS:
+                requested_character_set(identifier)
             query = handlers._query_from(identifier, sop_class)
         except InvalidQuery as exc:
             log.warning("%s from %s refused: %s", _name(sop_class), self._origin(assoc), exc)
@@ -253,7 +256,7 @@ class Services:
             if assoc.is_cancelled(command.message_id):
                 await self._final(assoc, message, CANCELLED)
                 return
-            answer = handlers._response(identifier, result, query.level)
+            answer = find_response(identifier, result, query.level.value)
             encoded = encode_dataset(answer, implicit, True)
             if encoded is None:
                 log.warning("a C-FIND answer could not be encoded; skipped")
