@@ -297,6 +297,14 @@ class Settings(BaseModel):
         description="Audit events older than this are deleted by the hourly cleanup (0 = keep).",
     )
 
+    transcode_lossy: bool = Field(
+        default=False,
+        description=(
+            "Allow lossy transfer syntaxes (JPEG-LS near-lossless, JPEG 2000) when a requester "
+            "accepts only those; otherwise only lossless ones are encoded on retrieve."
+        ),
+    )
+
     viewer_dir: Path | None = Field(
         default=None,
         description=(

@@ -29,7 +29,7 @@ from vesalius.auth.dimse_access import DimseAccess, DimseService
 from vesalius.config import Settings
 from vesalius.dicom.find_response import find_response, requested_character_set
 from vesalius.dicom.levels import Level, Model
-from vesalius.dicom.syntaxes import TranscodeError, read_for
+from vesalius.dicom.syntaxes import TranscodeError, move_proposal, read_for
 from vesalius.errors import InvalidInstance, InvalidQuery
 from vesalius.index.imaging import InstanceRecord
 
@@ -217,7 +217,12 @@ def _payload(archive: Archive, record: InstanceRecord, accepted: dict[str, set[s
     """The stored dataset, converted only when the peer does not take its syntax."""
     syntaxes = accepted.get(record.sop_class_uid, set())
     with archive.open(record) as fh:
-        return read_for(fh.read(), record.transfer_syntax_uid, syntaxes)
+        return read_for(
+            fh.read(),
+            record.transfer_syntax_uid,
+            syntaxes,
+            allow_lossy=archive.settings.transcode_lossy,
+        )
 
 
 def _send_all(
@@ -300,7 +305,7 @@ def handle_move(
     def _remember(sub_event: Event) -> None:
         holder["assoc"] = sub_event.assoc
 
-    contexts = _contexts_for(records)
+    contexts = _contexts_for(records, settings.transcode_lossy)
     yield (
         destination.host,
         destination.port,
@@ -323,19 +328,19 @@ def _studies(records: list[InstanceRecord]) -> str | None:
     return records[0].study_instance_uid if records else None
 
 
-def _contexts_for(records: list[InstanceRecord]) -> list[PresentationContext]:
-    """Presentation contexts for a C-MOVE sub-association: stored syntax plus uncompressed."""
-    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+def _contexts_for(
+    records: list[InstanceRecord], allow_lossy: bool = False
+) -> list[PresentationContext]:
+    """Presentation contexts for a C-MOVE sub-association (see :func:`move_proposal`)."""
     from pynetdicom import build_context
 
     wanted: dict[str, set[str]] = {}
     for record in records:
         wanted.setdefault(record.sop_class_uid, set()).add(record.transfer_syntax_uid)
-    contexts: list[PresentationContext] = []
-    for sop_class, stored in sorted(wanted.items()):
-        for syntax in sorted(stored - {ExplicitVRLittleEndian, ImplicitVRLittleEndian}):
-            contexts.append(build_context(sop_class, [syntax]))
-        contexts.append(build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
+    contexts = [
+        build_context(sop_class, syntaxes)
+        for sop_class, syntaxes in move_proposal(wanted, allow_lossy=allow_lossy)
+    ]
     if len(contexts) > 128:
         log.warning("C-MOVE needs %d presentation contexts; only 128 are proposed", len(contexts))
     return contexts[:128]

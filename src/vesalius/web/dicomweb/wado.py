@@ -14,11 +14,12 @@ from fastapi.responses import StreamingResponse
 from pydicom import Dataset, dcmread
 from pydicom.filewriter import dcmwrite
 from pydicom.tag import Tag
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from vesalius.archive import metadata
 from vesalius.archive.service import Archive
-from vesalius.dicom.syntaxes import UNCOMPRESSED, TranscodeError, read_for
+from vesalius.dicom.syntaxes import TranscodeError, read_for
+from vesalius.dicom.transcode import choose_syntax, encode_frames, frame_target
 from vesalius.errors import NotFound
 from vesalius.index.imaging import InstanceRecord
 from vesalius.web.dicomweb import formatter, media, multipart, pixels
@@ -70,22 +71,21 @@ def read_dataset(archive: Archive, record: InstanceRecord) -> Dataset:
         ) from None
 
 
-def transcode(data: bytes, stored: str, accepted: set[str]) -> tuple[bytes, str]:
+def transcode(
+    data: bytes, stored: str, accepted: set[str], *, allow_lossy: bool = False
+) -> tuple[bytes, str]:
     """A stored file in a syntax the client accepts: (Part 10 bytes, transfer syntax UID).
 
-    Compressed pixel data is decoded; explicit VR little endian is preferred over implicit.
+    Uncompressed little endian is preferred (explicit over implicit), then the compressed
+    syntaxes Vesalius can encode (:func:`vesalius.dicom.transcode.choose_syntax`).
     """
-    ds = read_for(data, stored, accepted)
-    target = next(
-        (s for s in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if s in accepted), None
-    )
-    if target is None:
-        raise TranscodeError(f"no uncompressed transfer syntax among {sorted(accepted)}")
+    target = choose_syntax(stored, accepted, allow_lossy=allow_lossy)
+    ds = read_for(data, stored, accepted, allow_lossy=allow_lossy)
     return encode(ds, target), target
 
 
 def encode(ds: Dataset, syntax: str) -> bytes:
-    """The dataset as a Part 10 file in *syntax* (an uncompressed little endian one)."""
+    """The dataset as a Part 10 file in *syntax* (little endian; pixel data already in it)."""
     uid = UID(syntax)
     ds.file_meta.TransferSyntaxUID = uid
     buffer = io.BytesIO()
@@ -100,7 +100,11 @@ def encode(ds: Dataset, syntax: str) -> bytes:
 
 
 def _dicom_parts(
-    archive: Archive, records: list[InstanceRecord], boundary: str, accepted: set[str]
+    archive: Archive,
+    records: list[InstanceRecord],
+    boundary: str,
+    accepted: set[str],
+    first: tuple[str, bytes, str] | None = None,
 ) -> Iterator[bytes]:
     """The multipart body: each instance as stored, or transcoded when the client needs it.
 
@@ -125,8 +129,16 @@ def _dicom_parts(
                         yield b"".join(pending)
                         pending, size = [], 0
         else:
-            with archive.open(record) as fh:
-                data, syntax = transcode(fh.read(), record.transfer_syntax_uid, accepted)
+            if first is not None and first[0] == record.sop_instance_uid:
+                data, syntax = first[1], first[2]  # transcoded before the answer started
+            else:
+                with archive.open(record) as fh:
+                    data, syntax = transcode(
+                        fh.read(),
+                        record.transfer_syntax_uid,
+                        accepted,
+                        allow_lossy=archive.settings.transcode_lossy,
+                    )
             pending.append(
                 multipart.part_header(boundary, f"application/dicom; transfer-syntax={syntax}")
             )
@@ -151,21 +163,30 @@ def _retrieve(request: Request, study: str, series: str | None, sop: str | None)
             f"the Accept header {request.headers.get('accept')!r} excludes it",
         )
     records = records_or_404(archive, study, series, sop)
-    if media.ANY_SYNTAX not in accepted and not accepted & set(UNCOMPRESSED):
-        unreachable = sorted(
-            {r.transfer_syntax_uid for r in records} - accepted - set(UNCOMPRESSED)
-        )
-        stored_native = {r.transfer_syntax_uid for r in records} & set(UNCOMPRESSED)
-        if unreachable or stored_native:
-            raise problem(
-                406,
-                "Vesalius sends instances as stored or in an uncompressed transfer syntax; "
-                f"none of {', '.join(sorted(accepted))} fits every instance "
-                "(add transfer-syntax=* or 1.2.840.10008.1.2.1)",
-            )
+    first: tuple[str, bytes, str] | None = None
+    if media.ANY_SYNTAX not in accepted:
+        # Transcode the first instance that needs it before answering, so that a request
+        # that cannot be met is a 406 with the reason rather than a broken stream.
+        record = next((r for r in records if r.transfer_syntax_uid not in accepted), None)
+        if record is not None:
+            try:
+                with archive.open(record) as fh:
+                    data, syntax = transcode(
+                        fh.read(),
+                        record.transfer_syntax_uid,
+                        accepted,
+                        allow_lossy=archive.settings.transcode_lossy,
+                    )
+            except TranscodeError as exc:
+                raise problem(
+                    406,
+                    f"instance {record.sop_instance_uid}: {exc} "
+                    "(or add transfer-syntax=* to get the instances as stored)",
+                ) from None
+            first = (record.sop_instance_uid, data, syntax)
     boundary = multipart.new_boundary()
     return StreamingResponse(
-        _dicom_parts(archive, records, boundary, accepted),
+        _dicom_parts(archive, records, boundary, accepted, first),
         media_type=multipart.content_type(boundary, "application/dicom"),
     )
 
@@ -306,7 +327,12 @@ def parse_frame_list(value: str) -> list[int]:
 
 
 def frame_payload(
-    ds: Dataset, record: InstanceRecord, numbers: list[int], accept: str | None
+    ds: Dataset,
+    record: InstanceRecord,
+    numbers: list[int],
+    accept: str | None,
+    *,
+    allow_lossy: bool = False,
 ) -> list[tuple[bytes, str]]:
     """Frames with their part Content-Type, as the Accept header asks (PS3.18 8.7.3.3)."""
     ranges = media.parse_accept(accept)
@@ -332,6 +358,11 @@ def frame_payload(
             frames = pixels.native_frames(ds, numbers)
             part_type = f"application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}"
             return [(f, part_type) for f in frames]
+        target = frame_target(wanted.type, syntax, allow_lossy=allow_lossy)
+        if target is not None:
+            pixels.check_frames(ds, numbers)
+            part_type = f"{wanted.type}; transfer-syntax={target}"
+            return [(f, part_type) for f in encode_frames(ds, numbers, target)]
     raise problem(
         406,
         f"the frames are stored as {UID(stored).name}; ask for application/octet-stream "
@@ -352,7 +383,13 @@ def retrieve_frames(
     record = records_or_404(archive, study, series, instance)[0]
     ds = read_dataset(archive, record)
     try:
-        parts = frame_payload(ds, record, numbers, request.headers.get("accept"))
+        parts = frame_payload(
+            ds,
+            record,
+            numbers,
+            request.headers.get("accept"),
+            allow_lossy=archive.settings.transcode_lossy,
+        )
     except pixels.PixelError as exc:
         status = 404 if "does not exist" in str(exc) or "no pixel data" in str(exc) else 400
         raise problem(status, str(exc)) from None
