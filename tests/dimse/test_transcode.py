@@ -135,8 +135,10 @@ def test_c_move_to_a_peer_that_takes_only_jpeg_2000(
         ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
     )
     try:
-        sqlite_dicom_server.container.settings.remote_ae = [
-            RemoteAE(name="j2k", ae_title="J2KONLY", host="127.0.0.1", port=port)
+        settings = sqlite_dicom_server.container.settings
+        settings.remote_ae = [
+            *settings.remote_ae,
+            RemoteAE(name="j2k", ae_title="J2KONLY", host="127.0.0.1", port=port),
         ]
         ae = AE(ae_title="MOVESCU")
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
