@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pydicom import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.dsutils import decode as decode_dataset
 from pynetdicom.dsutils import encode as encode_dataset
@@ -26,6 +26,7 @@ from vesalius.auth.audit import AuditLog, dimse_event
 from vesalius.config import RemoteAE, Settings
 from vesalius.dicom.find_response import find_response, requested_character_set
 from vesalius.dicom.syntaxes import TranscodeError
+from vesalius.dicom.transcode import choose_syntax
 from vesalius.dimse import commands, handlers
 from vesalius.dimse.negotiation import FIND_MODELS, GET_MODELS, MOVE_MODELS
 from vesalius.errors import InvalidInstance, InvalidQuery
@@ -42,7 +43,6 @@ MOVE_DESTINATION_UNKNOWN = 0xA801
 UNABLE_TO_PROCESS = 0xC001
 CANNOT_UNDERSTAND = 0xC000
 _WARNINGS = {0xB000, 0xB006, 0xB007}
-_PLAIN = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _LONG_VRS = {
     b"OB",
     b"OW",
@@ -401,19 +401,20 @@ class _GetSender:
 def _converted(
     archive: Archive, record: InstanceRecord, contexts: dict[str, int]
 ) -> tuple[int, bytes]:
-    """A stored file converted for a peer that does not take its syntax: (context, bytes)."""
-    plain = [ts for ts in _PLAIN if ts in contexts]
-    if not plain:
-        raise TranscodeError(
-            f"the requestor accepted no context for {record.sop_class_uid} in "
-            f"{record.transfer_syntax_uid} or little endian"
-        )
-    dataset = handlers._payload(archive, record, {record.sop_class_uid: set(plain)})
-    implicit = plain[0] == ImplicitVRLittleEndian
+    """A stored file converted for a peer that does not take its syntax: (context, bytes).
+
+    Uncompressed little endian when accepted, else a compressed syntax encoded for it
+    (:func:`vesalius.dicom.transcode.choose_syntax`).
+    """
+    target = choose_syntax(
+        record.transfer_syntax_uid, contexts, allow_lossy=archive.settings.transcode_lossy
+    )
+    dataset = handlers._payload(archive, record, {record.sop_class_uid: {target}})
+    implicit = target == ImplicitVRLittleEndian
     encoded = encode_dataset(dataset, implicit, True)
     if encoded is None:
         raise TranscodeError(f"{record.sop_instance_uid} cannot be encoded for the requestor")
-    return contexts[plain[0]], encoded
+    return contexts[target], encoded
 
 
 class _MoveSender:
