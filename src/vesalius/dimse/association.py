@@ -167,6 +167,8 @@ class Association:
             return pdu.REJECT_APPLICATION_CONTEXT, "unknown application context"
         if not request.protocol_version & 1:
             return pdu.REJECT_PROTOCOL_VERSION, "protocol version 1 not supported by the peer"
+        if self.settings.check_called_ae_title and request.called_ae != self.settings.ae_title:
+            return pdu.REJECT_CALLED_AE, f"called AE {request.called_ae!r} is not this archive"
         known = {remote.ae_title for remote in self.settings.remote_ae}
         if not self.settings.accept_unknown_aes and request.calling_ae not in known:
             return pdu.REJECT_CALLING_AE, f"calling AE {request.calling_ae!r} is not listed"

@@ -8,7 +8,9 @@ import socket
 import threading
 
 from vesalius.archive.service import Archive
+from vesalius.auth.accounts import Auth
 from vesalius.auth.audit import AuditLog
+from vesalius.auth.dimse_access import DimseAccess
 from vesalius.config import Settings
 from vesalius.dimse.association import Association
 from vesalius.dimse.negotiation import Supported
@@ -20,11 +22,19 @@ log = logging.getLogger(__name__)
 class Listener:
     """Accepts associations on the DICOM port and serves each as an :class:`Association`."""
 
-    def __init__(self, settings: Settings, archive: Archive, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        archive: Archive,
+        audit: AuditLog | None = None,
+        auth: Auth | None = None,
+    ) -> None:
         self.settings = settings
         self.archive = archive
         self.supported = Supported.archive()
-        self.services = Services(settings, archive, audit)
+        # Who may use which service (auth/dimse_access.py); *auth* resolves bound accounts.
+        self.access = DimseAccess(settings, audit, auth.active_role if auth else None)
+        self.services = Services(settings, archive, audit, self.access)
         self.active = 0
         self.associations: set[Association] = set()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -160,14 +160,21 @@ class PynetdicomServer:
 class DicomServer:
     """The DICOM port: the asyncio network layer, or pynetdicom's as the settings say."""
 
-    def __init__(self, settings: Settings, archive: Archive, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        archive: Archive,
+        audit: AuditLog | None = None,
+        auth: Auth | None = None,
+    ) -> None:
         from vesalius.dimse.listener import Listener
 
         self.engine: Listener | PynetdicomServer
         if settings.dicom_engine == "pynetdicom":
-            self.engine = PynetdicomServer(settings, archive, audit)
+            self.engine = PynetdicomServer(settings, archive, audit, auth)
         else:
-            self.engine = Listener(settings, archive, audit)
+            self.engine = Listener(settings, archive, audit, auth)
+        self.access = self.engine.access  # who may use which service
 
     def start(self) -> tuple[str, int]:
         """Start listening; returns the address and port actually bound."""

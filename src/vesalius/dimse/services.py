@@ -23,6 +23,7 @@ from pynetdicom.dsutils import encode as encode_dataset
 
 from vesalius.archive.service import Archive
 from vesalius.auth.audit import AuditLog, dimse_event
+from vesalius.auth.dimse_access import DimseAccess, DimseService
 from vesalius.config import RemoteAE, Settings
 from vesalius.dicom.find_response import find_response, requested_character_set
 from vesalius.dicom.syntaxes import TranscodeError
@@ -121,10 +122,17 @@ class MemorySpool:
 class Services:
     """C-ECHO is answered by the association; these are C-STORE, C-FIND, C-GET and C-MOVE."""
 
-    def __init__(self, settings: Settings, archive: Archive, audit: AuditLog | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        archive: Archive,
+        audit: AuditLog | None,
+        access: DimseAccess,
+    ) -> None:
         self.settings = settings
         self.archive = archive
         self.audit = audit
+        self.access = access
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dimse")
 
     def close(self) -> None:
@@ -136,6 +144,13 @@ class Services:
     def _audit(self, assoc: Association, action: str, obj: str | None, study: str | None) -> None:
         if self.audit is not None:
             self.audit.record(dimse_event(SimpleNamespace(assoc=assoc), action, obj, study))
+
+    def _refusal(self, assoc: Association, service: DimseService) -> tuple[int, str] | None:
+        """The status and comment refusing *service* to this caller (None: go ahead)."""
+        decision = self.access.check(
+            assoc.requestor.ae_title, assoc.called_ae, service, address=assoc.requestor.address
+        )
+        return None if decision.allowed else (decision.status, decision.reason)
 
     @staticmethod
     def _origin(assoc: Association) -> str:
@@ -159,6 +174,14 @@ class Services:
         assert command is not None
         spool = message.spool
         status, comment = SUCCESS, None
+        refused = self._refusal(assoc, DimseService.STORE)
+        if refused is not None:
+            spool.discard()
+            status, comment = refused
+            await assoc.send(
+                message.context_id, commands.response(command, status, comment=comment)
+            )
+            return
         try:
             outcome = await self._run(self.archive.store, bytes(spool.buffer), self._origin(assoc))
         except InvalidInstance as exc:
@@ -185,11 +208,22 @@ class Services:
         assert command is not None
         sop_class = command.text(commands.AFFECTED_SOP_CLASS)
         syntax = assoc.syntax(message.context_id)
+        service = (
+            DimseService.GET
+            if sop_class in GET_MODELS
+            else DimseService.MOVE
+            if sop_class in MOVE_MODELS
+            else DimseService.FIND
+        )
+        refused = self._refusal(assoc, service)
+        if refused is not None:
+            await self._final(assoc, message, refused[0], comment=refused[1])
+            return
         destination = None
         if sop_class in MOVE_MODELS:
             name = command.text(commands.MOVE_DESTINATION)
             destination = self.settings.find_remote_ae(name)
-            if destination is None:
+            if destination is None or not destination.is_destination:
                 log.warning(
                     "C-MOVE from %s to unknown destination %r refused; add it as a [[remote_ae]]",
                     self._origin(assoc),
