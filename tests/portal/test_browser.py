@@ -220,3 +220,62 @@ def test_ohif_study_list_search_and_open(web: RunningWeb, browser: Any) -> None:
     page.locator("#vesalius-portal").click()
     page.wait_for_url(re.compile(r".*/worklist$"))
     assert errors == []
+
+
+def test_worklist_awkward_patients_and_audit_pages(web: RunningWeb, browser: Any) -> None:
+    """The worklist's last-study columns, one format for dates and names, patients with an
+    empty or awkward ID opened by a click, and the audit page's filters."""
+    from dicomgen import make_file
+
+    store = web.archive.store
+    store(make_file(PatientID="", PatientName="Empty^Id", StudyDate="20230105", Modality="MR"))
+    store(make_file(PatientID="A 1/%#", PatientName="Odd^Id^Q", StudyDescription="Knee MR"))
+    web.container.auth.create_user("boss", PASSWORD, "admin")
+    base = re.sub(r"//[^@/]*@", "//", web.url)
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    login(page, base, "boss")
+
+    row = page.locator("#worklist tr[data-patient=CT0001]")
+    row.wait_for()
+    cells = row.locator("td").all_inner_texts()
+    assert cells[0] == "Müller, José"
+    assert cells[5:] == ["2024-01-02", "Chest CT", "CT"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", cells[2])
+    (ARTIFACTS / "worklist.png").write_bytes(page.screenshot(full_page=True))
+
+    for name, shown_id in [("Empty, Id", "(empty)"), ("Odd, Id Q", "A 1/%#")]:
+        page.goto(f"{base}/worklist")
+        page.get_by_role("link", name=name).click()
+        page.wait_for_selector("section.study")
+        assert page.inner_text("#patient-name") == name
+        assert page.inner_text("#patient-id") == shown_id
+    (ARTIFACTS / "patient-awkward-id.png").write_bytes(page.screenshot(full_page=True))
+
+    page.goto(f"{base}/admin/audit")
+    page.wait_for_selector("#audit tbody tr")
+    page.fill("input[name=patient]", "A 1/%#")
+    page.select_option("select[name=action]", "view")
+    page.click("#audit-filters button[type=submit]")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#audit tbody tr')].length > 0 && "
+        "[...document.querySelectorAll('#audit tbody tr')].every(r => "
+        "r.children[4].textContent.includes('A 1/%#'))"
+    )
+    first = page.locator("#audit tbody tr").first.locator("td")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", first.nth(0).inner_text())
+    assert first.nth(5).inner_text() == "ok"
+    agent = first.nth(7)
+    assert agent.inner_text().startswith("Headless Chrome ")
+    assert agent.get_attribute("title", timeout=1000).startswith("Mozilla/5.0")
+    # the table fits the window: no horizontal scrolling
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    (ARTIFACTS / "audit.png").write_bytes(page.screenshot(full_page=True))
+
+    page.goto(f"{base}/no/such/page")
+    assert page.inner_text("#error .status-code") == "404"
+    errors = [e for e in errors if "404" not in e]  # the deliberate missing page
+    assert errors == []

@@ -30,3 +30,17 @@ def test_worklist_search_filter_sort(container: Container) -> None:
         page = search_patients(session, WorklistFilters(per_page=2))
     assert (page.total, page.total_is_exact, len(page.rows)) == (3, True, 2)
     assert page.rows[0].num_studies == 1 and page.rows[0].last_study_date == "20240105"
+
+
+def test_worklist_rows_show_the_last_study(container: Container) -> None:
+    store = container.archive.store
+    store(make_file(PatientID="L1", StudyDate="20200101", StudyDescription="Old", Modality="MR"))
+    store(make_file(PatientID="L1", StudyDate="20240301", StudyDescription="New", Modality="CT"))
+    store(make_file(PatientID="L1", StudyDate="", StudyDescription="Undated", Modality="US"))
+    store(make_file(PatientID="L2", StudyDate="20220101", StudyDescription="", Modality="XA"))
+    with container.db.read() as session:
+        rows = {r.patient_id: r for r in search_patients(session, WorklistFilters()).rows}
+    assert (rows["L1"].last_study_description, rows["L1"].last_study_modalities) == ("New", "CT")
+    assert rows["L1"].num_studies == 3 and rows["L1"].last_study_date == "20240301"
+    assert rows["L2"].last_study_description in (None, "")
+    assert rows["L2"].last_study_modalities == "XA"

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from vesalius.index.models import Patient, Study
 from vesalius.index.people_models import ApiToken, AuditEvent, LoginFailure, LoginSession, User
 
 
@@ -241,6 +242,7 @@ class AuditFilters:
     actor: str | None = None
     action: str | None = None
     text: str | None = None  # in the object or the study UID
+    patient: str | None = None  # a patient ID: its pages, and its studies by UID
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 100
@@ -258,6 +260,8 @@ def search_audit(session: Session, filters: AuditFilters) -> list[dict[str, Any]
         query = query.where(
             or_(AuditEvent.object.like(pattern), AuditEvent.study_uid == filters.text)
         )
+    if filters.patient is not None:
+        query = query.where(_about_patient(filters.patient))
     if filters.since:
         query = query.where(AuditEvent.at >= filters.since)
     if filters.until:
@@ -266,6 +270,23 @@ def search_audit(session: Session, filters: AuditFilters) -> list[dict[str, Any]
     query = query.limit(filters.limit).offset(filters.offset)
     columns = [c.name for c in AuditEvent.__table__.columns]
     return [{c: getattr(row, c) for c in columns} for row in session.execute(query).scalars()]
+
+
+def _about_patient(patient_id: str) -> Any:
+    """Events about a patient: its page and API (the path names the ID), or one of its
+    studies (the event's study UID). Events have no patient column; this is what they say."""
+    escaped = patient_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    studies = (
+        select(Study.study_instance_uid)
+        .join(Patient, Study.patient_pk == Patient.id)
+        .where(Patient.patient_id == patient_id)
+    )
+    return or_(
+        AuditEvent.object.like(f"% /patients/{escaped}", escape="\\"),
+        AuditEvent.object.like(f"% /patients/{escaped}?%", escape="\\"),
+        AuditEvent.object.like(f"% /api/patients/{escaped}/studies%", escape="\\"),
+        AuditEvent.study_uid.in_(studies),
+    )
 
 
 def delete_audit_before(session: Session, before: datetime) -> int:

@@ -43,6 +43,8 @@ class WorklistRow:
     sex: str | None
     num_studies: int
     last_study_date: str | None
+    last_study_description: str | None = None
+    last_study_modalities: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ def search_patients(session: Session, filters: WorklistFilters) -> WorklistPage:
         conditions = _conditions(filters)
         unindexed = False
     query = select(
+        Patient.id,
         Patient.patient_id,
         Patient.patient_name,
         Patient.patient_birth_date,
@@ -133,7 +136,9 @@ def search_patients(session: Session, filters: WorklistFilters) -> WorklistPage:
         query = query.order_by(newest, Patient.id.desc())
     page = max(1, filters.page)
     query = query.limit(filters.per_page).offset((page - 1) * filters.per_page)
-    rows = [WorklistRow(*row) for row in session.execute(query)]
+    found_rows = list(session.execute(query))
+    last = _last_studies(session, [row[0] for row in found_rows])
+    rows = [WorklistRow(*row[1:], *last.get(row[0], (None, None))) for row in found_rows]
     offset = (page - 1) * filters.per_page
     if known_total is not None:
         total, exact = min(known_total, COUNT_CAP), known_total <= COUNT_CAP
@@ -146,6 +151,41 @@ def search_patients(session: Session, filters: WorklistFilters) -> WorklistPage:
         exact = total <= COUNT_CAP
         total = min(total, COUNT_CAP)
     return WorklistPage(rows, total, exact, page, filters.per_page)
+
+
+def _last_studies(session: Session, patient_pks: list[int]) -> dict[int, tuple[Any, Any]]:
+    """Description and modalities of each patient's newest study: one query for the page."""
+    if not patient_pks:
+        return {}
+    newest = (
+        func.row_number()
+        .over(
+            partition_by=Study.patient_pk,
+            order_by=(
+                Study.study_date.is_(None),  # a study without a date is not the newest
+                Study.study_date.desc(),
+                Study.study_time.desc(),
+                Study.id.desc(),
+            ),
+        )
+        .label("n")
+    )
+    ranked = (
+        select(
+            Study.patient_pk,
+            Study.study_description,
+            Study.modalities_in_study,
+            newest,
+        )
+        .where(Study.patient_pk.in_(patient_pks))
+        .subquery()
+    )
+    rows = session.execute(
+        select(ranked.c.patient_pk, ranked.c.study_description, ranked.c.modalities_in_study).where(
+            ranked.c.n == 1
+        )
+    )
+    return {pk: (description, modalities) for pk, description, modalities in rows}
 
 
 @dataclass

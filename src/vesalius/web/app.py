@@ -17,6 +17,7 @@ from vesalius.web.api import studies as studies_api
 from vesalius.web.api import users as users_api
 from vesalius.web.api import worklist as worklist_api
 from vesalius.web.guard import AuditMiddleware, authorize
+from vesalius.web.portal import errors as portal_errors
 from vesalius.web.portal import routes as portal
 
 
@@ -48,6 +49,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(viewer.router)
     app.mount("/static", StaticFiles(directory=portal.STATIC), name="static")
     app.add_middleware(AuditMiddleware, audit=container.audit)
+    portal_errors.install(app)
 
     @app.get("/api/system", tags=["system"], summary="Version and archive totals")
     def system() -> dict[str, Any]:

@@ -23,11 +23,13 @@ def audit_filters(
     until: dt.date | None,
     limit: int,
     offset: int,
+    patient: str | None = None,
 ) -> AuditFilters:
     return AuditFilters(
         actor=actor or None,
         action=action or None,
         text=q or None,
+        patient=patient,
         since=dt.datetime.combine(since, dt.time()) if since else None,
         until=dt.datetime.combine(until + dt.timedelta(days=1), dt.time()) if until else None,
         limit=limit,
@@ -41,12 +43,16 @@ def search_audit(
     actor: str | None = None,
     action: str | None = None,
     q: Annotated[str | None, Query(description="Part of the object, or a study UID")] = None,
+    patient: Annotated[
+        str | None,
+        Query(description="A patient ID: views of its pages and accesses to its studies"),
+    ] = None,
     since: dt.date | None = None,
     until: dt.date | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[dict[str, Any]]:
-    filters = audit_filters(actor, action, q, since, until, limit, offset)
+    filters = audit_filters(actor, action, q, since, until, limit, offset, patient)
     return request.app.state.container.audit.search(filters)  # type: ignore[no-any-return]
 
 

@@ -65,7 +65,7 @@ def search(
     }
 
 
-@router.get("/patients/{patient_id}/studies", summary="A patient's studies and their series")
+@router.get("/patients/{patient_id:path}/studies", summary="A patient's studies and their series")
 def patient_studies(request: Request, patient_id: str) -> dict[str, Any]:
     with request.app.state.container.db.read() as session:
         found = worklist.patient_studies(session, patient_id)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Form, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +19,9 @@ from starlette.concurrency import run_in_threadpool
 from vesalius import __version__
 from vesalius.auth.accounts import LoginRefused
 from vesalius.auth.permissions import ROLE_LABELS, Permission, Role
+from vesalius.errors import NotFound
 from vesalius.index import worklist
+from vesalius.records.subjects import derive_subject
 from vesalius.web.api.audit import health
 from vesalius.web.guard import (
     CSRF_FIELD,
@@ -30,6 +32,7 @@ from vesalius.web.guard import (
     identify,
     secure_cookies,
 )
+from vesalius.web.portal import display
 from vesalius.web.viewer import viewer_url
 
 HERE = Path(__file__).parent
@@ -45,12 +48,10 @@ def _dicom_date(value: str | None) -> str:
     return value or ""
 
 
-def _person(value: str | None) -> str:
-    return (value or "").replace("^", " ").strip()
-
-
 templates.env.filters["dicom_date"] = _dicom_date
-templates.env.filters["person"] = _person
+templates.env.filters["person"] = display.person_name
+templates.env.filters["when"] = display.timestamp
+templates.env.filters["urlpart"] = display.url_part
 
 
 def page(request: Request, name: str, **context: Any) -> HTMLResponse:
@@ -138,19 +139,30 @@ def worklist_page(request: Request) -> Response:
     return page(request, "worklist.html")
 
 
-@router.get("/patients/{patient_id}")
+# ":path": an ID may hold "/" (sent as %2F, decoded before routing) or be empty.
+@router.get("/patients/{patient_id:path}")
 def patient_page(request: Request, patient_id: str) -> Response:
     with request.app.state.container.db.read() as session:
         found = worklist.patient_studies(session, patient_id)
     if found is None:
-        response = page(request, "error.html", message=f"No patient {patient_id!r}.")
-        response.status_code = 404
-        return response
-    return page(request, "patient.html", patient=found, viewer_url=viewer_url)
+        raise HTTPException(404, f"There is no patient with the ID {patient_id!r}.")
+    scheme = request.app.state.container.settings.subject_id_scheme
+    subject = derive_subject(patient_id, scheme)
+    return page(
+        request,
+        "patient.html",
+        patient=found,
+        viewer_url=viewer_url,
+        subject_id=subject.subject_id if subject else None,
+    )
 
 
 @router.get("/subjects/{subject_id}")
 def subject_page(request: Request, subject_id: str) -> Response:
+    try:
+        request.app.state.container.records.get_subject(subject_id)
+    except NotFound:
+        raise HTTPException(404, f"There is no subject with the ID {subject_id!r}.") from None
     return page(request, "subject.html", subject_id=subject_id, viewer_prefix=viewer_url(""))
 
 

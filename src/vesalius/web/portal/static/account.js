@@ -13,7 +13,7 @@
   async function load() {
     const tokens = await V.api("GET", "/api/me/tokens");
     body.replaceChildren(...tokens.map((t) => V.el("tr", {},
-      V.el("td", {}, t.name), V.el("td", {}, V.el("code", {}, t.prefix + "…")), V.el("td", {}, t.created_at), V.el("td", {}, t.last_used_at || "never"),
+      V.el("td", {}, t.name), V.el("td", {}, V.el("code", {}, t.prefix + "…")), V.el("td", {}, V.when(t.created_at)), V.el("td", {}, V.when(t.last_used_at) || "never"),
       V.el("td", {}, t.revoked_at ? "revoked" : V.el("button", { type: "button", onclick: async () => { await V.api("DELETE", "/api/me/tokens/" + t.id); load(); } }, "Revoke")))));
   }
   const form = document.getElementById("token-form");

@@ -20,8 +20,21 @@ const V = {
     for (const c of children) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : String(c));
     return node;
   },
+  // One format everywhere (the same as the server's, web/portal/display.py): ISO 8601 dates,
+  // moments in UTC without fractions of a second, names as "Family, Given Middle".
   date: (d) => (d && d.length === 8 ? `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}` : d || ""),
-  person: (n) => (n || "").replaceAll("^", " ").trim(),
+  when(value) {
+    if (!value) return "";
+    const text = /[zZ]|[+-]\d\d:?\d\d$/.test(value) ? value : value + "Z";
+    const moment = new Date(text);
+    if (isNaN(moment)) return value;
+    return moment.toISOString().slice(0, 19).replace("T", " ") + " UTC";
+  },
+  person(n) {
+    const [family = "", given = "", middle = "", prefix = "", suffix = ""] = (n || "").split("=")[0].split("^").map((p) => p.trim());
+    return [family, [given, middle].filter(Boolean).join(" "), prefix, suffix].filter(Boolean).join(", ");
+  },
+  modalities: (m) => (m || "").split("\\").filter(Boolean).join(", "),
 };
 document.addEventListener("click", async (event) => {
   const button = event.target.closest("[data-delete]");

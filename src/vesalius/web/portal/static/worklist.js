@@ -15,8 +15,11 @@
     last = data;
     body.replaceChildren(...data.patients.map((p) => V.el("tr", { "data-patient": p.patient_id },
       V.el("td", {}, V.el("a", { href: "/patients/" + encodeURIComponent(p.patient_id) }, V.person(p.name) || "(no name)")),
-      V.el("td", {}, p.patient_id), V.el("td", {}, V.date(p.birth_date)), V.el("td", {}, p.sex || ""),
-      V.el("td", { class: "num" }, p.num_studies), V.el("td", {}, V.date(p.last_study_date)))));
+      p.patient_id ? V.el("td", {}, p.patient_id) : V.el("td", { class: "muted" }, "(empty)"),
+      V.el("td", {}, V.date(p.birth_date)), V.el("td", {}, p.sex || ""),
+      V.el("td", { class: "num" }, p.num_studies), V.el("td", {}, V.date(p.last_study_date)),
+      V.el("td", { class: "description" }, p.last_study_description || ""),
+      V.el("td", {}, V.modalities(p.last_study_modalities)))));
     const total = data.total_is_exact ? data.total : `${data.total}+`;
     status.textContent = `${total} patient${data.total === 1 ? "" : "s"}`;
     document.getElementById("page").textContent = `page ${data.page}`;
@@ -26,6 +29,7 @@
   }
   function reload() { page = 1; clearTimeout(timer); timer = setTimeout(() => load().catch((e) => (status.textContent = e.message)), 150); }
   form.addEventListener("input", reload);
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); reload(); });
   document.getElementById("prev").addEventListener("click", () => { page = Math.max(1, page - 1); load(); });
   document.getElementById("next").addEventListener("click", () => { if (last && last.patients.length === last.per_page) { page += 1; load(); } });
   load().catch((e) => (status.textContent = e.message));
