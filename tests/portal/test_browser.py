@@ -100,7 +100,7 @@ def test_login_search_view_scroll_logout(web: RunningWeb, browser: Any) -> None:
     # and a locator finds the row again where a handle would point at a detached element.
     row = page.locator("#worklist tr[data-patient=CT0001]")
     row.wait_for()
-    assert "Müller José" in row.inner_text()
+    assert "Müller, José" in row.inner_text()
     row.locator("a").first.click()
     page.wait_for_selector("section.study")
     page.wait_for_function(
