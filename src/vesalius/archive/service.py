@@ -255,6 +255,7 @@ class Archive:
                     rejected.append((key, "another file holds the same SOP Instance UID"))
                 if progress is not None:
                     progress(number, len(keys))
+            imaging.mark_all_stable(session)
         return indexed, rejected
 
     def totals(self) -> imaging.Totals:

@@ -35,6 +35,8 @@ class Permission(StrEnum):
     USERS_MANAGE = "users.manage"
     AUDIT_READ = "audit.read"
     SYSTEM_HEALTH = "system.health"
+    CHANGES_READ = "changes.read"  # the change feed (UIDs and patient IDs of every change)
+    JOBS_MANAGE = "jobs.manage"  # the job queue: list, retry, cancel
 
 
 P = Permission
@@ -149,6 +151,9 @@ RULES: tuple[Rule, ...] = (
     _rule(WRITE + " DELETE", "/api/users*", P.USERS_MANAGE, "change"),
     _rule(READ, "/api/audit*", P.AUDIT_READ),
     _rule(READ, "/api/health", P.SYSTEM_HEALTH),
+    _rule(READ, "/api/changes*", P.CHANGES_READ, "search"),
+    _rule(READ, "/api/jobs*", P.JOBS_MANAGE),
+    _rule(WRITE, "/api/jobs*", P.JOBS_MANAGE, "change"),
     # -- portal pages ------------------------------------------------------------------------
     _rule(READ, "/", P.AUTHENTICATED, page=True),
     _rule("POST", "/logout", P.AUTHENTICATED),
@@ -162,6 +167,8 @@ RULES: tuple[Rule, ...] = (
     _rule("POST", "/admin/users*", P.USERS_MANAGE, "change"),
     _rule(READ, "/admin/audit*", P.AUDIT_READ, page=True),
     _rule(READ, "/admin/health", P.SYSTEM_HEALTH, page=True),
+    _rule(READ, "/admin/jobs*", P.JOBS_MANAGE, page=True),
+    _rule("POST", "/admin/jobs*", P.JOBS_MANAGE, "change"),
 )
 
 

@@ -25,6 +25,8 @@ from vesalius.dicom.matching import (
     normalize_date,
     normalize_time,
 )
+from vesalius.index import changes
+from vesalius.index.changes import ChangeKind, NewChange
 from vesalius.index.lookup import COLUMNS, condition
 from vesalius.index.models import Instance, Patient, Series, Study
 from vesalius.storage.base import BlobInfo
@@ -198,6 +200,7 @@ def add_instance(
     conn = session.connection()
     study_uid = first_string(data, "StudyInstanceUID") or ""
     series_uid = first_string(data, "SeriesInstanceUID") or ""
+    sop_uid = first_string(data, "SOPInstanceUID") or ""
     new_study = new_series = False
     study_date = None
     found = conn.execute(_SERIES_LOOKUP, {"uid": series_uid}).first()
@@ -249,7 +252,7 @@ def add_instance(
 
     instance_id: int = conn.execute(
         Instance.__table__.insert().values(
-            sop_instance_uid=first_string(data, "SOPInstanceUID") or "",
+            sop_instance_uid=sop_uid,
             series_pk=series_pk,
             transfer_syntax_uid=transfer_syntax_uid,
             blob_key=blob.key,
@@ -263,7 +266,11 @@ def add_instance(
     conn.execute(
         update(Series).where(Series.id == series_pk).values(num_instances=Series.num_instances + 1)
     )
-    study_changes: dict[str, Any] = {"num_instances": Study.num_instances + 1}
+    study_changes: dict[str, Any] = {
+        "num_instances": Study.num_instances + 1,
+        "updated_at": changes.utcnow(),
+        "stable_at": None,
+    }
     patient_changes: dict[str, Any] = {"num_instances": Patient.num_instances + 1}
     if new_series:
         study_changes["num_series"] = Study.num_series + 1
@@ -276,6 +283,11 @@ def add_instance(
         _refresh_modalities(session, study_pk)
     if new_study and study_date:
         _bump_last_study_date(session, patient_pk, study_date)
+    patient_id = (first_string(data, "PatientID") or "").strip()
+    feed = [NewChange(ChangeKind.INSTANCE_STORED, patient_id, study_uid, series_uid, sop_uid)]
+    if new_study:
+        feed.insert(0, NewChange(ChangeKind.STUDY_CREATED, patient_id, study_uid))
+    changes.record(session, feed)  # last: the counter's lock is held only until the commit
     return instance_id, new_study
 
 
@@ -327,6 +339,18 @@ def replace_instance(
             origin=(origin or "")[:255] or None,
             **_instance_values(data),
         )
+    )
+    changes.record(
+        session,
+        [
+            NewChange(
+                ChangeKind.INSTANCE_REPLACED,
+                (first_string(data, "PatientID") or "").strip(),
+                record.study_instance_uid,
+                record.series_instance_uid,
+                record.sop_instance_uid,
+            )
+        ],
     )
 
 
@@ -491,11 +515,21 @@ def delete_instances(session: Session, instance_ids: Sequence[int]) -> None:
     if not instance_ids:
         return
     rows = session.execute(
-        select(Instance.id, Series.id, Study.id, Patient.id)
+        select(
+            Instance.id,
+            Series.id,
+            Study.id,
+            Patient.id,
+            Patient.patient_id,
+            Study.study_instance_uid,
+            Series.series_instance_uid,
+            Instance.sop_instance_uid,
+        )
         .join(Series, Instance.series_pk == Series.id)
         .join(Study, Series.study_pk == Study.id)
         .join(Patient, Study.patient_pk == Patient.id)
         .where(Instance.id.in_(instance_ids))
+        .order_by(Instance.id)
     ).all()
     for chunk in _chunks([r[0] for r in rows], 500):
         session.execute(delete(Instance).where(Instance.id.in_(chunk)))
@@ -512,13 +546,20 @@ def delete_instances(session: Session, instance_ids: Sequence[int]) -> None:
             )
         else:
             session.execute(delete(Series).where(Series.id == series_id))
-    for study_id in study_ids:
-        _recount_study(session, study_id)
-    for patient_id in patient_ids:
-        _recount_patient(session, patient_id)
+    gone_studies = {study_id for study_id in study_ids if not _recount_study(session, study_id)}
+    gone_patients = {pk for pk in patient_ids if not _recount_patient(session, pk)}
+    feed = [NewChange(ChangeKind.INSTANCE_DELETED, r[4], r[5], r[6], r[7]) for r in rows]
+    for study_pk, patient_id, study_uid in dict.fromkeys((r[2], r[4], r[5]) for r in rows):
+        if study_pk in gone_studies:
+            feed.append(NewChange(ChangeKind.STUDY_DELETED, patient_id, study_uid))
+    for patient_pk, patient_id in dict.fromkeys((r[3], r[4]) for r in rows):
+        if patient_pk in gone_patients:
+            feed.append(NewChange(ChangeKind.PATIENT_DELETED, patient_id))
+    changes.record(session, feed)
 
 
-def _recount_study(session: Session, study_id: int) -> None:
+def _recount_study(session: Session, study_id: int) -> bool:
+    """Bring a study's counters up to date; False when it was left empty and removed."""
     series_count, instance_count = session.execute(
         select(func.count(Series.id), func.coalesce(func.sum(Series.num_instances), 0)).where(
             Series.study_pk == study_id
@@ -526,16 +567,18 @@ def _recount_study(session: Session, study_id: int) -> None:
     ).one()
     if not series_count:
         session.execute(delete(Study).where(Study.id == study_id))
-        return
+        return False
     session.execute(
         update(Study)
         .where(Study.id == study_id)
         .values(num_series=series_count, num_instances=instance_count)
     )
     _refresh_modalities(session, study_id)
+    return True
 
 
-def _recount_patient(session: Session, patient_id: int) -> None:
+def _recount_patient(session: Session, patient_id: int) -> bool:
+    """Bring a patient's counters up to date; False when it was left empty and removed."""
     studies, series, instances, last = session.execute(
         select(
             func.count(Study.id),
@@ -546,7 +589,7 @@ def _recount_patient(session: Session, patient_id: int) -> None:
     ).one()
     if not studies:
         session.execute(delete(Patient).where(Patient.id == patient_id))
-        return
+        return False
     session.execute(
         update(Patient)
         .where(Patient.id == patient_id)
@@ -554,6 +597,7 @@ def _recount_patient(session: Session, patient_id: int) -> None:
             num_studies=studies, num_series=series, num_instances=instances, last_study_date=last
         )
     )
+    return True
 
 
 def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
@@ -562,9 +606,20 @@ def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
 
 
 def clear(session: Session) -> None:
-    """Remove every imaging row (before a rebuild from the stored files)."""
+    """Remove every imaging row (before a rebuild from the stored files).
+
+    The change feed keeps its history and numbers; an ``index_reset`` change tells its readers
+    to forget what they knew: the ``instance_stored`` changes of the rebuild follow.
+    """
     for model in (Instance, Series, Study, Patient):
         session.execute(delete(model))
+    changes.record(session, [NewChange(ChangeKind.INDEX_RESET)])
+
+
+def mark_all_stable(session: Session) -> None:
+    """Declare every study complete (after a rebuild: the files were archived long ago)."""
+    now = changes.utcnow()
+    session.execute(update(Study).where(Study.stable_at.is_(None)).values(stable_at=now))
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ class Study(Base):
         Index("ix_studies_date_time", "study_date", "study_time"),
         Index("ix_studies_accession", "accession_number"),
         Index("ix_studies_referring_folded", "referring_physician_name_folded"),
+        Index("ix_studies_unstable", "stable_at", "updated_at"),
         MYSQL_TABLE,
     )
 
@@ -98,6 +99,10 @@ class Study(Base):
     num_instances: Mapped[int] = mapped_column(Integer, default=0)
     attributes: Mapped[str] = mapped_column(LongText)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    # When an instance last arrived, and when the study was declared stable (complete); a new
+    # instance clears ``stable_at`` (study completeness, ``StudyStable``).
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    stable_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     patient: Mapped[Patient] = relationship(back_populates="studies")
     series: Mapped[list[Series]] = relationship(back_populates="study")
@@ -150,3 +155,33 @@ class Instance(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
 
     series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class ChangeLog(Base):
+    """The change feed: one row per change to the imaging index, numbered without gaps.
+
+    ``seq`` is handed out by :class:`ChangeCounter` in the transaction that writes the change,
+    so numbers are gap-free and a reader that has seen ``seq`` N has seen every change up to N
+    (a sequence or autoincrement would let a later number commit before an earlier one).
+    """
+
+    __tablename__ = "change_log"
+    __table_args__ = (Index("ix_change_log_study", "study_uid"), MYSQL_TABLE)
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    kind: Mapped[str] = mapped_column(String(32))
+    patient_id: Mapped[str | None] = mapped_column(String(LO))
+    study_uid: Mapped[str | None] = mapped_column(String(UID))
+    series_uid: Mapped[str | None] = mapped_column(String(UID))
+    sop_uid: Mapped[str | None] = mapped_column(String(UID))
+
+
+class ChangeCounter(Base):
+    """One row: the last sequence number of the change feed (its row lock orders writers)."""
+
+    __tablename__ = "change_counter"
+    __table_args__ = (MYSQL_TABLE,)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger)

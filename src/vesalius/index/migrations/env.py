@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from vesalius.index import people_models, records_models  # noqa: F401  (register tables)
+from vesalius.index import jobs_models, people_models, records_models  # noqa: F401  (register tables)
 from vesalius.index.models import Base
 
 config = context.config
