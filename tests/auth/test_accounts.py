@@ -41,7 +41,7 @@ def csrf(client: httpx.Client) -> str:
 
 
 def test_people_and_audit_migrate_on_every_database(container: Container) -> None:
-    assert head_revision() == "0003"
+    assert head_revision() >= "0003"  # later migrations build on it
     user = container.auth.create_user("dr.who", PASSWORD, "radiologist", "Dr Who")
     assert user.role == "radiologist"
     token, session = container.auth.login("dr.who", PASSWORD, Client("10.0.0.1", "ua"))
