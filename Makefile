@@ -17,6 +17,7 @@ install: $(PY)
 	$(PY) -m pip install --quiet -e .
 	command -v npm >/dev/null || scripts/install-system-packages npm
 	$(PY) scripts/fetch-viewer
+	$(PY) scripts/fetch-portal-assets
 
 run: install
 	$(VENV)/bin/vesalius serve
@@ -26,6 +27,7 @@ install-test: $(PY)
 	command -v npm >/dev/null || scripts/install-system-packages npm
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) scripts/fetch-viewer
+	$(PY) scripts/fetch-portal-assets
 
 test: install-test
 	scripts/ensure-services

@@ -37,6 +37,13 @@ from vesalius.web.viewer import viewer_url
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
+VENDOR = STATIC / "vendor"  # browser libraries installed by scripts/fetch-portal-assets
+
+
+def vendor_url(name: str) -> str | None:
+    """The URL of an installed browser library, or None when it is not installed."""
+    return f"/static/vendor/{name}" if (VENDOR / name).is_file() else None
+
 templates = Jinja2Templates(directory=HERE / "templates")
 
 router = APIRouter(include_in_schema=False)
@@ -163,7 +170,13 @@ def subject_page(request: Request, subject_id: str) -> Response:
         request.app.state.container.records.get_subject(subject_id)
     except NotFound:
         raise HTTPException(404, f"There is no subject with the ID {subject_id!r}.") from None
-    return page(request, "subject.html", subject_id=subject_id, viewer_prefix=viewer_url(""))
+    return page(
+        request,
+        "subject.html",
+        subject_id=subject_id,
+        viewer_prefix=viewer_url(""),
+        chart_js=vendor_url("chart.umd.min.js"),
+    )
 
 
 @router.get("/account")

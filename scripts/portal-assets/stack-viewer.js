@@ -1,0 +1,139 @@
+// The portal's light stack viewer: one series of a study, drawn by Cornerstone3D.
+//
+// Bundled by scripts/fetch-portal-assets (esbuild) into web/portal/static/vendor/. The page
+// (templates/study.html) gives the study, its series and the DICOMweb root as data
+// attributes. The series' metadata comes in one WADO-RS request (stored JSON, no file is
+// opened), then frames are fetched one by one as they are shown: the first image needs one
+// metadata request and one frame. Scroll (wheel or arrow keys), window/level, zoom, pan and a
+// length measurement; OHIF stays one click away for full reading.
+import { RenderingEngine, Enums, init as coreInit, eventTarget } from "@cornerstonejs/core";
+import { init as loaderInit, wadors } from "@cornerstonejs/dicom-image-loader";
+import {
+  init as toolsInit, addTool, ToolGroupManager, StackScrollTool, WindowLevelTool, ZoomTool, PanTool,
+  LengthTool, Enums as ToolEnums, annotation, utilities as toolUtilities,
+} from "@cornerstonejs/tools";
+
+const root = document.getElementById("stack-viewer");
+const element = document.getElementById("stack-viewport");
+const info = document.getElementById("stack-info");
+const status = document.getElementById("stack-status");
+const { MouseBindings } = ToolEnums;
+const PRIMARY_TOOLS = { wl: WindowLevelTool.toolName, pan: PanTool.toolName, zoom: ZoomTool.toolName, length: LengthTool.toolName };
+const ENGINE = "vesalius", VIEWPORT = "stack", GROUP = "vesalius-stack";
+
+const first = (item, tag) => (item[tag] && item[tag].Value ? item[tag].Value[0] : undefined);
+
+function sortInstances(instances) {
+  // Along the slice normal where positions are known, else by instance number.
+  const position = (i) => (i["00200032"] && i["00200032"].Value) || null;
+  const orientation = instances.length && instances[0]["00200037"] && instances[0]["00200037"].Value;
+  if (orientation && instances.every(position)) {
+    const [a, b, c, d, e, f] = orientation.map(Number);
+    const normal = [b * f - c * e, c * d - a * f, a * e - b * d];
+    const along = (i) => position(i).reduce((sum, v, k) => sum + Number(v) * normal[k], 0);
+    return instances.slice().sort((x, y) => along(x) - along(y));
+  }
+  return instances.slice().sort((x, y) => (first(x, "00200013") || 0) - (first(y, "00200013") || 0));
+}
+
+let engine = null, viewport = null, toolGroup = null, started = false;
+
+async function start() {
+  await coreInit();
+  const vendor = new URL(".", import.meta.url).toString();
+  loaderInit({ maxWebWorkers: 2, wasmBasePath: vendor, decodeConfig: { wasmBasePath: vendor } });
+  toolsInit();
+  for (const tool of [StackScrollTool, WindowLevelTool, ZoomTool, PanTool, LengthTool]) addTool(tool);
+  engine = new RenderingEngine(ENGINE);
+  engine.enableElement({ viewportId: VIEWPORT, type: Enums.ViewportType.STACK, element, defaultOptions: { background: [0, 0, 0] } });
+  viewport = engine.getViewport(VIEWPORT);
+  toolGroup = ToolGroupManager.createToolGroup(GROUP);
+  for (const name of Object.values(PRIMARY_TOOLS).concat(StackScrollTool.toolName)) toolGroup.addTool(name);
+  toolGroup.addViewport(VIEWPORT, ENGINE);
+  toolGroup.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
+  toolGroup.setToolActive(PanTool.toolName, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
+  toolGroup.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
+  choose("wl");
+  element.addEventListener(Enums.Events.STACK_NEW_IMAGE, showInfo);
+  element.addEventListener(Enums.Events.VOI_MODIFIED, showInfo);
+  element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
+    if (!root.dataset.firstImage) {
+      root.dataset.firstImage = String(Math.round(performance.now()));
+      document.dispatchEvent(new CustomEvent("vesalius:first-image"));
+    }
+    root.dataset.rendered = String(viewport.getCurrentImageIdIndex());
+  });
+  eventTarget.addEventListener(Enums.Events.IMAGE_LOAD_ERROR, (ev) => { status.textContent = "An image could not be loaded: " + ((ev.detail && ev.detail.error && ev.detail.error.message) || "error"); });
+  new ResizeObserver(() => engine && engine.resize(true, true)).observe(element);
+  started = true;
+}
+
+function choose(tool) {
+  for (const [key, name] of Object.entries(PRIMARY_TOOLS)) {
+    if (key === tool) toolGroup.setToolActive(name, { bindings: [{ mouseButton: MouseBindings.Primary }] });
+    else if (key === "length") toolGroup.setToolEnabled(name);  // measurements stay visible
+    else toolGroup.setToolPassive(name);
+  }
+  for (const button of root.querySelectorAll("[data-tool]")) button.setAttribute("aria-pressed", String(button.dataset.tool === tool));
+}
+
+function showInfo() {
+  if (!viewport) return;
+  const index = viewport.getCurrentImageIdIndex(), count = viewport.getImageIds().length;
+  const { voiRange } = viewport.getProperties();
+  let wl = "";
+  if (voiRange) {
+    const width = voiRange.upper - voiRange.lower;
+    wl = ` · W ${Math.round(width)} L ${Math.round(voiRange.lower + width / 2)}`;
+  }
+  info.textContent = `Image ${index + 1} / ${count}${wl}`;
+}
+
+async function openSeries(seriesUid) {
+  const study = root.dataset.study;
+  const dicomweb = new URL(root.dataset.dicomweb, location.href).toString().replace(/\/$/, "");
+  status.textContent = "";
+  for (const button of root.querySelectorAll("[data-series]")) button.setAttribute("aria-current", String(button.dataset.series === seriesUid));
+  const seriesUrl = `${dicomweb}/studies/${study}/series/${seriesUid}`;
+  const [metadata] = await Promise.all([
+    fetch(seriesUrl + "/metadata", { credentials: "same-origin", headers: { Accept: "application/dicom+json" } })
+      .then((r) => { if (!r.ok) throw new Error(`the series' metadata: ${r.status} ${r.statusText}`); return r.json(); }),
+    started ? null : start(),
+  ]);
+  const images = sortInstances(metadata.filter((i) => i["7FE00010"] || first(i, "00280010")));
+  if (!images.length) { status.textContent = "This series has no images to show."; return; }
+  const imageIds = [];
+  for (const instance of images) {
+    const frames = Number(first(instance, "00280008") || 1);
+    for (let frame = 1; frame <= frames; frame++) {
+      const imageId = `wadors:${seriesUrl}/instances/${first(instance, "00080018")}/frames/${frame}`;
+      wadors.metaDataManager.add(imageId, instance);
+      imageIds.push(imageId);
+    }
+  }
+  annotation.state.removeAllAnnotations();
+  const startAt = Math.floor(imageIds.length / 2);
+  await viewport.setStack(imageIds, startAt);
+  viewport.render();
+  toolUtilities.stackPrefetch.enable(element);
+  showInfo();
+}
+
+root.addEventListener("click", (event) => {
+  const tool = event.target.closest("[data-tool]");
+  if (tool) choose(tool.dataset.tool);
+  const series = event.target.closest("[data-series]");
+  if (series) openSeries(series.dataset.series).catch((e) => (status.textContent = e.message));
+  if (event.target.closest("#stack-reset") && viewport) { viewport.resetCamera(); viewport.resetProperties(); viewport.render(); showInfo(); }
+});
+element.addEventListener("keydown", (event) => {
+  if (!viewport || !["ArrowUp", "ArrowDown", "PageUp", "PageDown"].includes(event.key)) return;
+  event.preventDefault();
+  const step = event.key === "ArrowUp" || event.key === "PageUp" ? -1 : 1;
+  const next = Math.min(Math.max(viewport.getCurrentImageIdIndex() + step, 0), viewport.getImageIds().length - 1);
+  viewport.setImageIdIndex(next);
+});
+element.addEventListener("contextmenu", (event) => event.preventDefault());
+
+const initial = root.dataset.initialSeries;
+if (initial) openSeries(initial).catch((e) => (status.textContent = e.message));
