@@ -44,6 +44,7 @@ def vendor_url(name: str) -> str | None:
     """The URL of an installed browser library, or None when it is not installed."""
     return f"/static/vendor/{name}" if (VENDOR / name).is_file() else None
 
+
 templates = Jinja2Templates(directory=HERE / "templates")
 
 router = APIRouter(include_in_schema=False)
