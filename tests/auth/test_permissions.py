@@ -103,4 +103,12 @@ def test_public_routes_are_few(web: RunningWeb) -> None:
         for m, t in routes(web.container)
         if (rule := rule_for(m, t)) and rule.permission is Permission.PUBLIC
     }
-    assert public == {("GET", "/login"), ("POST", "/login"), ("GET", "/api/system")}
+    # The capabilities transaction (OPTIONS under /dicom-web) describes routes, not patients.
+    capabilities = {(m, t) for m, t in public if m == "OPTIONS"}
+    assert capabilities and all(t.startswith("/dicom-web") for _, t in capabilities)
+    assert public - capabilities == {
+        ("GET", "/login"),
+        ("POST", "/login"),
+        ("GET", "/api/system"),
+        ("GET", "/api/conformance"),
+    }

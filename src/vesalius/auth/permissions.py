@@ -118,6 +118,8 @@ RULES: tuple[Rule, ...] = (
     _rule("POST", "/login", P.PUBLIC),
     _rule(READ, "/static/*", P.PUBLIC),
     _rule(READ, "/api/system", P.PUBLIC),
+    _rule(READ, "/api/conformance", P.PUBLIC),
+    _rule("OPTIONS", "/dicom-web*", P.PUBLIC),  # capabilities (PS3.18 8.9): no patient data
     # -- DICOMweb ----------------------------------------------------------------------------
     _rule(READ, "/dicom-web/studies", P.IMAGES_READ, "search"),
     _rule(READ, "/dicom-web/series", P.IMAGES_READ, "search"),

@@ -1,4 +1,4 @@
-"""The ``vesalius`` command: serve, import, reindex, db, doctor, config."""
+"""The ``vesalius`` command: serve, import, reindex, db, doctor, config, conformance."""
 
 from __future__ import annotations
 
@@ -175,6 +175,24 @@ def config_show(
             name, f"VESALIUS_{name.upper()}", json.dumps(data[name]), field.description or ""
         )
     out.print(table)
+
+
+@app.command()
+def conformance(
+    config: ConfigOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of Markdown.")
+    ] = False,
+) -> None:
+    """Print the DICOM conformance statement for these settings (docs/conformance.md is the
+    default settings' one), generated from the tables the server runs on."""
+    from vesalius.conformance import markdown, statement
+
+    data = statement(settings_or_exit(config))
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        sys.stdout.write(markdown(data))
 
 
 def main() -> None:

@@ -30,8 +30,9 @@ TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
 PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 # Keys the answer sets itself rather than copying from the index.
 _OWN_KEYS = ("QueryRetrieveLevel", "SpecificCharacterSet")
-# The defined terms of PS3.3 C.12.1.1.2, single-byte and with code extensions.
-DEFINED_TERMS = frozenset(term for term in python_encoding if term and term != "ISO_IR 6")
+# The defined terms of PS3.3 C.12.1.1.2, single-byte and with code extensions (pydicom also
+# knows a few misspellings, which are not defined terms).
+DEFINED_TERMS = frozenset(python_encoding) - {"", "ISO_IR 6", "ISO 2022 58", "ISO 2022 GBK"}
 
 
 def character_set_terms(value: Any) -> list[str]:

@@ -67,4 +67,10 @@ def create_app(container: Container) -> FastAPI:
             "bytes": totals.bytes,
         }
 
+    @app.get("/api/conformance", tags=["system"], summary="DICOM conformance statement")
+    def conformance_statement() -> dict[str, Any]:
+        from vesalius.conformance import statement
+
+        return statement(container.settings)
+
     return app
