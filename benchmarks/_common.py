@@ -943,3 +943,34 @@ FIND_RESPONSE = re.compile(r"Find Response: \d+ \(Pending\)")
 def count_find_responses(output: str) -> int:
     """Number of pending (= matching) responses in findscu's log output."""
     return len(FIND_RESPONSE.findall(output))
+
+
+def fsync_limit(folder: Path, size: int, count: int = 200, threads: int = 1) -> float:
+    """Files per second this disk makes durable as a store must: write a file of *size*
+    bytes, fsync it, rename it into place and fsync the folder (the physical limit of an
+    archive that acknowledges only durable instances)."""
+    import concurrent.futures
+
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = os.urandom(size)
+
+    def one(number: int) -> None:
+        tmp = folder / f".{number}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, folder / f"{number}.dcm")
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(count)))
+    elapsed = time.perf_counter() - started
+    for path in folder.iterdir():
+        path.unlink()
+    return count / elapsed

@@ -46,6 +46,7 @@ from _common import (
     VesaliusLauncher,
     count_find_responses,
     default_vesalius_command,
+    fsync_limit,
     generate_data,
     mask_url,
     run_parallel,
@@ -76,6 +77,7 @@ STUDY_KEYS: dict[str, str] = {
     "NumberOfStudyRelatedInstances": "",
 }
 FIND_TIMEOUT = 120.0
+LIMIT = "limit"  # the disk's rate of durable file writes, measured in the same run
 
 
 @dataclass(frozen=True)
@@ -384,8 +386,16 @@ def run_benchmark(
     results = Results()
     metrics = build_metrics(opts)
     results.metrics.update(metrics)
+    instance_size = data.nbytes // max(data.instances, 1)
     for round_no in range(opts.rounds):
         order = list(launchers) if round_no % 2 == 0 else list(reversed(launchers))
+        for metric, threads in (("ingest_1", 1), ("ingest_n", opts.parallel)):
+            rate = fsync_limit(tmp / "limit", instance_size, threads=threads)
+            results.add(LIMIT, metrics[metric], rate)
+            console.log(
+                f"disk limit, round {round_no + 1}: {rate:.0f} fsync'd {instance_size // 1024} KB "
+                f"files/s on {threads} thread(s)"
+            )
         for phase in ("single", "parallel"):
             for launcher in order:
                 server_lifetime(
@@ -426,8 +436,14 @@ def print_table(results: Results, launchers: Sequence[Launcher], opts: Options) 
     table.add_column("Unit")
     for launcher in launchers:
         table.add_column(launcher.label, justify="right")
+    limited = LIMIT in results.values
+    if limited:
+        keys.append(LIMIT)
+        table.add_column("Limit: fsync'd\nfile writes", justify="right")
     if both:
         table.add_column("Vesalius vs Orthanc\n(>1 = Vesalius better)", justify="right")
+    if limited and "vesalius" in keys:
+        table.add_column("Vesalius /\nlimit", justify="right")
     for metric in results.metrics.values():
         row = [metric.label, metric.unit]
         for key in keys:
@@ -446,6 +462,10 @@ def print_table(results: Results, launchers: Sequence[Launcher], opts: Options) 
                 results.median("orthanc", metric.key),
             )
             row.append("-" if r is None else f"[{'green' if r >= 1 else 'red'}]{r:.2f}x[/]")
+        if limited and "vesalius" in keys:
+            limit = results.median(LIMIT, metric.key)
+            mine = results.median("vesalius", metric.key)
+            row.append(f"{mine / limit:.0%}" if limit and mine else "-")
         table.add_row(*row)
     out.print(table)
     if results.growth:
