@@ -73,6 +73,13 @@ class RemoteAE(BaseModel):
         default=None,
         description="An account whose role (while it is active) decides what this AE may do.",
     )
+    tls: bool = Field(
+        default=False,
+        description=(
+            "Open associations to this peer (C-MOVE) over DICOM TLS, verifying its certificate "
+            "against dicom_tls_ca_certificates."
+        ),
+    )
 
     @field_validator("ae_title")
     @classmethod
@@ -136,6 +143,28 @@ class Settings(BaseModel):
     ae_title: str = Field(default="VESALIUS", description="The archive's own AE title.")
     dicom_host: str = Field(default="0.0.0.0", description="Address the DICOM port listens on.")
     dicom_port: int = Field(default=11112, ge=0, le=65535, description="DICOM port; 0 = any.")
+    dicom_tls_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description=(
+            "A second DICOM port that speaks TLS (PS3.15 B.9, BCP 195; 2762 is usual); "
+            "none by default, 0 = any."
+        ),
+    )
+    dicom_tls_certificate: Path | None = Field(
+        default=None, description="PEM certificate (chain) of the DICOM TLS port."
+    )
+    dicom_tls_private_key: Path | None = Field(
+        default=None, description="PEM private key (unencrypted) of that certificate."
+    )
+    dicom_tls_ca_certificates: Path | None = Field(
+        default=None,
+        description=(
+            "PEM file of the CAs whose certificates clients of the TLS port must present "
+            "(unset: no client certificate asked); also verifies peers marked tls = true."
+        ),
+    )
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP port listens on.")
     http_port: int = Field(default=8080, ge=0, le=65535, description="HTTP port; 0 = any.")
     http_enabled: bool = Field(default=True, description="Serve HTTP beside DICOM.")
@@ -346,6 +375,14 @@ class Settings(BaseModel):
             self.dicom_port == 0 or (self.http_enabled and self.http_port == 0)
         ):
             raise ValueError("workers > 1 needs fixed DICOM and HTTP ports (not 0)")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_needs_a_certificate(self) -> Settings:
+        if self.dicom_tls_port is not None and (
+            self.dicom_tls_certificate is None or self.dicom_tls_private_key is None
+        ):
+            raise ValueError("dicom_tls_port needs dicom_tls_certificate and dicom_tls_private_key")
         return self
 
     @model_validator(mode="after")

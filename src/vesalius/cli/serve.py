@@ -13,7 +13,7 @@ import threading
 import time
 
 from vesalius.auth.maintenance import start_maintenance
-from vesalius.config import Settings
+from vesalius.config import ConfigError, Settings
 from vesalius.container import Container, build
 from vesalius.dimse.server import DicomServer
 from vesalius.index.migrate import current_revision, head_revision
@@ -55,7 +55,12 @@ def run(settings: Settings) -> None:
         raise SystemExit(1) from None
     _first_admin(container)
     maintenance = start_maintenance(container.auth, container.audit)
-    dicom = DicomServer(settings, container.archive, container.audit, container.auth)
+    try:
+        dicom = DicomServer(settings, container.archive, container.audit, container.auth)
+    except ConfigError as exc:  # e.g. a DICOM TLS certificate that cannot be used
+        log.error("%s", exc)
+        container.close()
+        raise SystemExit(2) from None
     try:
         _host, port = dicom.start()
     except OSError as exc:
@@ -69,6 +74,8 @@ def run(settings: Settings) -> None:
         container.close()
         raise SystemExit(1) from None
     log.info("dicom_port=%d", port)
+    if dicom.tls_address is not None:
+        log.info("dicom_tls_port=%d", dicom.tls_address[1])
     stop = threading.Event()
     try:
         if settings.http_enabled:

@@ -312,6 +312,7 @@ def handle_move(
         {
             "contexts": contexts,
             "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay), (evt.EVT_ESTABLISHED, _remember)],
+            "tls_args": tls_args_for(destination, settings),
         },
     )
     log.info("C-MOVE from %s to %s: %d instances", _peer(event), destination.name, len(records))
@@ -321,6 +322,15 @@ def handle_move(
     yield from _send_all(
         archive, records, event, lambda: holder["assoc"].accepted_contexts if holder else []
     )
+
+
+def tls_args_for(destination: Any, settings: Settings) -> tuple[Any, None] | None:
+    """pynetdicom's ``tls_args`` for a peer marked ``tls = true`` (None: plain TCP)."""
+    if not getattr(destination, "tls", False):
+        return None
+    from vesalius.tls import client_context
+
+    return client_context(settings), None
 
 
 def _studies(records: list[InstanceRecord]) -> str | None:

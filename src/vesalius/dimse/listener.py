@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import threading
 
 from vesalius.archive.service import Archive
@@ -15,6 +16,7 @@ from vesalius.config import Settings
 from vesalius.dimse.association import Association
 from vesalius.dimse.negotiation import Supported
 from vesalius.dimse.services import Services
+from vesalius.tls import HANDSHAKE_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +30,15 @@ class Listener:
         archive: Archive,
         audit: AuditLog | None = None,
         auth: Auth | None = None,
+        *,
+        port: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
         self.archive = archive
+        # A second listener on dicom_tls_port wraps its connections in TLS (vesalius.tls).
+        self.port = settings.dicom_port if port is None else port
+        self.ssl_context = ssl_context
         self.supported = Supported.archive()
         # Who may use which service (auth/dimse_access.py); *auth* resolves bound accounts.
         self.access = DimseAccess(settings, audit, auth.active_role if auth else None)
@@ -52,7 +60,7 @@ class Listener:
             self.associations.discard(association)
 
     def _socket(self) -> socket.socket:
-        host, port = self.settings.dicom_host, self.settings.dicom_port
+        host, port = self.settings.dicom_host, self.port
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -72,7 +80,12 @@ class Listener:
 
         async def serve() -> None:
             self._server = await asyncio.start_server(
-                self._accept, sock=sock, limit=1024 * 1024, backlog=256
+                self._accept,
+                sock=sock,
+                limit=1024 * 1024,
+                backlog=256,
+                ssl=self.ssl_context,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self.ssl_context else None,
             )
             ready.set()
 
@@ -87,7 +100,8 @@ class Listener:
         self._thread.start()
         ready.wait(10)
         host, port = sock.getsockname()[:2]
-        log.info("DICOM listening on %s:%d as AE %s", host, port, self.settings.ae_title)
+        kind = "DICOM TLS" if self.ssl_context else "DICOM"
+        log.info("%s listening on %s:%d as AE %s", kind, host, port, self.settings.ae_title)
         return str(host), int(port)
 
     def stop(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from typing import Any
 
@@ -111,9 +112,14 @@ class PynetdicomServer:
         archive: Archive,
         audit: AuditLog | None = None,
         auth: Auth | None = None,
+        *,
+        port: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
         self.archive = archive
+        self.port = settings.dicom_port if port is None else port
+        self.ssl_context = ssl_context  # set for the listener on dicom_tls_port
         self.audit = audit  # C-STORE/FIND/GET/MOVE are written to the audit trail when given
         # Who may use which service (auth/dimse_access.py); *auth* resolves bound accounts.
         self.access = DimseAccess(settings, audit, auth.active_role if auth else None)
@@ -135,10 +141,13 @@ class PynetdicomServer:
 
     def start(self) -> tuple[str, int]:
         """Start listening; returns the address and port actually bound."""
-        address = (self.settings.dicom_host, self.settings.dicom_port)
+        address = (self.settings.dicom_host, self.port)
         server_class = _ReusePortServer if self.settings.reuse_port else ThreadedAssociationServer
         server = self.ae.make_server(
-            address, evt_handlers=self.handlers(), server_class=server_class
+            address,
+            evt_handlers=self.handlers(),
+            server_class=server_class,
+            ssl_context=self.ssl_context,
         )
         for context in server.contexts:
             context.__class__ = _CheapCopyContext
@@ -169,16 +178,32 @@ class DicomServer:
     ) -> None:
         from vesalius.dimse.listener import Listener
 
-        self.engine: Listener | PynetdicomServer
-        if settings.dicom_engine == "pynetdicom":
-            self.engine = PynetdicomServer(settings, archive, audit, auth)
-        else:
-            self.engine = Listener(settings, archive, audit, auth)
+        engine = PynetdicomServer if settings.dicom_engine == "pynetdicom" else Listener
+        self.engine: Listener | PynetdicomServer = engine(settings, archive, audit, auth)
         self.access = self.engine.access  # who may use which service
+        # DICOM TLS: a second listener of the same engine on dicom_tls_port.
+        self.tls_engine: Listener | PynetdicomServer | None = None
+        self.tls_address: tuple[str, int] | None = None
+        if settings.dicom_tls_port is not None:
+            from vesalius.tls import server_context
+
+            self.tls_engine = engine(
+                settings,
+                archive,
+                audit,
+                auth,
+                port=settings.dicom_tls_port,
+                ssl_context=server_context(settings),
+            )
 
     def start(self) -> tuple[str, int]:
-        """Start listening; returns the address and port actually bound."""
-        return self.engine.start()
+        """Start listening; returns the plain port's address (the TLS one: ``tls_address``)."""
+        address = self.engine.start()
+        if self.tls_engine is not None:
+            self.tls_address = self.tls_engine.start()
+        return address
 
     def stop(self) -> None:
+        if self.tls_engine is not None:
+            self.tls_engine.stop()
         self.engine.stop()

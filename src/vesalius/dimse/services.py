@@ -481,6 +481,7 @@ class _MoveSender:
             self.destination.port,
             ae_title=self.destination.ae_title,
             evt_handlers=[(evt.EVT_CONN_OPEN, handlers.set_nodelay)],
+            tls_args=handlers.tls_args_for(self.destination, self.services.settings),
         )
         if not sub.is_established:
             raise ConnectionError(f"{self.destination.ae_title} refused the association")
