@@ -334,6 +334,32 @@ class Settings(BaseModel):
         ),
     )
 
+    # -- jobs, events and plugins (issue 10) -------------------------------------------------
+    jobs_enabled: bool = Field(
+        default=True, description="Run queued jobs in this process (every serve process does)."
+    )
+    job_workers: int = Field(
+        default=2, ge=1, le=64, description="Jobs run at the same time by one serve process."
+    )
+    job_poll_s: float = Field(
+        default=1.0, gt=0, le=3600, description="How often the job runner looks for ready jobs (s)."
+    )
+    job_retry_base_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="Wait before the first retry of a failed job (s); doubles each attempt.",
+    )
+    job_retention_days: float = Field(
+        default=7.0, ge=0, description="Done and cancelled jobs are removed after this many days."
+    )
+    plugins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Python modules loaded as plugins at start, besides the installed packages of the "
+            "entry point group vesalius.plugins."
+        ),
+    )
+
     viewer_dir: Path | None = Field(
         default=None,
         description=(
@@ -443,7 +469,7 @@ def mask_url(url: str) -> str:
 
 
 # Settings whose environment value is a list or table: parsed as TOML values.
-_STRUCTURED = {"remote_ae", "cors_origins", "unknown_ae_services"}
+_STRUCTURED = {"remote_ae", "cors_origins", "unknown_ae_services", "plugins"}
 
 
 def unknown_environment(env: Mapping[str, str] | None = None) -> list[str]:

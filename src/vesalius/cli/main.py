@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from vesalius import __version__
+from vesalius.cli import jobs as jobs_cli
 from vesalius.cli import records as records_cli
 from vesalius.cli import users as users_cli
 from vesalius.config import ConfigError, Settings, load_settings, unknown_environment
@@ -34,6 +35,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(records_cli.app, name="records")
 app.add_typer(users_cli.app, name="user")
+app.add_typer(jobs_cli.app, name="jobs")
 
 err = Console(stderr=True)
 out = Console()

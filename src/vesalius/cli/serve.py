@@ -12,11 +12,13 @@ import sys
 import threading
 import time
 
+from vesalius import plugins
 from vesalius.auth.maintenance import start_maintenance
 from vesalius.config import ConfigError, Settings
 from vesalius.container import Container, build
 from vesalius.dimse.server import DicomServer
 from vesalius.index.migrate import current_revision, head_revision
+from vesalius.jobs.runner import JobRunner
 from vesalius.logs import setup_logging
 
 log = logging.getLogger("vesalius.serve")
@@ -54,6 +56,12 @@ def run(settings: Settings) -> None:
         log.error("cannot open the archive: %s (try `vesalius doctor`)", exc)
         raise SystemExit(1) from None
     _first_admin(container)
+    try:
+        plugins.setup(plugins.load(settings), container)
+    except plugins.PluginError as exc:
+        log.error("%s", exc)
+        container.close()
+        raise SystemExit(1) from None
     maintenance = start_maintenance(container.auth, container.audit)
     try:
         dicom = DicomServer(settings, container.archive, container.audit, container.auth)
@@ -61,6 +69,7 @@ def run(settings: Settings) -> None:
         log.error("%s", exc)
         container.close()
         raise SystemExit(2) from None
+    runner = JobRunner(container).start() if settings.jobs_enabled else None
     try:
         _host, port = dicom.start()
     except OSError as exc:
@@ -71,6 +80,8 @@ def run(settings: Settings) -> None:
             settings.dicom_port,
             exc,
         )
+        if runner is not None:
+            runner.stop()
         container.close()
         raise SystemExit(1) from None
     log.info("dicom_port=%d", port)
@@ -87,6 +98,8 @@ def run(settings: Settings) -> None:
     finally:
         log.info("stopping")
         dicom.stop()
+        if runner is not None:
+            runner.stop()
         maintenance.set()
         container.close()
         log.info("stopped")

@@ -13,6 +13,7 @@ from vesalius.container import Container
 from vesalius.web import dicomweb, viewer
 from vesalius.web.api import audit as audit_api
 from vesalius.web.api import changes as changes_api
+from vesalius.web.api import jobs as jobs_api
 from vesalius.web.api import records as records_api
 from vesalius.web.api import studies as studies_api
 from vesalius.web.api import users as users_api
@@ -47,6 +48,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(users_api.router)
     app.include_router(audit_api.router)
     app.include_router(changes_api.router)
+    app.include_router(jobs_api.router)
     app.include_router(portal.router)
     app.include_router(viewer.router)
     app.mount("/static", StaticFiles(directory=portal.STATIC), name="static")

@@ -196,6 +196,23 @@ def audit_page(request: Request) -> Response:
     return page(request, "audit.html")
 
 
+@router.get("/admin/jobs")
+def jobs_page(request: Request, state: str | None = None) -> Response:
+    from vesalius.jobs import admin as jobs_admin
+
+    db = request.app.state.container.db
+    if state not in jobs_admin.STATES:
+        state = None
+    rows = jobs_admin.list_jobs(db, state=state, limit=200)
+    return page(
+        request,
+        "jobs.html",
+        jobs=[jobs_admin.job_out(r) for r in rows],
+        counts=jobs_admin.counts(db),
+        state=state,
+    )
+
+
 @router.get("/admin/health")
 async def health_page(request: Request) -> Response:
     data = await run_in_threadpool(health, request.app.state.container)
