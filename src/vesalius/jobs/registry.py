@@ -114,8 +114,8 @@ def schedule(
 
     *name* tells apart several schedules of one kind (default: the kind).
     """
-    if every_s <= 0:
-        raise ValueError("every_s must be positive")
+    if every_s < 1:
+        raise ValueError("every_s must be at least 1 second")
     entry = Schedule(kind, float(every_s), dict(payload or {}), name or kind)
     json.dumps(entry.payload)  # refuse what cannot be stored, now rather than at run time
     with _lock:

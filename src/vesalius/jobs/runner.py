@@ -142,7 +142,12 @@ class JobRunner:
             plan = plans[name]
 
             def take(session: Any, plan: Any = plan, name: str = name, seen: Any = seen) -> bool:
-                next_at = utcnow() + dt.timedelta(seconds=plan.every_s)
+                # On the schedule's own grid (whole seconds survive MariaDB's DATETIME), a
+                # missed period skipped rather than run twice.
+                every = dt.timedelta(seconds=plan.every_s)
+                next_at = seen + every
+                if next_at <= utcnow():
+                    next_at = utcnow() + every
                 if not sql.take_schedule(session, name, seen, next_at):
                     return False  # another runner was first
                 registry.enqueue(session, plan.kind, plan.payload, dedupe_key=f"schedule:{name}")
