@@ -326,6 +326,14 @@ class Settings(BaseModel):
         description="Audit events older than this are deleted by the hourly cleanup (0 = keep).",
     )
 
+    stow_json_max_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Largest STOW-RS request of JSON metadata and bulk data; it is held in memory "
+            "while the instances are built (application/dicom parts are streamed instead)."
+        ),
+    )
     transcode_lossy: bool = Field(
         default=False,
         description=(

@@ -155,6 +155,10 @@ async def _stow(request: Request, study_uid: str | None) -> Response:
             + (repr(media_type) if media_type else "a body without Content-Type"),
         )
     part_type = params.get("type", "application/dicom").lower()
+    if part_type == "application/dicom+json":  # metadata and bulk data (PS3.18 10.5.1.2.2)
+        from vesalius.web.dicomweb.stow_json import stow_json
+
+        return await stow_json(request, study_uid, params)
     if part_type != "application/dicom":
         raise problem(415, f"parts of type {part_type!r} are not supported: send application/dicom")
     try:
