@@ -85,7 +85,7 @@ def test_all_failed_is_409(sqlite_web: RunningWeb) -> None:
     [
         ("application/dicom", make_file(), 415),
         ("application/json", b"{}", 415),
-        ('multipart/related; type="application/dicom+json"; boundary=x', b"--x--", 415),
+        ('multipart/related; type="application/dicom+json"; boundary=x', b"--x--", 400),
         ('multipart/related; type="application/dicom"', b"no boundary", 400),
         (CONTENT_TYPE, b"this body has no boundary in it", 400),
     ],
