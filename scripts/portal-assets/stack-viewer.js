@@ -5,21 +5,16 @@
 // attributes. The series' metadata comes in one WADO-RS request (stored JSON, no file is
 // opened), then frames are fetched one by one as they are shown: the first image needs one
 // metadata request and one frame. Scroll (wheel or arrow keys), window/level, zoom, pan and a
-// length measurement; OHIF stays one click away for full reading.
-import { RenderingEngine, Enums, init as coreInit, eventTarget } from "@cornerstonejs/core";
+// length measurement; OHIF stays one click away for full reading. The tools (a large part of
+// the code) are a separate chunk, loaded once the first image is on the screen.
+import { RenderingEngine, Enums, init as coreInit, eventTarget, utilities } from "@cornerstonejs/core";
 import { init as loaderInit, wadors } from "@cornerstonejs/dicom-image-loader";
-import {
-  init as toolsInit, addTool, ToolGroupManager, StackScrollTool, WindowLevelTool, ZoomTool, PanTool,
-  LengthTool, Enums as ToolEnums, annotation, utilities as toolUtilities,
-} from "@cornerstonejs/tools";
 
 const root = document.getElementById("stack-viewer");
 const element = document.getElementById("stack-viewport");
 const info = document.getElementById("stack-info");
 const status = document.getElementById("stack-status");
-const { MouseBindings } = ToolEnums;
-const PRIMARY_TOOLS = { wl: WindowLevelTool.toolName, pan: PanTool.toolName, zoom: ZoomTool.toolName, length: LengthTool.toolName };
-const ENGINE = "vesalius", VIEWPORT = "stack", GROUP = "vesalius-stack";
+const ENGINE = "vesalius", VIEWPORT = "stack";
 
 const first = (item, tag) => (item[tag] && item[tag].Value ? item[tag].Value[0] : undefined);
 
@@ -36,30 +31,27 @@ function sortInstances(instances) {
   return instances.slice().sort((x, y) => (first(x, "00200013") || 0) - (first(y, "00200013") || 0));
 }
 
-let engine = null, viewport = null, toolGroup = null, started = false;
+let engine = null, viewport = null, tools = null, started = false;
+
+performance.mark("stack:module");
 
 async function start() {
   await coreInit();
+  performance.mark("stack:core");
   const vendor = new URL(".", import.meta.url).toString();
   loaderInit({ maxWebWorkers: 2, wasmBasePath: vendor, decodeConfig: { wasmBasePath: vendor } });
-  toolsInit();
-  for (const tool of [StackScrollTool, WindowLevelTool, ZoomTool, PanTool, LengthTool]) addTool(tool);
   engine = new RenderingEngine(ENGINE);
   engine.enableElement({ viewportId: VIEWPORT, type: Enums.ViewportType.STACK, element, defaultOptions: { background: [0, 0, 0] } });
   viewport = engine.getViewport(VIEWPORT);
-  toolGroup = ToolGroupManager.createToolGroup(GROUP);
-  for (const name of Object.values(PRIMARY_TOOLS).concat(StackScrollTool.toolName)) toolGroup.addTool(name);
-  toolGroup.addViewport(VIEWPORT, ENGINE);
-  toolGroup.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
-  toolGroup.setToolActive(PanTool.toolName, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
-  toolGroup.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
-  choose("wl");
   element.addEventListener(Enums.Events.STACK_NEW_IMAGE, showInfo);
   element.addEventListener(Enums.Events.VOI_MODIFIED, showInfo);
   element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
+    if (!viewport.getImageData()) return;  // an empty render, before the image arrived
     if (!root.dataset.firstImage) {
       root.dataset.firstImage = String(Math.round(performance.now()));
-      document.dispatchEvent(new CustomEvent("vesalius:first-image"));
+      // thumbnails only now: their rendering must not delay the first image
+      for (const img of root.querySelectorAll("img[data-src]")) img.src = img.dataset.src;
+      loadTools();
     }
     root.dataset.rendered = String(viewport.getCurrentImageIdIndex());
   });
@@ -68,12 +60,19 @@ async function start() {
   started = true;
 }
 
+function loadTools() {
+  import("./stack-tools.js")
+    .then((module) => {
+      tools = module.setup(ENGINE, VIEWPORT, element);
+      choose("wl");
+      root.dataset.tools = "ready";
+    })
+    .catch((e) => (status.textContent = "The viewer's tools could not be loaded: " + e.message));
+}
+
 function choose(tool) {
-  for (const [key, name] of Object.entries(PRIMARY_TOOLS)) {
-    if (key === tool) toolGroup.setToolActive(name, { bindings: [{ mouseButton: MouseBindings.Primary }] });
-    else if (key === "length") toolGroup.setToolEnabled(name);  // measurements stay visible
-    else toolGroup.setToolPassive(name);
-  }
+  if (!tools) return;
+  tools.choose(tool);
   for (const button of root.querySelectorAll("[data-tool]")) button.setAttribute("aria-pressed", String(button.dataset.tool === tool));
 }
 
@@ -82,9 +81,9 @@ function showInfo() {
   const index = viewport.getCurrentImageIdIndex(), count = viewport.getImageIds().length;
   const { voiRange } = viewport.getProperties();
   let wl = "";
-  if (voiRange) {
-    const width = voiRange.upper - voiRange.lower;
-    wl = ` · W ${Math.round(width)} L ${Math.round(voiRange.lower + width / 2)}`;
+  if (voiRange) {  // as the DICOM window: width and centre
+    const { windowWidth, windowCenter } = utilities.windowLevel.toWindowLevel(voiRange.lower, voiRange.upper);
+    wl = ` · W ${Math.round(windowWidth)} L ${Math.round(windowCenter)}`;
   }
   info.textContent = `Image ${index + 1} / ${count}${wl}`;
 }
@@ -95,11 +94,13 @@ async function openSeries(seriesUid) {
   status.textContent = "";
   for (const button of root.querySelectorAll("[data-series]")) button.setAttribute("aria-current", String(button.dataset.series === seriesUid));
   const seriesUrl = `${dicomweb}/studies/${study}/series/${seriesUid}`;
+  const prefetched = (window.vesaliusPrefetch || {})[seriesUrl + "/metadata"];  // static/study.js
   const [metadata] = await Promise.all([
-    fetch(seriesUrl + "/metadata", { credentials: "same-origin", headers: { Accept: "application/dicom+json" } })
+    prefetched || fetch(seriesUrl + "/metadata", { credentials: "same-origin", headers: { Accept: "application/dicom+json" } })
       .then((r) => { if (!r.ok) throw new Error(`the series' metadata: ${r.status} ${r.statusText}`); return r.json(); }),
     started ? null : start(),
   ]);
+  performance.mark("stack:metadata");
   const images = sortInstances(metadata.filter((i) => i["7FE00010"] || first(i, "00280010")));
   if (!images.length) { status.textContent = "This series has no images to show."; return; }
   const imageIds = [];
@@ -111,11 +112,13 @@ async function openSeries(seriesUid) {
       imageIds.push(imageId);
     }
   }
-  annotation.state.removeAllAnnotations();
+  if (tools) tools.clear();
   const startAt = Math.floor(imageIds.length / 2);
+  performance.mark("stack:setStack");
   await viewport.setStack(imageIds, startAt);
+  performance.mark("stack:loaded");
   viewport.render();
-  toolUtilities.stackPrefetch.enable(element);
+  if (tools) tools.prefetch();
   showInfo();
 }
 

@@ -57,6 +57,9 @@ def test_page_errors_are_styled_pages_and_api_errors_stay_json(web: RunningWeb) 
         missing = admin.get("/patients/NOBODY", headers=HTML)
         assert missing.status_code == 404 and is_page(missing)
         assert "NOBODY" in missing.text
+        no_study = admin.get("/studies/1.2.3.4", headers=HTML)
+        assert no_study.status_code == 404 and is_page(no_study)
+        assert "1.2.3.4" in no_study.text
         nowhere = admin.get("/no/such/page", headers=HTML)
         assert nowhere.status_code == 404 and is_page(nowhere)
         assert "/no/such/page" in nowhere.text
@@ -86,6 +89,18 @@ def test_page_errors_are_styled_pages_and_api_errors_stay_json(web: RunningWeb) 
             with web.container.db.write() as session:
                 session.execute(text("ALTER TABLE patients_away RENAME TO patients"))
         assert admin.get("/api/worklist").status_code == 200  # and it keeps serving
+
+
+def test_static_files_cache_rules(web: RunningWeb) -> None:
+    """Versioned and hashed files are cached for good; the rest is revalidated (ETag)."""
+    with client(web) as admin:
+        plain = admin.get("/static/portal.css")
+        assert plain.headers["cache-control"] == "no-cache" and plain.headers["etag"]
+        again = admin.get("/static/portal.css", headers={"If-None-Match": plain.headers["etag"]})
+        assert again.status_code == 304
+        versioned = admin.get("/static/portal.css?v=abc")
+        assert versioned.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert admin.get("/static/../pyproject.toml").status_code == 404
 
 
 def test_patients_with_empty_or_awkward_ids_open(web: RunningWeb) -> None:

@@ -163,6 +163,7 @@ RULES: tuple[Rule, ...] = (
     _rule("POST", "/account/*", P.AUTHENTICATED, "change"),
     _rule(READ, "/worklist", P.WORKLIST_READ, page=True),
     _rule(READ, "/patients/*", P.IMAGES_READ, "view", page=True),
+    _rule(READ, "/studies/*", P.IMAGES_READ, "view", page=True),
     _rule(READ, "/subjects/*", P.RECORDS_READ, "view", page=True),
     _rule(READ, "/viewer*", P.IMAGES_READ, page=True),
     _rule(READ, "/admin/users*", P.USERS_MANAGE, page=True),

@@ -261,3 +261,13 @@ def patient_studies(session: Session, patient_id: str) -> PatientStudies | None:
         ):
             studies[row[0]].series.append(SeriesRow(*row[1:]))
     return PatientStudies(patient_id, patient[1], patient[2], patient[3], list(studies.values()))
+
+
+def patient_of_study(session: Session, study_uid: str) -> str | None:
+    """The Patient ID of the study with this UID, or ``None`` when there is no such study."""
+    row = session.execute(
+        select(Patient.patient_id)
+        .join(Study, Study.patient_pk == Patient.id)
+        .where(Study.study_instance_uid == study_uid)
+    ).first()
+    return None if row is None else str(row[0])

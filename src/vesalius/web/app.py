@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.staticfiles import StaticFiles
 
 from vesalius import __version__
 from vesalius.container import Container
@@ -21,6 +20,7 @@ from vesalius.web.api import worklist as worklist_api
 from vesalius.web.guard import AuditMiddleware, authorize
 from vesalius.web.portal import errors as portal_errors
 from vesalius.web.portal import routes as portal
+from vesalius.web.portal.assets import PortalStatic
 
 
 def create_app(container: Container) -> FastAPI:
@@ -51,7 +51,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(jobs_api.router)
     app.include_router(portal.router)
     app.include_router(viewer.router)
-    app.mount("/static", StaticFiles(directory=portal.STATIC), name="static")
+    app.mount("/static", PortalStatic(directory=portal.STATIC), name="static")
     app.add_middleware(AuditMiddleware, audit=container.audit)
     portal_errors.install(app)
 

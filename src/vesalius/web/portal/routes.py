@@ -41,8 +41,12 @@ VENDOR = STATIC / "vendor"  # browser libraries installed by scripts/fetch-porta
 
 
 def vendor_url(name: str) -> str | None:
-    """The URL of an installed browser library, or None when it is not installed."""
-    return f"/static/vendor/{name}" if (VENDOR / name).is_file() else None
+    """The URL of an installed browser library (versioned by its build), or None."""
+    if not (VENDOR / name).is_file():
+        return None
+    stamp = VENDOR / "STAMP"
+    version = stamp.read_text().strip()[:16] if stamp.is_file() else "0"
+    return f"/static/vendor/{name}?v={version}"
 
 
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -162,6 +166,28 @@ def patient_page(request: Request, patient_id: str) -> Response:
         patient=found,
         viewer_url=viewer_url,
         subject_id=subject.subject_id if subject else None,
+    )
+
+
+@router.get("/studies/{study}")
+def study_page(request: Request, study: str, series: str | None = None) -> Response:
+    """One study: its series, and the first series (or *series*) in the stack viewer."""
+    with request.app.state.container.db.read() as session:
+        patient_id = worklist.patient_of_study(session, study)
+        found = worklist.patient_studies(session, patient_id) if patient_id is not None else None
+    studies = found.studies if found is not None else []
+    shown = next((s for s in studies if s.study_instance_uid == study), None)
+    if found is None or shown is None:
+        raise HTTPException(404, f"There is no study with the UID {study!r}.")
+    uids = [s.series_instance_uid for s in shown.series]
+    return page(
+        request,
+        "study.html",
+        patient=found,
+        study=shown,
+        initial_series=series if series in uids else (uids[0] if uids else ""),
+        viewer_url=viewer_url,
+        stack_viewer=vendor_url("stack-viewer.js"),
     )
 
 

@@ -112,7 +112,7 @@
     if (e.model) body.append(...modelPart(e).filter(Boolean));
     for (const link of e.links || []) {
       body.append(link.present
-        ? V.el("a", { class: "button open-viewer", href: root.dataset.viewer + encodeURIComponent(link.study_instance_uid) }, "Open study")
+        ? V.el("a", { class: "button open-study", href: "/studies/" + encodeURIComponent(link.study_instance_uid) }, "Open study")
         : V.el("span", { class: "muted" }, `study ${link.study_instance_uid} not in the archive`));
     }
     const item = V.el("li", { class: "event kind-" + e.kind, "data-event": String(e.id) }, head, body);
