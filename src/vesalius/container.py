@@ -26,6 +26,7 @@ class Container:
     auth: Auth
 
     def close(self) -> None:
+        self.archive.close()
         self.audit.close()
         self.db.dispose()
 

@@ -19,6 +19,7 @@ from typing import BinaryIO
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from vesalius.archive.group_commit import GroupCommit
 from vesalius.archive.parse import ParsedInstance, parse_instance
 from vesalius.archive.query import Query, run_query
 from vesalius.config import DuplicatePolicy, Settings
@@ -79,6 +80,11 @@ class Archive:
         # during a rebuild), so that what other parts derive from a study commits or fails
         # with it, and costs nothing for the other instances of the study.
         self.new_study_hooks: list[IndexHook] = []
+        # The rows of instances stored at the same moment share one transaction.
+        self.rows = GroupCommit(db)
+
+    def close(self) -> None:
+        self.rows.close()
 
     def _index(
         self, session: Session, parsed: ParsedInstance, blob: BlobInfo, origin: str | None
@@ -127,7 +133,7 @@ class Archive:
         blob = self.blobs.put(blob_key_for(parsed), [parsed.data])
 
         try:
-            self.db.run_write(lambda session: self._index(session, parsed, blob, origin))
+            self.rows.run(lambda session: self._index(session, parsed, blob, origin))
         except IntegrityError:
             self._discard(blob.key)
             with self.db.read() as session:
