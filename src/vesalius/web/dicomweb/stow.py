@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from vesalius.archive.service import Archive, StoreStatus
 from vesalius.dicom.dicomjson import element
-from vesalius.errors import InvalidInstance, StudyMismatch
+from vesalius.errors import InvalidInstance, UidConflict
 from vesalius.web.dicomweb import formatter, media
 from vesalius.web.dicomweb.common import (
     DICOMWEB_TAG,
@@ -88,7 +88,7 @@ def store_part(archive: Archive, part: Part, study_uid: str | None, origin: str)
         )
     try:
         outcome = archive.store(part.body, origin=origin, study_uid=study_uid)
-    except StudyMismatch as exc:
+    except UidConflict as exc:  # the request names another study, or the series does
         return Outcome(*exc.uids, failure=DOES_NOT_MATCH_SOP_CLASS, reason=str(exc))
     except InvalidInstance as exc:
         return Outcome(failure=CANNOT_UNDERSTAND, reason=str(exc))
