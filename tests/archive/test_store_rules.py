@@ -117,3 +117,33 @@ def test_a_file_without_preamble_is_stored_with_one(sqlite_container: Container)
     [record] = sqlite_container.archive.instances_of(outcome.study_instance_uid)
     with sqlite_container.archive.open(record) as fh:
         assert fh.read() == data
+
+
+def test_orphans_are_indexed_when_they_can_be_and_removed_otherwise(
+    container: Container,
+) -> None:
+    archive = container.archive
+    kept = archive.store(make_file())
+    [record] = archive.instances_of(kept.study_instance_uid)
+    with archive.open(record) as fh:
+        duplicate = fh.read()
+    lost = make_file(PatientID="LOST")
+    planted = {
+        "dicom/00/00/lost.dcm": lost,  # stored, then the rows never committed
+        "dicom/00/00/garbage.dcm": b"not dicom" * 50,
+        "dicom/00/00/again.dcm": duplicate,  # its SOP Instance UID is indexed already
+    }
+    for key, data in planted.items():
+        container.blobs.put(key, [data])
+    assert sorted(archive.iter_orphans()) == sorted(planted)
+    assert list(archive.iter_orphans(min_age=3600)) == []  # too recent to be sure
+    reasons = {key: archive.repair_orphan(key) for key in planted}
+    assert reasons["dicom/00/00/lost.dcm"] is None
+    assert "not indexable" in str(reasons["dicom/00/00/garbage.dcm"])
+    assert "indexed with another file" in str(reasons["dicom/00/00/again.dcm"])
+    assert list(archive.iter_orphans()) == []
+    assert not container.blobs.exists("dicom/00/00/garbage.dcm")
+    assert count(container, Instance) == 2
+    # A store of the same file afterwards is a duplicate and keeps the adopted file.
+    assert archive.store(lost).status is StoreStatus.DUPLICATE
+    assert container.blobs.exists("dicom/00/00/lost.dcm")
