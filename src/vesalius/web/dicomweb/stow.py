@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from vesalius.archive.parse import Part10Writer
+from vesalius.archive.parse import Part10Writer, write_spool
 from vesalius.archive.service import Archive, StoreStatus
 from vesalius.config import Settings
 from vesalius.dicom.dicomjson import element
@@ -36,6 +36,7 @@ from vesalius.web.dicomweb.multipart import (
     Event,
     MultipartError,
     MultipartReader,
+    Part,
     PartData,
     PartStart,
 )
@@ -124,6 +125,20 @@ def store_spooled(archive: Archive, spool: Spool, study_uid: str | None, origin:
         result.warning = ELEMENTS_DISCARDED
         result.reason = "another instance with this SOP Instance UID was archived first; kept"
     return result
+
+
+def store_part(archive: Archive, part: Part, study_uid: str | None, origin: str) -> Outcome:
+    """Check and store one part held in memory (STOW of JSON builds such parts)."""
+    refused = refuse_part_type(part.content_type)
+    if refused is not None:
+        return refused
+    spool = archive.blobs.spool()
+    try:
+        write_spool(spool, part.body)
+    except BaseException:
+        spool.discard()
+        raise
+    return store_spooled(archive, spool, study_uid, origin)
 
 
 class TooLarge(Exception):
