@@ -252,6 +252,16 @@ class Settings(BaseModel):
             "follow-up session, so XYZ0001501 is session 1 of subject XYZ00015)."
         ),
     )
+    stow_max_part_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=1,
+        description="Largest instance (one part) a STOW-RS request may carry (bytes); 413 past it.",
+    )
+    stow_max_request_bytes: int = Field(
+        default=64 * 1024**3,
+        ge=1,
+        description="Largest STOW-RS request body (bytes); 413 past it.",
+    )
     max_aux_file_bytes: int = Field(
         default=1024**3,
         ge=1,

@@ -57,4 +57,5 @@ def test_stale_temporaries_are_ignored_and_cleaned(tmp_path: Path) -> None:
     store.put("k/real", [b"1"])
     (tmp_path / "k" / ".real.abc123.tmp").write_bytes(b"half")
     assert list(store.iter_keys()) == ["k/real"]
-    assert store.remove_stale_temporaries() == 1
+    assert store.sweep_temporaries() == 0  # only the temporary folder by default
+    assert store.sweep_temporaries(everywhere=True) == 1

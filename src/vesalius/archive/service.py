@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -20,7 +21,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vesalius.archive.group_commit import GroupCommit
-from vesalius.archive.parse import ParsedInstance, parse_instance
+from vesalius.archive.parse import (
+    ParsedInstance,
+    parse_file,
+    parse_instance,
+    parse_spool,
+    write_spool,
+)
 from vesalius.archive.query import Query, run_query
 from vesalius.config import DuplicatePolicy, Settings
 from vesalius.dicom.dicomjson import DicomJson
@@ -31,6 +38,7 @@ from vesalius.index import imaging
 from vesalius.index.engine import Database
 from vesalius.index.imaging import InstanceRecord
 from vesalius.storage.base import BlobInfo, BlobStore
+from vesalius.storage.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -101,66 +109,83 @@ class Archive:
     def store(
         self, data: bytes, origin: str | None = None, *, study_uid: str | None = None
     ) -> StoreOutcome:
-        """Archive one DICOM Part 10 file as received.
+        """Archive one DICOM Part 10 file held in memory (see :meth:`store_spool`)."""
+        spool = self.blobs.spool()
+        with spool:
+            write_spool(spool, data)
+        return self.store_spool(spool, origin, study_uid=study_uid)
 
-        With *study_uid*, the instance must belong to that study (STOW-RS to a study URL).
+    def store_spool(
+        self, spool: Spool, origin: str | None = None, *, study_uid: str | None = None
+    ) -> StoreOutcome:
+        """Archive the DICOM Part 10 file written into *spool*, as received.
+
+        Three steps: parse (up to the pixel data), write the blob (the spool renamed into
+        place, fsync'd), index the rows. The spool is consumed in every case: stored, found a
+        duplicate or refused, no temporary file is left. With *study_uid*, the instance must
+        belong to that study (STOW-RS to a study URL).
 
         Raises
         ------
         InvalidInstance
             When the file cannot be archived; nothing is written. ``StudyMismatch`` when it
-            belongs to another study than *study_uid*.
+            belongs to another study than *study_uid*, ``SeriesConflict`` when its series is
+            archived under another study.
         """
-        parsed = parse_instance(data)
-        if study_uid is not None and parsed.study_instance_uid != study_uid:
-            raise StudyMismatch(
-                f"the instance belongs to study {parsed.study_instance_uid}, "
-                f"not to {study_uid} named in the request",
-                (
-                    parsed.sop_class_uid,
-                    parsed.sop_instance_uid,
-                    parsed.study_instance_uid,
-                    parsed.series_instance_uid,
-                ),
-            )
-        return self._store_parsed(parsed, origin, retry=True)
+        with spool:
+            parsed = parse_spool(spool)
+            if study_uid is not None and parsed.study_instance_uid != study_uid:
+                raise StudyMismatch(
+                    f"the instance belongs to study {parsed.study_instance_uid}, "
+                    f"not to {study_uid} named in the request",
+                    parsed.uids,
+                )
+            blob = self.blobs.put_spool(spool, blob_key_for(parsed))
+        return self._index_new(parsed, blob, origin, retry=True)
 
-    def _store_parsed(
-        self, parsed: ParsedInstance, origin: str | None, retry: bool
+    def _index_new(
+        self, parsed: ParsedInstance, blob: BlobInfo, origin: str | None, retry: bool
     ) -> StoreOutcome:
-        # Write first and let the unique SOP Instance UID catch re-sends: the common case (a
-        # new instance) then costs one blob write and one transaction.
-        blob = self.blobs.put(blob_key_for(parsed), [parsed.data])
-
+        """Index a written blob; on any failure the blob is removed (or kept by a duplicate)."""
+        # The unique SOP Instance UID catches re-sends: the common case (a new instance) then
+        # costs one blob write and one transaction.
         try:
             self.rows.run(lambda session: self._index(session, parsed, blob, origin))
         except IntegrityError:
-            self._discard(blob.key)
-            with self.db.read() as session:
-                existing = imaging.get_instance(session, parsed.sop_instance_uid)
-            if existing is not None:
-                return self._store_existing(parsed, existing, origin)
-            if not retry:
+            try:
+                with self.db.read() as session:
+                    existing = imaging.get_instance(session, parsed.sop_instance_uid)
+            except BaseException:
+                self._discard(blob.key)
                 raise
-            return self._store_parsed(parsed, origin, retry=False)  # deleted meanwhile
+            if existing is not None:
+                return self._store_existing(parsed, blob, existing, origin)
+            if not retry:
+                self._discard(blob.key)
+                raise
+            return self._index_new(parsed, blob, origin, retry=False)  # deleted meanwhile
         except BaseException:
             self._discard(blob.key)
             raise
         return self._outcome(StoreStatus.STORED, parsed)
 
     def _store_existing(
-        self, parsed: ParsedInstance, existing: InstanceRecord, origin: str | None
+        self, parsed: ParsedInstance, blob: BlobInfo, existing: InstanceRecord, origin: str | None
     ) -> StoreOutcome:
-        if hashlib.sha256(parsed.data).hexdigest() == existing.sha256:
+        """A re-sent SOP Instance UID: the new blob is written; keep it or remove it."""
+        if existing.blob_key == blob.key:  # indexed meanwhile by `doctor --repair`
+            return self._outcome(StoreStatus.DUPLICATE, parsed)
+        if blob.sha256 == existing.sha256:
+            self._discard(blob.key)
             return self._outcome(StoreStatus.DUPLICATE, parsed)
         if self.settings.duplicate_policy is DuplicatePolicy.KEEP_FIRST:
+            self._discard(blob.key)
             log.info(
                 "instance %s re-sent with other content by %s; kept the first one",
                 parsed.sop_instance_uid,
                 origin,
             )
             return self._outcome(StoreStatus.KEPT_FIRST, parsed)
-        blob = self.blobs.put(blob_key_for(parsed), [parsed.data])
         try:
             with self.db.write() as session:
                 imaging.replace_instance(
@@ -268,10 +293,56 @@ class Archive:
         with self.db.read() as session:
             return imaging.totals(session)
 
-    def iter_orphans(self) -> Iterator[str]:
-        """Stored DICOM files the index does not reference."""
+    def iter_orphans(self, min_age: float = 0.0) -> Iterator[str]:
+        """Stored DICOM files the index does not reference.
+
+        A store in progress has written its file but not yet committed its rows: with
+        *min_age* (seconds), files modified more recently than that are left out.
+        """
         with self.db.read() as session:
             known = imaging.all_blob_keys(session)
+        now = time.time()
         for key in self.blobs.iter_keys():
             if key.startswith(DICOM_PREFIX) and key not in known:
+                if min_age > 0 and now - self._mtime(key) < min_age:
+                    continue
                 yield key
+
+    def _mtime(self, key: str) -> float:
+        path = self.blobs.local_path(key)
+        try:
+            return path.stat().st_mtime if path is not None else 0.0
+        except FileNotFoundError:
+            return time.time()
+
+    def repair_orphan(self, key: str) -> str | None:
+        """Index an orphan file if it can be, otherwise remove it.
+
+        Returns ``None`` when the file was indexed (it parses, and its SOP Instance UID is
+        not indexed with another file), or the reason it was removed.
+        """
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with self.blobs.open(key) as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+                fh.seek(0)
+                path = self.blobs.local_path(key)
+                parsed = parse_file(path, size) if path else parse_instance(fh.read())
+        except FileNotFoundError:
+            return "gone meanwhile"
+        except InvalidInstance as exc:
+            self._discard(key)
+            return f"not indexable: {exc}"
+        blob = BlobInfo(key, size, digest.hexdigest())
+        try:
+            self.db.run_write(lambda session: self._index(session, parsed, blob, "doctor"))
+        except IntegrityError:
+            self._discard(key)
+            return "its SOP Instance UID is indexed with another file"
+        except InvalidInstance as exc:
+            self._discard(key)
+            return f"not indexable: {exc}"
+        return None

@@ -1,4 +1,8 @@
-"""``vesalius doctor``: plain-language checks of everything Vesalius depends on."""
+"""``vesalius doctor``: plain-language checks of everything Vesalius depends on.
+
+Also lists what interrupted stores left behind (stale temporary files, stored files the index
+does not reference) and, with ``--repair``, indexes or removes them.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,20 @@ from dataclasses import dataclass
 from importlib.metadata import version
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy import text
 
 from vesalius import __version__
 from vesalius.config import Settings, mask_url
+from vesalius.container import Container
 from vesalius.index.engine import Database
 from vesalius.index.migrate import current_revision, head_revision
+
+# An orphan younger than this may be an instance being stored right now (file written, rows
+# not yet committed): `--repair` leaves it alone unless told otherwise.
+DEFAULT_ORPHAN_AGE = 600.0
+SHOWN = 20
 
 OK, WARN, FAIL = "ok", "warning", "problem"
 
@@ -141,13 +152,145 @@ CHECKS: list[Callable[[Settings], list[Check]]] = [
 ]
 
 
-def run_doctor(settings: Settings, out: Console) -> int:
-    results = [c for check in CHECKS for c in check(settings)]
-    table = Table("check", "status", "detail")
-    colours = {OK: "green", WARN: "yellow", FAIL: "red"}
-    for c in results:
-        table.add_row(c.name, f"[{colours[c.status]}]{c.status}[/]", c.detail)
+@dataclass
+class Leftovers:
+    """Files an interrupted store left: temporaries no process writes, unindexed blobs."""
+
+    temporaries: list[str]
+    orphans: list[str]
+    young_orphans: int
+
+
+def find_leftovers(container: Container, min_age: float) -> Leftovers:
+    stale = [str(p) for p in container.blobs.stale_temporaries(everywhere=True)]
+    orphans = list(container.archive.iter_orphans())
+    old = set(container.archive.iter_orphans(min_age)) if min_age > 0 else set(orphans)
+    return Leftovers(stale, [k for k in orphans if k in old], len(orphans) - len(old))
+
+
+def _open_for_leftovers(settings: Settings) -> Container | None:
+    """The archive, if its index exists at this version (otherwise there is nothing to check)."""
+    from vesalius.container import build
+
+    try:
+        container = build(settings, migrate=False)
+    except Exception:
+        return None
+    try:
+        if current_revision(container.db.engine) == head_revision():
+            return container
+    except Exception:
+        pass
+    container.close()
+    return None
+
+
+def check_leftovers(container: Container, found: Leftovers) -> list[Check]:
+    checks = []
+    if found.temporaries:
+        checks.append(
+            Check(
+                "temporary files",
+                WARN,
+                f"{len(found.temporaries)} left by an interrupted store (in "
+                f"{container.settings.effective_storage_dir}); `vesalius doctor --repair` "
+                "removes them (`vesalius serve` does too when it starts)",
+            )
+        )
+    else:
+        checks.append(Check("temporary files", OK, "none left behind"))
+    young = (
+        f"; {found.young_orphans} more are recent (perhaps being stored now) and left alone"
+        if found.young_orphans
+        else ""
+    )
+    if found.orphans:
+        checks.append(
+            Check(
+                "orphan files",
+                WARN,
+                f"{len(found.orphans)} stored file(s) the index does not reference{young}; "
+                "`vesalius doctor --repair` indexes those that can be and removes the others",
+            )
+        )
+    else:
+        checks.append(Check("orphan files", OK, f"every stored file is indexed{young}"))
+    return checks
+
+
+def repair(container: Container, found: Leftovers, out: Console) -> tuple[int, int, int]:
+    """Remove stale temporaries, index or remove orphans; returns (removed temporaries,
+    indexed orphans, removed orphans)."""
+    removed_temporaries = container.blobs.sweep_temporaries(everywhere=True)
+    indexed = removed = 0
+    reasons: list[tuple[str, str]] = []
+    with Progress(
+        TextColumn("Repairing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=out,
+    ) as progress:
+        task = progress.add_task("repair", total=len(found.orphans))
+        for key in found.orphans:
+            reason = container.archive.repair_orphan(key)
+            if reason is None:
+                indexed += 1
+            else:
+                removed += 1
+                reasons.append((key, reason))
+            progress.advance(task)
+    if reasons:
+        table = Table("stored file", "removed because", title="Orphan files removed")
+        for key, reason in reasons[:SHOWN]:
+            table.add_row(key, reason)
+        if len(reasons) > SHOWN:
+            table.add_row(f"... and {len(reasons) - SHOWN} more", "")
+        out.print(table)
+    return removed_temporaries, indexed, removed
+
+
+def _list_leftovers(found: Leftovers, out: Console) -> None:
+    if not (found.temporaries or found.orphans):
+        return
+    table = Table("file", "kind", title="Left behind by interrupted stores")
+    rows = [(p, "temporary") for p in found.temporaries] + [(k, "orphan") for k in found.orphans]
+    for name, kind in rows[:SHOWN]:
+        table.add_row(name, kind)
+    if len(rows) > SHOWN:
+        table.add_row(f"... and {len(rows) - SHOWN} more", "")
     out.print(table)
+
+
+def run_doctor(
+    settings: Settings, out: Console, *, fix: bool = False, min_age: float = DEFAULT_ORPHAN_AGE
+) -> int:
+    results = [c for check in CHECKS for c in check(settings)]
+    container = _open_for_leftovers(settings)
+    found: Leftovers | None = None
+    try:
+        if container is not None:
+            found = find_leftovers(container, min_age)
+            results += check_leftovers(container, found)
+        table = Table("check", "status", "detail")
+        colours = {OK: "green", WARN: "yellow", FAIL: "red"}
+        for c in results:
+            table.add_row(c.name, f"[{colours[c.status]}]{c.status}[/]", c.detail)
+        out.print(table)
+        if found is not None:
+            _list_leftovers(found, out)
+            if fix and container is not None:
+                temporaries, indexed, removed = repair(container, found, out)
+                out.print(
+                    f"Removed {temporaries} temporary file(s); of {len(found.orphans)} orphan "
+                    f"file(s), indexed {indexed} and removed {removed}."
+                )
+                results = [c for c in results if c.name not in ("temporary files", "orphan files")]
+        elif fix:
+            out.print("Nothing to repair: the index is not created yet or does not answer.")
+    finally:
+        if container is not None:
+            container.close()
     problems = [c for c in results if c.status == FAIL]
     out.print(
         "Everything looks right." if not problems else f"{len(problems)} problem(s) need attention."

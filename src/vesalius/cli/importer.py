@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from vesalius.archive.service import Archive, StoreStatus
+from vesalius.archive.parse import Part10Writer
+from vesalius.archive.service import Archive, StoreOutcome, StoreStatus
 from vesalius.cli.serve import open_container
 from vesalius.config import Settings
 from vesalius.errors import InvalidInstance
@@ -21,6 +22,7 @@ from vesalius.errors import InvalidInstance
 # being read: a zip bomb, or not a DICOM file.
 MAX_MEMBER_BYTES = 2 * 1024**3
 MAX_MEMBER_RATIO = 500
+CHUNK = 1 << 20
 
 
 @dataclass
@@ -32,9 +34,13 @@ class Source:
     member: str | None = None
     size: int = 0
 
-    def read(self) -> bytes:
+    def write_to(self, out: Part10Writer) -> None:
+        """Stream the file (or the zip member) into *out*, a chunk at a time."""
         if self.member is None:
-            return self.path.read_bytes()
+            with open(self.path, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    out.write(chunk)
+            return
         with zipfile.ZipFile(self.path) as archive:
             info = archive.getinfo(self.member)
             if info.file_size > MAX_MEMBER_BYTES:
@@ -44,11 +50,13 @@ class Source:
                     f"member expands {info.file_size // max(info.compress_size, 1)} times "
                     "(a zip bomb?); refused"
                 )
+            read = 0
             with archive.open(info) as fh:
-                data = fh.read(MAX_MEMBER_BYTES + 1)
-            if len(data) > MAX_MEMBER_BYTES:
-                raise InvalidInstance("member is larger than it declares; refused")
-            return data
+                while chunk := fh.read(CHUNK):
+                    read += len(chunk)
+                    if read > info.file_size:
+                        raise InvalidInstance("member is larger than it declares; refused")
+                    out.write(chunk)
 
 
 @dataclass
@@ -81,13 +89,23 @@ def discover(paths: list[Path], report: Report) -> Iterator[Source]:
             yield Source(str(file), file, None, file.stat().st_size)
 
 
+def store_source(archive: Archive, source: Source) -> StoreOutcome:
+    """Stream one file into a spool and archive it; nothing of it is held in memory whole."""
+    spool = archive.blobs.spool()
+    with spool:
+        writer = Part10Writer(spool)
+        source.write_to(writer)
+        writer.close()
+    return archive.store_spool(spool, origin=f"import:{source.label}"[:255])
+
+
 def import_sources(
     archive: Archive, sources: list[Source], report: Report, progress: Progress | None = None
 ) -> None:
     task = progress.add_task("Importing", total=len(sources)) if progress else None
     for source in sources:
         try:
-            outcome = archive.store(source.read(), origin=f"import:{source.label}"[:255])
+            outcome = store_source(archive, source)
         except InvalidInstance as exc:
             report.rejected.append((source.label, str(exc)))
         except OSError as exc:

@@ -127,11 +127,34 @@ def reindex(
 
 
 @app.command()
-def doctor(config: ConfigOption = None) -> None:
-    """Check the database, the storage folder, the ports and the versions, and say what is wrong."""
+def doctor(
+    config: ConfigOption = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Remove stale temporary files; index the orphan stored files that can be "
+            "indexed and remove the others.",
+        ),
+    ] = False,
+    min_age: Annotated[
+        float,
+        typer.Option(
+            "--min-age",
+            metavar="SECONDS",
+            help="Leave orphan files younger than this alone (a store may be in progress); "
+            "0 when the server is stopped.",
+        ),
+    ] = 600.0,
+) -> None:
+    """Check the database, the storage folder, the ports and the versions, and say what is wrong.
+
+    Also lists the files interrupted stores left behind: temporary files no process is
+    writing, and stored files the index does not reference (orphans).
+    """
     from vesalius.cli.doctor import run_doctor
 
-    raise typer.Exit(run_doctor(settings_or_exit(config), out))
+    raise typer.Exit(run_doctor(settings_or_exit(config), out, fix=repair, min_age=min_age))
 
 
 @db_app.command("upgrade")

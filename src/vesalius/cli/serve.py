@@ -56,6 +56,7 @@ def run(settings: Settings) -> None:
         log.error("cannot open the archive: %s (try `vesalius doctor`)", exc)
         raise SystemExit(1) from None
     _first_admin(container)
+    _sweep_temporaries(container)
     try:
         plugins.setup(plugins.load(settings), container)
     except plugins.PluginError as exc:
@@ -146,6 +147,17 @@ def _run_workers(settings: Settings) -> int:
         time.sleep(0.2)
     log.info("stopped")
     return status
+
+
+def _sweep_temporaries(container: Container) -> None:
+    """Remove the temporary files a crash left (spools of live processes are locked, kept)."""
+    try:
+        removed = container.blobs.sweep_temporaries()
+    except OSError as exc:
+        log.warning("could not sweep the storage's temporary files: %s", exc)
+        return
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted store", removed)
 
 
 def _first_admin(container: Container) -> None:

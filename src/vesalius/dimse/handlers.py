@@ -30,7 +30,7 @@ from vesalius.config import Settings
 from vesalius.dicom.find_response import find_response, requested_character_set
 from vesalius.dicom.levels import Level, Model
 from vesalius.dicom.syntaxes import TranscodeError, move_proposal, read_for
-from vesalius.errors import InvalidInstance, InvalidQuery
+from vesalius.errors import InvalidInstance, InvalidQuery, UidConflict
 from vesalius.index.imaging import InstanceRecord
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,9 @@ def handle_store(
     data = event.encoded_dataset(include_meta=True)
     try:
         outcome = archive.store(data, origin=_peer(event))
+    except UidConflict as exc:  # e.g. its series is archived under another study
+        log.warning("C-STORE from %s refused: %s", _peer(event), exc)
+        return _status(DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc))
     except InvalidInstance as exc:
         log.warning(
             "C-STORE from %s refused: %s (SOP Instance %s)",

@@ -30,7 +30,7 @@ from vesalius.dicom.syntaxes import TranscodeError
 from vesalius.dicom.transcode import choose_syntax
 from vesalius.dimse import commands, handlers
 from vesalius.dimse.negotiation import FIND_MODELS, GET_MODELS, MOVE_MODELS
-from vesalius.errors import InvalidInstance, InvalidQuery
+from vesalius.errors import InvalidInstance, InvalidQuery, UidConflict
 from vesalius.index.imaging import InstanceRecord
 
 if TYPE_CHECKING:
@@ -184,6 +184,9 @@ class Services:
             return
         try:
             outcome = await self._run(self.archive.store, bytes(spool.buffer), self._origin(assoc))
+        except UidConflict as exc:  # e.g. its series is archived under another study
+            log.warning("C-STORE from %s refused: %s", self._origin(assoc), exc)
+            status, comment = handlers.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)
         except InvalidInstance as exc:
             log.warning(
                 "C-STORE from %s refused: %s (SOP Instance %s)",

@@ -25,6 +25,7 @@ from vesalius.dicom.matching import (
     normalize_date,
     normalize_time,
 )
+from vesalius.errors import SeriesConflict
 from vesalius.index import changes
 from vesalius.index.changes import ChangeKind, NewChange
 from vesalius.index.lookup import COLUMNS, condition
@@ -195,7 +196,8 @@ def add_instance(
 
     Returns the instance's id and whether it started a new study. The common case (the
     series exists) costs one lookup, one insert and three counter updates. Raises
-    ``IntegrityError`` when the SOP Instance UID is already indexed.
+    ``IntegrityError`` when the SOP Instance UID is already indexed, and
+    :class:`~vesalius.errors.SeriesConflict` when the series belongs to another study.
     """
     conn = session.connection()
     study_uid = first_string(data, "StudyInstanceUID") or ""
@@ -206,14 +208,7 @@ def add_instance(
     found = conn.execute(_SERIES_LOOKUP, {"uid": series_uid}).first()
     if found is not None:
         series_pk, study_pk, patient_pk, owner_uid = found
-        if owner_uid != study_uid:
-            log.warning(
-                "series %s belongs to study %s, but an instance of it names study %s; "
-                "indexed under the series' study",
-                series_uid,
-                owner_uid,
-                study_uid,
-            )
+        _check_series_owner(data, series_uid, owner_uid, study_uid)
     else:
         study = conn.execute(_STUDY_LOOKUP, {"uid": study_uid}).first()
         if study is not None:
@@ -245,10 +240,11 @@ def add_instance(
             series_uid,
             {**_series_values(data), "study_pk": study_pk, "num_instances": 0},
         )
-        if not new_series:
-            series_pk, study_pk, patient_pk, _ = conn.execute(
+        if not new_series:  # created meanwhile, perhaps under another study
+            series_pk, study_pk, patient_pk, owner_uid = conn.execute(
                 _SERIES_LOOKUP, {"uid": series_uid}
             ).one()
+            _check_series_owner(data, series_uid, owner_uid, study_uid)
 
     instance_id: int = conn.execute(
         Instance.__table__.insert().values(
@@ -289,6 +285,26 @@ def add_instance(
         feed.insert(0, NewChange(ChangeKind.STUDY_CREATED, patient_id, study_uid))
     changes.record(session, feed)  # last: the counter's lock is held only until the commit
     return instance_id, new_study
+
+
+def _check_series_owner(data: DicomJson, series_uid: str, owner_uid: str, study_uid: str) -> None:
+    """Refuse an instance of a series already archived under another study.
+
+    Indexing it under the series' study would serve it under UIDs it does not carry (and its
+    own study UID would find nothing), so it is refused instead, as the sender's error.
+    """
+    if owner_uid == study_uid:
+        return
+    raise SeriesConflict(
+        f"its series is archived under study {owner_uid}, not under {study_uid} as the "
+        f"instance says (series {series_uid})",
+        (
+            first_string(data, "SOPClassUID") or "",
+            first_string(data, "SOPInstanceUID") or "",
+            study_uid,
+            series_uid,
+        ),
+    )
 
 
 def _bump_last_study_date(session: Session, patient_pk: int, study_date: str) -> None:

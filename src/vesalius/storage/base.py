@@ -1,6 +1,7 @@
 """The blob store interface: where DICOM files and attachments live.
 
-Kept narrow (put, open, delete, exists, local_path) so an object store can implement it too.
+Kept narrow (put, spool/put_spool, open, delete, exists, local_path) so an object store can
+implement it too.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+from vesalius.storage.spool import Spool
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,17 @@ class BlobStore(Protocol):
         """Write a new blob; it is durable when this returns, and absent if this raises."""
         ...
 
+    def spool(self) -> Spool:
+        """A new temporary file in the store's volume, to be written and then ``put_spool``."""
+        ...
+
+    def put_spool(self, spool: Spool, key: str) -> BlobInfo:
+        """Make a written spool the blob *key*: durable when this returns.
+
+        The spool is consumed whether this returns or raises (its file is gone either way).
+        """
+        ...
+
     def open(self, key: str) -> BinaryIO:
         """Open a blob for reading. Raises ``FileNotFoundError`` if it is missing."""
         ...
@@ -43,4 +57,12 @@ class BlobStore(Protocol):
 
     def iter_keys(self) -> Iterator[str]:
         """Every key in the store (used to rebuild the index)."""
+        ...
+
+    def stale_temporaries(self, everywhere: bool = False) -> list[Path]:
+        """Temporary files no live process is writing (left behind by a crash)."""
+        ...
+
+    def sweep_temporaries(self, everywhere: bool = False) -> int:
+        """Remove the stale temporary files; returns how many."""
         ...

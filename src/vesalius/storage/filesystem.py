@@ -1,7 +1,15 @@
-"""Blobs as files in a folder: temporary file, fsync, rename, fsync of the folder."""
+"""Blobs as files in a folder: temporary file, fsync, rename, fsync of the folder.
+
+Temporary files (spools, and the temporaries of :meth:`FilesystemBlobStore.put`) live in one
+folder of the store, ``<root>/.tmp``, on the same volume as the blobs so that renaming them
+into place is atomic. :meth:`FilesystemBlobStore.sweep_temporaries` removes those a crash left
+behind.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import secrets
@@ -10,8 +18,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vesalius.storage.base import BlobInfo
+from vesalius.storage.spool import SPOOL_SUFFIX, Spool, is_in_use
 
 _TMP_SUFFIX = ".tmp"
+TEMP_FOLDER = ".tmp"
 
 
 class FilesystemBlobStore:
@@ -29,22 +39,63 @@ class FilesystemBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.temp_dir = self.root / TEMP_FOLDER
+        self.temp_dir.mkdir(exist_ok=True)
 
     def _path(self, key: str) -> Path:
         if not key or key.startswith("/") or "\\" in key or ".." in key.split("/"):
             raise ValueError(f"invalid blob key {key!r}")
         return self.root / key
 
+    def _make_parent(self, path: Path) -> None:
+        """Create the blob's folder, fsyncing each new folder's parent so it survives a crash."""
+        parent = path.parent
+        if parent.is_dir():
+            return
+        missing = []
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            _fsync_dir(folder.parent)
+
+    def spool(self) -> Spool:
+        return Spool(self.temp_dir)
+
+    def put_spool(self, spool: Spool, key: str) -> BlobInfo:
+        try:
+            path = self._path(key)
+            if path.exists():
+                raise FileExistsError(f"blob {key} already exists")
+            os.fsync(spool.fileno())
+            self._make_parent(path)
+            os.rename(spool.path, path)
+        except BaseException:
+            spool.discard()
+            raise
+        spool.release()
+        try:
+            _fsync_dir(path.parent)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return BlobInfo(key=key, size=spool.size, sha256=spool.sha256())
+
     def put(self, key: str, chunks: Iterable[bytes]) -> BlobInfo:
         path = self._path(key)
         if path.exists():
             raise FileExistsError(f"blob {key} already exists")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{_TMP_SUFFIX}")
+        self._make_parent(path)
+        tmp = self.temp_dir / f"{secrets.token_hex(8)}{_TMP_SUFFIX}"
         digest = hashlib.sha256()
         size = 0
         try:
             with open(tmp, "xb") as out:
+                fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # see stale_temporaries
                 for chunk in chunks:
                     out.write(chunk)
                     digest.update(chunk)
@@ -76,20 +127,41 @@ class FilesystemBlobStore:
         return self._path(key)
 
     def iter_keys(self) -> Iterator[str]:
-        for dirpath, _dirs, files in os.walk(self.root):
+        for dirpath, dirs, files in os.walk(self.root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
-                if name.startswith(".") and name.endswith(_TMP_SUFFIX):
+                if name.startswith("."):
                     continue
                 yield Path(dirpath, name).relative_to(self.root).as_posix()
 
-    def remove_stale_temporaries(self) -> int:
+    def stale_temporaries(self, everywhere: bool = False) -> list[Path]:
+        """Temporary files no live process is writing: left behind by a crash.
+
+        Temporaries being written are locked (``flock``) by their process and not listed.
+        With *everywhere*, the whole store is walked for the hidden ``*.tmp`` files that
+        versions before the temporary folder left next to blobs (slow on a large store).
+        """
+        stale: list[Path] = []
+        for path in sorted(self.temp_dir.iterdir()):
+            if path.name.endswith((SPOOL_SUFFIX, _TMP_SUFFIX)) and not is_in_use(path):
+                stale.append(path)
+        if everywhere:
+            for dirpath, dirs, files in os.walk(self.root):
+                dirs[:] = sorted(d for d in dirs if d != TEMP_FOLDER)
+                for name in sorted(files):
+                    if name.startswith(".") and name.endswith(_TMP_SUFFIX):
+                        path = Path(dirpath, name)
+                        if not is_in_use(path):
+                            stale.append(path)
+        return stale
+
+    def sweep_temporaries(self, everywhere: bool = False) -> int:
         """Delete temporary files left by a crash mid-write; returns how many."""
         removed = 0
-        for dirpath, _dirs, files in os.walk(self.root):
-            for name in files:
-                if name.startswith(".") and name.endswith(_TMP_SUFFIX):
-                    Path(dirpath, name).unlink(missing_ok=True)
-                    removed += 1
+        for path in self.stale_temporaries(everywhere):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
         return removed
 
     def usage_bytes(self) -> int:

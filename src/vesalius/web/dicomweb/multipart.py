@@ -1,7 +1,10 @@
 """``multipart/related`` in both directions: writing streamed answers, reading STOW bodies.
 
-The reader is incremental: it is fed the request body chunk by chunk and hands back each part
-once its closing boundary has arrived, so only one part at a time needs to be in memory.
+The reader is incremental: it is fed the request body chunk by chunk and hands back events
+(a part's headers, pieces of its body as they arrive, its end), holding back only the few bytes
+that could begin a boundary, so a part of any size streams through to where it is stored
+(STOW-RS writes it to a spool). :meth:`MultipartReader.feed` gathers whole parts instead, for
+small bodies.
 """
 
 from __future__ import annotations
@@ -48,6 +51,32 @@ class Part:
         return self.headers.get("content-type", "")
 
 
+@dataclass
+class PartStart:
+    """A part begins; its headers (names in lower case)."""
+
+    headers: dict[str, str]
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+
+@dataclass
+class PartData:
+    """A piece of the current part's body."""
+
+    data: bytes
+
+
+@dataclass
+class PartEnd:
+    """The current part's closing boundary arrived."""
+
+
+Event = PartStart | PartData | PartEnd
+
+
 class MultipartReader:
     """An incremental ``multipart/related`` parser (RFC 2046 section 5.1).
 
@@ -66,8 +95,7 @@ class MultipartReader:
         self._delimiter = b"\r\n" + self._dash
         self._buffer = bytearray()
         self._state = "preamble"  # preamble -> headers -> body -> (headers | done)
-        self._headers: dict[str, str] = {}
-        self._search = 0
+        self._gathered: tuple[dict[str, str], bytearray] | None = None
         self._max_header = max_header
         self.finished = False
         self.parts_seen = 0
@@ -78,27 +106,40 @@ class MultipartReader:
         return self._state in ("headers", "body") and not self.finished
 
     def feed(self, chunk: bytes) -> list[Part]:
-        """Add body bytes; return the parts completed by them."""
+        """Add body bytes; return the parts completed by them (each gathered in memory)."""
+        parts: list[Part] = []
+        for event in self.events(chunk):
+            if isinstance(event, PartStart):
+                self._gathered = (event.headers, bytearray())
+            elif isinstance(event, PartData) and self._gathered is not None:
+                self._gathered[1].extend(event.data)
+            elif isinstance(event, PartEnd) and self._gathered is not None:
+                parts.append(Part(self._gathered[0], bytes(self._gathered[1])))
+                self._gathered = None
+        return parts
+
+    def events(self, chunk: bytes) -> list[Event]:
+        """Add body bytes; return what they complete: part starts, body pieces, part ends."""
         if self.finished:
             return []
         self._buffer += chunk
-        parts: list[Part] = []
+        events: list[Event] = []
         while True:
             if self._state == "preamble":
                 if not self._skip_preamble():
-                    return parts
+                    return events
             elif self._state == "after-boundary":
                 if len(self._buffer) < 2:
-                    return parts
+                    return events
                 if self._buffer[:2] == b"--":
                     self.finished = True
                     self._buffer.clear()
-                    return parts
+                    return events
                 eol = self._buffer.find(b"\r\n")
                 if eol < 0:
                     if len(self._buffer) > 1024:
                         raise MultipartError("garbage after a multipart boundary")
-                    return parts
+                    return events
                 del self._buffer[: eol + 2]  # transport padding, then CRLF
                 self._state = "headers"
             elif self._state == "headers":
@@ -106,23 +147,29 @@ class MultipartReader:
                 if end < 0:
                     if self._buffer.startswith(b"\r\n"):  # a part without headers
                         del self._buffer[:2]
-                        self._headers = {}
+                        events.append(PartStart({}))
                         self._state = "body"
-                        self._search = 0
                         continue
                     if len(self._buffer) > self._max_header:
                         raise MultipartError("a part's headers are too long or never end")
-                    return parts
-                self._headers = _parse_headers(bytes(self._buffer[:end]))
+                    return events
+                events.append(PartStart(_parse_headers(bytes(self._buffer[:end]))))
                 del self._buffer[: end + 4]
                 self._state = "body"
-                self._search = 0
             elif self._state == "body":
-                index = self._buffer.find(self._delimiter, self._search)
+                index = self._buffer.find(self._delimiter)
                 if index < 0:
-                    self._search = max(0, len(self._buffer) - len(self._delimiter) + 1)
-                    return parts
-                parts.append(Part(self._headers, bytes(self._buffer[:index])))
+                    # keep what could be the start of a delimiter split across chunks
+                    ready = len(self._buffer) - len(self._delimiter) + 1
+                    if ready > 0:
+                        with memoryview(self._buffer) as view:
+                            events.append(PartData(bytes(view[:ready])))
+                        del self._buffer[:ready]
+                    return events
+                if index:
+                    with memoryview(self._buffer) as view:
+                        events.append(PartData(bytes(view[:index])))
+                events.append(PartEnd())
                 self.parts_seen += 1
                 del self._buffer[: index + len(self._delimiter)]
                 self._state = "after-boundary"

@@ -1,9 +1,11 @@
 """STOW-RS (PS3.18 10.5): storing instances sent as ``multipart/related``.
 
-The body is parsed as it arrives; each complete part is handed to the archive (the same
-``store`` C-STORE uses) while the next is read, a few at a time. The answer is the PS3.18
-store response: what was stored (ReferencedSOPSequence), what was not and why
-(FailedSOPSequence with a FailureReason), and HTTP 200, 202 or 409 accordingly.
+The body is parsed as it arrives and each part is written to a spool on disk as its bytes come
+in (never gathered in memory); a complete part is handed to the archive (``store_spool``, the
+path C-STORE and ``vesalius import`` take) while the next is read, a few at a time. Limits per
+part and per request (``stow_max_part_bytes``, ``stow_max_request_bytes``) answer 413. The
+answer is the PS3.18 store response: what was stored (ReferencedSOPSequence), what was not
+and why (FailedSOPSequence with a FailureReason), and HTTP 200, 202 or 409 accordingly.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from vesalius.archive.parse import Part10Writer, write_spool
 from vesalius.archive.service import Archive, StoreStatus
+from vesalius.config import Settings
 from vesalius.dicom.dicomjson import element
-from vesalius.errors import InvalidInstance, StudyMismatch
+from vesalius.errors import InvalidInstance, UidConflict
+from vesalius.storage.spool import Spool
 from vesalius.web.dicomweb import formatter, media
 from vesalius.web.dicomweb.common import (
     DICOMWEB_TAG,
@@ -27,7 +32,14 @@ from vesalius.web.dicomweb.common import (
     json_response,
     problem,
 )
-from vesalius.web.dicomweb.multipart import MultipartError, MultipartReader, Part
+from vesalius.web.dicomweb.multipart import (
+    Event,
+    MultipartError,
+    MultipartReader,
+    Part,
+    PartData,
+    PartStart,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +60,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"description": "Some stored, or stored with warnings"},
     400: {"description": "The body is not a readable multipart message"},
     409: {"description": "No instance stored; FailedSOPSequence says why"},
+    413: {"description": "The request, or one part, is larger than the configured limit"},
     415: {"description": 'Not multipart/related; type="application/dicom"'},
 }
 
@@ -78,23 +91,30 @@ class StowResult:
         return 202 if failed or warned else 200
 
 
-def store_part(archive: Archive, part: Part, study_uid: str | None, origin: str) -> Outcome:
-    """Check and store one part; never raises for a bad part."""
-    part_type, _ = media.parse_content_type(part.content_type or "application/dicom")
-    if part_type not in ("application/dicom", ""):
-        return Outcome(
-            failure=SOP_CLASS_NOT_SUPPORTED,
-            reason=f"part of type {part_type!r}: only application/dicom is accepted",
-        )
+def refuse_part_type(content_type: str) -> Outcome | None:
+    """The failure of a part that is not ``application/dicom``, or None when it is."""
+    part_type, _ = media.parse_content_type(content_type or "application/dicom")
+    if part_type in ("application/dicom", ""):
+        return None
+    return Outcome(
+        failure=SOP_CLASS_NOT_SUPPORTED,
+        reason=f"part of type {part_type!r}: only application/dicom is accepted",
+    )
+
+
+def store_spooled(archive: Archive, spool: Spool, study_uid: str | None, origin: str) -> Outcome:
+    """Check and store one received part; never raises for a bad part. Consumes *spool*."""
     try:
-        outcome = archive.store(part.body, origin=origin, study_uid=study_uid)
-    except StudyMismatch as exc:
+        outcome = archive.store_spool(spool, origin=origin, study_uid=study_uid)
+    except UidConflict as exc:  # the request names another study, or the series does
         return Outcome(*exc.uids, failure=DOES_NOT_MATCH_SOP_CLASS, reason=str(exc))
     except InvalidInstance as exc:
         return Outcome(failure=CANNOT_UNDERSTAND, reason=str(exc))
     except Exception as exc:  # storage failures: the archive has already cleaned up
         log.exception("STOW-RS: storing a part failed")
         return Outcome(failure=PROCESSING_FAILURE, reason=f"the archive could not store it: {exc}")
+    finally:
+        spool.discard()  # a no-op once stored
     result = Outcome(
         outcome.sop_class_uid,
         outcome.sop_instance_uid,
@@ -105,6 +125,118 @@ def store_part(archive: Archive, part: Part, study_uid: str | None, origin: str)
         result.warning = ELEMENTS_DISCARDED
         result.reason = "another instance with this SOP Instance UID was archived first; kept"
     return result
+
+
+def store_part(archive: Archive, part: Part, study_uid: str | None, origin: str) -> Outcome:
+    """Check and store one part held in memory (STOW of JSON builds such parts)."""
+    refused = refuse_part_type(part.content_type)
+    if refused is not None:
+        return refused
+    spool = archive.blobs.spool()
+    try:
+        write_spool(spool, part.body)
+    except BaseException:
+        spool.discard()
+        raise
+    return store_spooled(archive, spool, study_uid, origin)
+
+
+class TooLarge(Exception):
+    """The request or one of its parts passed its limit (413)."""
+
+
+class PartSpooler:
+    """Writes each part of a STOW-RS body into a spool as it arrives and stores it at its end.
+
+    Up to ``IN_FLIGHT`` complete parts are stored concurrently (in threads) while the body is
+    still read. Whatever happens, no spool outlives the request: :meth:`abort` discards the
+    part being received, and every stored part's spool is consumed by the archive.
+    """
+
+    def __init__(
+        self, archive: Archive, settings: Settings, study_uid: str | None, origin: str
+    ) -> None:
+        self.archive = archive
+        self.study_uid = study_uid
+        self.origin = origin
+        self.max_part = settings.stow_max_part_bytes
+        self.max_request = settings.stow_max_request_bytes
+        self.received = 0
+        self.tasks: list[asyncio.Future[Outcome]] = []
+        self._slots = asyncio.Semaphore(IN_FLIGHT)
+        self._writer: Part10Writer | None = None
+        self._refused: Outcome | None = None
+        self._part_bytes = 0
+
+    async def handle(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, PartData):
+                self._data(event.data)
+            elif isinstance(event, PartStart):
+                self._start(event)
+            else:
+                await self._end()
+
+    def count(self, size: int) -> None:
+        """Count body bytes against the request limit."""
+        self.received += size
+        if self.received > self.max_request:
+            raise TooLarge(
+                f"the request is larger than the {self.max_request} bytes accepted in one "
+                "STOW-RS request (stow_max_request_bytes): send fewer instances per request"
+            )
+
+    def _start(self, event: PartStart) -> None:
+        self.abort()
+        self._part_bytes = 0
+        self._refused = refuse_part_type(event.content_type)
+        if self._refused is None:
+            self._writer = Part10Writer(self.archive.blobs.spool())
+
+    def _data(self, data: bytes) -> None:
+        if self._writer is None:
+            return  # a refused part: its bytes are read and dropped
+        self._part_bytes += len(data)
+        if self._part_bytes > self.max_part:
+            raise TooLarge(
+                f"part {len(self.tasks) + 1} is larger than the {self.max_part} bytes accepted "
+                "for one instance (stow_max_part_bytes)"
+            )
+        self._writer.write(data)
+
+    async def _end(self) -> None:
+        writer, self._writer = self._writer, None
+        refused, self._refused = self._refused, None
+        if writer is None:
+            future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+            future.set_result(refused or Outcome(failure=CANNOT_UNDERSTAND, reason="empty part"))
+            self.tasks.append(future)
+            return
+        try:
+            writer.close()
+        except BaseException:
+            writer.spool.discard()
+            raise
+        await self._slots.acquire()
+        self.tasks.append(asyncio.ensure_future(self._store(writer.spool)))
+
+    async def _store(self, spool: Spool) -> Outcome:
+        try:
+            # anyio shields the thread from cancellation: the spool is always consumed
+            return await run_in_threadpool(
+                store_spooled, self.archive, spool, self.study_uid, self.origin
+            )
+        finally:
+            self._slots.release()
+
+    def abort(self) -> None:
+        """Discard the part being received (the body broke off or passed a limit)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.spool.discard()
+
+    async def outcomes(self) -> list[Outcome]:
+        return list(await asyncio.gather(*self.tasks))
 
 
 def response_body(result: StowResult, base: str, study_uid: str | None) -> dict[str, Any]:
@@ -161,31 +293,44 @@ async def _stow(request: Request, study_uid: str | None) -> Response:
         return await stow_json(request, study_uid, params)
     if part_type != "application/dicom":
         raise problem(415, f"parts of type {part_type!r} are not supported: send application/dicom")
+    return await _stow_dicom(request, study_uid, params.get("boundary", ""))
+
+
+async def _stow_dicom(request: Request, study_uid: str | None, boundary: str) -> Response:
+    """STOW-RS of ``application/dicom`` parts, each streamed to a spool."""
+    archive = archive_of(request)
+    settings = archive.settings
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > settings.stow_max_request_bytes:
+        raise problem(
+            413,
+            f"the request is {declared} bytes, more than the {settings.stow_max_request_bytes} "
+            "accepted in one STOW-RS request (stow_max_request_bytes): send fewer instances "
+            "per request",
+        )
     try:
-        reader = MultipartReader(params.get("boundary", ""))
+        reader = MultipartReader(boundary)
     except MultipartError as exc:
         raise problem(400, str(exc)) from None
-    archive = archive_of(request)
     client = request.client
-    origin = f"stow:{client.host if client else 'unknown'}"
-    slots = asyncio.Semaphore(IN_FLIGHT)
-    tasks: list[asyncio.Task[Outcome]] = []
-
-    async def store(part: Part) -> Outcome:
-        try:
-            return await run_in_threadpool(store_part, archive, part, study_uid, origin)
-        finally:
-            slots.release()
-
+    spooler = PartSpooler(archive, settings, study_uid, f"stow:{client.host if client else '?'}")
     broken: str | None = None
+    too_large: str | None = None
     try:
         async for chunk in request.stream():
-            for part in reader.feed(chunk):
-                await slots.acquire()
-                tasks.append(asyncio.ensure_future(store(part)))
+            spooler.count(len(chunk))
+            await spooler.handle(reader.events(chunk))
     except MultipartError as exc:
         broken = str(exc)
-    outcomes = list(await asyncio.gather(*tasks))
+    except TooLarge as exc:
+        too_large = str(exc)
+    finally:
+        spooler.abort()  # the part being received when the body broke off, if any
+        outcomes = await spooler.outcomes()  # also when the client went away
+    if too_large is not None:
+        stored = sum(1 for o in outcomes if o.failure is None)
+        kept = f"; the {stored} instance(s) before it were stored" if stored else ""
+        raise problem(413, too_large + kept)
     if broken is None and not reader.finished:
         broken = (
             "the body ended inside a part (no closing boundary)"

@@ -1,0 +1,130 @@
+"""A spool: an incoming file written to disk as it arrives, hashed on the way.
+
+Every store path (C-STORE, STOW-RS, ``vesalius import``) writes what it receives into a spool
+instead of gathering it in memory; the blob store then renames the spool into place, so a
+stored instance is written exactly once. A spool lives in the blob store's own temporary
+folder (same volume, so the rename is atomic) and holds an exclusive ``flock`` on its file
+while it is open: a sweep of temporaries skips the spools of live processes and removes
+those a crash left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import secrets
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+SPOOL_SUFFIX = ".spool"
+
+
+class Spool:
+    """A temporary file in the store's temporary folder, written once, front to back.
+
+    Writes go straight to the file descriptor (no buffering in Python, no reopen), so the
+    file on disk is complete up to :attr:`size` at any time and can be read by path while the
+    spool is still open. Used as a context manager, the spool is discarded when the block
+    raises; the store's ``put_spool`` consumes it otherwise.
+
+    Examples
+    --------
+    >>> with store.spool() as spool:  # doctest: +SKIP
+    ...     spool.write(b"DICM...")
+    ...     info = store.put_spool(spool, "dicom/x.dcm")
+    """
+
+    __slots__ = ("_digest", "_fd", "path", "size")
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / f"{secrets.token_hex(12)}{SPOOL_SUFFIX}"
+        self._fd: int | None = os.open(
+            self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+        )
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.discard()
+            raise
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the spool still holds its file (not yet consumed or discarded)."""
+        return self._fd is not None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append *data* to the file and to the running SHA-256."""
+        if self._fd is None:
+            raise ValueError("write to a spool that was already consumed or discarded")
+        view = memoryview(data).cast("B")
+        self._digest.update(view)
+        written = 0
+        while written < len(view):
+            written += os.write(self._fd, view[written:])
+        self.size += written
+
+    def sha256(self) -> str:
+        """The hex SHA-256 of everything written so far."""
+        return self._digest.hexdigest()
+
+    def fileno(self) -> int:
+        if self._fd is None:
+            raise ValueError("the spool was already consumed or discarded")
+        return self._fd
+
+    def release(self) -> None:
+        """Close the file descriptor (after the file was renamed away); the spool is spent."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def discard(self) -> None:
+        """Remove the file; calling it again, or after the spool was consumed, does nothing."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.discard()
+
+    def __del__(self) -> None:  # a spool dropped without a decision leaves no file
+        if getattr(self, "_fd", None) is not None:
+            with contextlib.suppress(OSError):
+                self.discard()
+
+    def __repr__(self) -> str:
+        state = "open" if self._fd is not None else "closed"
+        return f"<Spool {self.path.name} {self.size} bytes {state}>"
+
+
+def is_in_use(path: Path) -> bool:
+    """Whether a live process holds the spool at *path* (its ``flock`` is taken)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases the probe's lock
+    return False

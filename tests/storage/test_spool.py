@@ -1,0 +1,119 @@
+"""Spools: written as received, renamed into place, never left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vesalius.storage.filesystem import FilesystemBlobStore
+
+
+def temporaries(store: FilesystemBlobStore) -> list[Path]:
+    return sorted(store.temp_dir.iterdir())
+
+
+def test_a_spool_becomes_a_blob(tmp_path: Path) -> None:
+    store = FilesystemBlobStore(tmp_path)
+    spool = store.spool()
+    assert spool.path.parent == store.temp_dir
+    spool.write(b"hello ")
+    spool.write(bytearray(b"wor"))
+    spool.write(memoryview(b"xxld")[2:])
+    assert spool.size == 11
+    assert spool.path.read_bytes() == b"hello world"  # readable by path while open
+    info = store.put_spool(spool, "a/b/c.dcm")
+    assert (info.key, info.size) == ("a/b/c.dcm", 11)
+    assert info.sha256 == hashlib.sha256(b"hello world").hexdigest() == spool.sha256()
+    with store.open("a/b/c.dcm") as fh:
+        assert fh.read() == b"hello world"
+    assert temporaries(store) == []
+    assert list(store.iter_keys()) == ["a/b/c.dcm"]
+    spool.discard()  # consumed: a no-op, the blob stays
+    assert store.exists("a/b/c.dcm")
+    with pytest.raises(ValueError, match="consumed or discarded"):
+        spool.write(b"more")
+
+
+def test_a_spool_is_discarded_on_error_and_discard_is_idempotent(tmp_path: Path) -> None:
+    store = FilesystemBlobStore(tmp_path)
+    with pytest.raises(ConnectionError), store.spool() as spool:
+        spool.write(b"part one")
+        raise ConnectionError("peer went away")
+    assert not spool.path.exists()
+    spool.discard()
+    other = store.spool()
+    other.discard()
+    other.discard()
+    assert temporaries(store) == []
+
+
+def test_put_spool_never_overwrites_and_consumes_the_spool(tmp_path: Path) -> None:
+    store = FilesystemBlobStore(tmp_path)
+    store.put("x", [b"first"])
+    spool = store.spool()
+    spool.write(b"second")
+    with pytest.raises(FileExistsError):
+        store.put_spool(spool, "x")
+    with store.open("x") as fh:
+        assert fh.read() == b"first"
+    assert temporaries(store) == []
+    with pytest.raises(ValueError, match="invalid blob key"):
+        store.put_spool(store.spool(), "../escape")
+    assert temporaries(store) == []
+
+
+def test_a_large_spool_is_written_in_chunks(tmp_path: Path) -> None:
+    store = FilesystemBlobStore(tmp_path)
+    digest = hashlib.sha256()
+    with store.spool() as spool:
+        for i in range(64):
+            chunk = bytes([i]) * 65536
+            digest.update(chunk)
+            spool.write(chunk)
+        info = store.put_spool(spool, "big")
+    assert (info.size, info.sha256) == (64 * 65536, digest.hexdigest())
+    assert os.path.getsize(store.local_path("big")) == 64 * 65536  # type: ignore[arg-type]
+
+
+def test_sweep_keeps_live_spools_and_removes_those_of_dead_processes(tmp_path: Path) -> None:
+    store = FilesystemBlobStore(tmp_path)
+    mine = store.spool()
+    mine.write(b"being written")
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from vesalius.storage.filesystem import FilesystemBlobStore\n"
+            f"s = FilesystemBlobStore({str(tmp_path)!r}).spool()\n"
+            "s.write(b'half an instance')\n"
+            "print(s.path, flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert child.stdout is not None
+        theirs = Path(child.stdout.readline().strip())
+        assert theirs.exists()
+        assert store.stale_temporaries() == []  # both are being written
+        assert store.sweep_temporaries() == 0
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert store.stale_temporaries() == [theirs]
+    assert store.sweep_temporaries() == 1
+    assert not theirs.exists()
+    assert mine.path.exists()
+    assert store.put_spool(mine, "k").size == 13
