@@ -78,6 +78,7 @@ class Association:
         self._waiting: dict[int, asyncio.Future[Command]] = {}  # our sub-operation requests
         self._next_id = 0
         self._closed = False
+        self._receiving: Message | None = None  # its spool is removed if the peer goes
 
     # -- the life of an association ----------------------------------------------------------
 
@@ -215,7 +216,7 @@ class Association:
             if context_id not in self.contexts:
                 raise PduError(f"a PDV for presentation context {context_id}, not accepted")
             if message is None:
-                message = Message(context_id)
+                message = self._receiving = Message(context_id)
             elif message.context_id != context_id:
                 raise PduError("fragments of one message on two presentation contexts")
             is_command, is_last = control & 1, control & 2
@@ -392,6 +393,8 @@ class Association:
             await asyncio.wait_for(self.writer.drain(), 2)
 
     async def _close(self) -> None:
+        if self._receiving is not None and self._receiving.spool is not None:
+            self._receiving.spool.discard()  # idempotent: a stored spool is already consumed
         for task in list(self._tasks):
             task.cancel()
         for waiter in self._waiting.values():

@@ -32,6 +32,7 @@ from vesalius.dimse import commands, handlers
 from vesalius.dimse.negotiation import FIND_MODELS, GET_MODELS, MOVE_MODELS
 from vesalius.errors import InvalidInstance, InvalidQuery, UidConflict
 from vesalius.index.imaging import InstanceRecord
+from vesalius.storage.spool import Spool
 
 if TYPE_CHECKING:
     from vesalius.dimse.association import Association, Message
@@ -106,19 +107,6 @@ def dataset_offset(fh: BinaryIO) -> int:
     return pos
 
 
-class MemorySpool:
-    """The received bytes of one instance (until the store pipeline's spool file takes over)."""
-
-    def __init__(self, header: bytes) -> None:
-        self.buffer = bytearray(header)
-
-    def write(self, data: bytes) -> None:
-        self.buffer += data
-
-    def discard(self) -> None:
-        self.buffer = bytearray()
-
-
 class Services:
     """C-ECHO is answered by the association; these are C-STORE, C-FIND, C-GET and C-MOVE."""
 
@@ -158,7 +146,8 @@ class Services:
 
     # -- C-STORE -----------------------------------------------------------------------------
 
-    def open_store(self, assoc: Association, message: Message) -> MemorySpool:
+    def open_store(self, assoc: Association, message: Message) -> Spool:
+        """The spool file a C-STORE data set is written to as it arrives, as a Part 10 file."""
         command = message.command
         assert command is not None
         header = part10_meta(
@@ -167,7 +156,9 @@ class Services:
             assoc.syntax(message.context_id),
             assoc.requestor.ae_title,
         )
-        return MemorySpool(header)
+        spool = self.archive.blobs.spool()
+        spool.write(header)
+        return spool
 
     async def store(self, assoc: Association, message: Message) -> None:
         command = message.command
@@ -183,7 +174,7 @@ class Services:
             )
             return
         try:
-            outcome = await self._run(self.archive.store, bytes(spool.buffer), self._origin(assoc))
+            outcome = await self._run(self.archive.store_spool, spool, self._origin(assoc))
         except UidConflict as exc:  # e.g. its series is archived under another study
             log.warning("C-STORE from %s refused: %s", self._origin(assoc), exc)
             status, comment = handlers.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)

@@ -1,0 +1,80 @@
+"""Group commit: instances ready together are committed together, and a bad one fails alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from pydicom import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import dcmwrite
+
+from dicomgen import make_dataset, uid
+from vesalius.errors import SeriesConflict
+
+
+def encoded(ds: Dataset) -> bytes:
+    buffer = DicomBytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_ready_instances_share_one_commit_and_a_conflict_fails_alone(container: Any) -> None:
+    archive = container.archive
+    rows = archive.rows
+    # A series archived under one study; the conflicting instance names it under another.
+    first = make_dataset()
+    archive.store(encoded(first))
+    conflicting = make_dataset(SeriesInstanceUID=first.SeriesInstanceUID)
+    assert conflicting.StudyInstanceUID != first.StudyInstanceUID
+    study = uid()
+    good = [make_dataset(StudyInstanceUID=study, PatientID="GC") for _ in range(9)]
+
+    # Hold the writer inside a transaction so that the next stores queue up behind it.
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold(_session: Any) -> None:
+        entered.set()
+        gate.wait(30)
+
+    holder = threading.Thread(target=rows.run, args=(hold,))
+    holder.start()
+    assert entered.wait(10)
+    batches_before = rows.batches
+    results: dict[str, Any] = {}
+
+    def store(ds: Dataset) -> None:
+        try:
+            results[str(ds.SOPInstanceUID)] = archive.store(encoded(ds)).status
+        except Exception as exc:  # checked below
+            results[str(ds.SOPInstanceUID)] = exc
+
+    senders = [threading.Thread(target=store, args=(ds,)) for ds in [*good, conflicting]]
+    for sender in senders:
+        sender.start()
+    deadline = time.monotonic() + 30
+    while rows.pending() < len(senders) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rows.pending() == len(senders), "the stores did not all reach the writer"
+    gate.set()
+    holder.join(30)
+    for sender in senders:
+        sender.join(30)
+
+    assert rows.batches - batches_before == 2  # the held one, then all ten together
+    assert isinstance(results[str(conflicting.SOPInstanceUID)], SeriesConflict)
+    assert [results[str(ds.SOPInstanceUID)] for ds in good] == ["stored"] * 9
+    totals = archive.totals()
+    assert (totals.studies, totals.instances) == (2, 10)
+    assert list(archive.iter_orphans()) == []  # the refused instance left no file
+
+
+@pytest.mark.parametrize("count", [1, 5])
+def test_a_lone_instance_is_not_kept_waiting(sqlite_container: Any, count: int) -> None:
+    archive = sqlite_container.archive
+    before = archive.rows.batches
+    for _ in range(count):
+        archive.store(encoded(make_dataset()))
+    assert archive.rows.batches - before == count  # one commit each, nobody waits for a batch
