@@ -73,6 +73,14 @@ class RemoteAE(BaseModel):
         default=None,
         description="An account whose role (while it is active) decides what this AE may do.",
     )
+    certificate: str | None = Field(
+        default=None,
+        description=(
+            "Subject common name of the TLS client certificate that stands for this AE: on "
+            "the TLS port a caller with this AE title and a verified certificate of this name "
+            "gets this entry's role from any address; without it, the entry's role is refused."
+        ),
+    )
     tls: bool = Field(
         default=False,
         description=(
