@@ -342,6 +342,15 @@ class Settings(BaseModel):
             "while the instances are built (application/dicom parts are streamed instead)."
         ),
     )
+    storage_transfer_syntax: str | None = Field(
+        default=None,
+        description=(
+            "Store images in this transfer syntax, re-encoded losslessly on arrival: "
+            "1.2.840.10008.1.2.4.80 (JPEG-LS), 1.2.840.10008.1.2.4.90 (JPEG 2000), "
+            "1.2.840.10008.1.2.5 (RLE) or 1.2.840.10008.1.2.1 (uncompressed). Default: each "
+            "file exactly as received."
+        ),
+    )
     transcode_lossy: bool = Field(
         default=False,
         description=(
@@ -418,6 +427,21 @@ class Settings(BaseModel):
         ):
             raise ValueError("workers > 1 needs fixed DICOM and HTTP ports (not 0)")
         return self
+
+    @field_validator("storage_transfer_syntax")
+    @classmethod
+    def _lossless_storage_syntax(cls, value: str | None) -> str | None:
+        from vesalius.dicom.transcode import STORAGE_SYNTAXES
+
+        if value in (None, ""):
+            return None
+        value = value.strip()
+        if value not in STORAGE_SYNTAXES:
+            raise ValueError(
+                f"{value!r} cannot be a storage syntax; use one of {', '.join(STORAGE_SYNTAXES)}"
+                " (lossless), or leave it unset to keep files as received"
+            )
+        return value
 
     @model_validator(mode="after")
     def _tls_needs_a_certificate(self) -> Settings:

@@ -26,6 +26,7 @@ from vesalius.config import DuplicatePolicy, Settings
 from vesalius.dicom.dicomjson import DicomJson
 from vesalius.dicom.levels import Level
 from vesalius.dicom.matching import Constraint
+from vesalius.dicom.transcode import for_storage
 from vesalius.errors import InvalidInstance, NotFound, StudyMismatch
 from vesalius.index import imaging
 from vesalius.index.engine import Database
@@ -111,6 +112,7 @@ class Archive:
             When the file cannot be archived; nothing is written. ``StudyMismatch`` when it
             belongs to another study than *study_uid*.
         """
+        data = for_storage(data, self.settings.storage_transfer_syntax)
         parsed = parse_instance(data)
         if study_uid is not None and parsed.study_instance_uid != study_uid:
             raise StudyMismatch(
