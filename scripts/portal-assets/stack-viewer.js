@@ -49,6 +49,9 @@ async function start() {
     if (!viewport.getImageData()) return;  // an empty render, before the image arrived
     if (!root.dataset.firstImage) {
       root.dataset.firstImage = String(Math.round(performance.now()));
+      if (!root.dataset.firstPaint) root.dataset.firstPaint = root.dataset.firstImage;
+      const preview = document.getElementById("stack-preview");
+      if (preview) preview.hidden = true;
       // thumbnails only now: their rendering must not delay the first image
       for (const img of root.querySelectorAll("img[data-src]")) img.src = img.dataset.src;
       loadTools();
@@ -93,6 +96,8 @@ async function openSeries(seriesUid) {
   const dicomweb = new URL(root.dataset.dicomweb, location.href).toString().replace(/\/$/, "");
   status.textContent = "";
   for (const button of root.querySelectorAll("[data-series]")) button.setAttribute("aria-current", String(button.dataset.series === seriesUid));
+  const preview = document.getElementById("stack-preview");
+  if (preview && seriesUid !== root.dataset.initialSeries) preview.hidden = true;
   const seriesUrl = `${dicomweb}/studies/${study}/series/${seriesUid}`;
   const prefetched = (window.vesaliusPrefetch || {})[seriesUrl + "/metadata"];  // static/study.js
   const [metadata] = await Promise.all([
@@ -113,7 +118,10 @@ async function openSeries(seriesUid) {
     }
   }
   if (tools) tools.clear();
-  const startAt = Math.floor(imageIds.length / 2);
+  // the image the page showed first (the server's preview), else the middle one
+  const wanted = seriesUid === root.dataset.initialSeries ? root.dataset.initialInstance : "";
+  const at = wanted ? imageIds.findIndex((id) => id.includes(`/instances/${wanted}/`)) : -1;
+  const startAt = at >= 0 ? at : Math.floor(imageIds.length / 2);
   performance.mark("stack:setStack");
   await viewport.setStack(imageIds, startAt);
   performance.mark("stack:loaded");

@@ -73,6 +73,14 @@ class RemoteAE(BaseModel):
         default=None,
         description="An account whose role (while it is active) decides what this AE may do.",
     )
+    certificate: str | None = Field(
+        default=None,
+        description=(
+            "Subject common name of the TLS client certificate that stands for this AE: on "
+            "the TLS port a caller with this AE title and a verified certificate of this name "
+            "gets this entry's role from any address; without it, the entry's role is refused."
+        ),
+    )
     tls: bool = Field(
         default=False,
         description=(
@@ -344,6 +352,15 @@ class Settings(BaseModel):
             "while the instances are built (application/dicom parts are streamed instead)."
         ),
     )
+    storage_transfer_syntax: str | None = Field(
+        default=None,
+        description=(
+            "Store images in this transfer syntax, re-encoded losslessly on arrival: "
+            "1.2.840.10008.1.2.4.80 (JPEG-LS), 1.2.840.10008.1.2.4.90 (JPEG 2000), "
+            "1.2.840.10008.1.2.5 (RLE) or 1.2.840.10008.1.2.1 (uncompressed). Default: each "
+            "file exactly as received."
+        ),
+    )
     transcode_lossy: bool = Field(
         default=False,
         description=(
@@ -420,6 +437,21 @@ class Settings(BaseModel):
         ):
             raise ValueError("workers > 1 needs fixed DICOM and HTTP ports (not 0)")
         return self
+
+    @field_validator("storage_transfer_syntax")
+    @classmethod
+    def _lossless_storage_syntax(cls, value: str | None) -> str | None:
+        from vesalius.dicom.transcode import STORAGE_SYNTAXES
+
+        if value in (None, ""):
+            return None
+        value = value.strip()
+        if value not in STORAGE_SYNTAXES:
+            raise ValueError(
+                f"{value!r} cannot be a storage syntax; use one of {', '.join(STORAGE_SYNTAXES)}"
+                " (lossless), or leave it unset to keep files as received"
+            )
+        return value
 
     @model_validator(mode="after")
     def _tls_needs_a_certificate(self) -> Settings:

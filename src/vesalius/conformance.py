@@ -99,6 +99,7 @@ def statement(settings: Settings) -> dict[str, Any]:
             ],  # in order of preference
             "encoded_lossy": [{"name": _name(s), "uid": s} for s in LOSSY_TARGETS],
             "lossy_encoding_enabled": settings.transcode_lossy,
+            "stored_as": settings.storage_transfer_syntax or "as received",
             "rule": (
                 "Instances are stored as received. On retrieve they are sent as stored when the "
                 "requester accepts it, else in uncompressed little endian, else encoded in the "
@@ -207,7 +208,13 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "## Transfer syntaxes",
         "",
-        "Accepted for storage (stored exactly as received):",
+        "Accepted for storage, and stored "
+        + (
+            "exactly as received"
+            if ts["stored_as"] == "as received"
+            else f"re-encoded losslessly as `{ts['stored_as']}` (images)"
+        )
+        + ":",
         "",
         *_table(
             [[t["name"], f"`{t['uid']}`"] for t in ts["accepted_for_storage"]], ["name", "UID"]

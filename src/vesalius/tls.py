@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
 from vesalius.config import ConfigError, Settings
 
@@ -64,6 +65,22 @@ def _load_cas(context: ssl.SSLContext, cas: Path) -> None:
         raise ConfigError(
             f"DICOM TLS: cannot read the CA certificates {cas} ({exc}); give a PEM file"
         ) from None
+
+
+def peer_identity(certificate: Any) -> str | None:
+    """The subject common name of a verified peer certificate (``getpeercert()``), or None.
+
+    A listener that asks for client certificates (``dicom_tls_ca_certificates``) only
+    completes handshakes with verified ones, so the name can bind the caller to the
+    ``[[remote_ae]]`` whose ``certificate`` it is.
+    """
+    if not isinstance(certificate, dict):
+        return None
+    for rdn in certificate.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
 def server_context(settings: Settings) -> ssl.SSLContext:

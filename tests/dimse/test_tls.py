@@ -242,3 +242,41 @@ def test_c_move_to_a_tls_peer(tls_server: TlsServer, pki: Pki, tmp_path: Path) -
     finally:
         storescp.terminate()
         storescp.wait(10)
+
+
+def test_a_verified_certificate_stands_for_its_remote_ae(
+    tls_server: TlsServer, pki: Pki, tmp_path: Path
+) -> None:
+    other = pki.ca.issue("other-client", "other-modality.test")
+    settings = tls_server.container.settings
+    settings.remote_ae = [
+        *settings.remote_ae,
+        # Listed for another host: only the certificate can stand for it.
+        RemoteAE(
+            name="certified", ae_title="CERTSCU", host="192.0.2.99", port=104,
+            role="radiologist", certificate="modality.test",
+        ),
+    ]  # fmt: skip
+
+    def find(port: int, *options: str | Path) -> str:
+        out = tmp_path / f"found-{time.monotonic_ns()}"
+        out.mkdir()
+        result = dcmtk(
+            "findscu", "-d", "-S", *options, "-aet", "CERTSCU", "-aec", "VESALIUS",
+            tls_server.host, str(port), "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID",
+        )  # fmt: skip
+        return (result.stdout + result.stderr).lower()
+
+    allowed = find(tls_server.tls_port, *tls(pki.client, pki.ca.certificate))
+    assert "0x0124" not in allowed and "0x0000" in allowed
+    # The same AE title without the certificate, or with another one, is refused.
+    assert "0x0124" in find(tls_server.port)
+    assert "0x0124" in find(tls_server.tls_port, *tls(other, pki.ca.certificate))
+
+
+def test_peer_identity_reads_the_common_name() -> None:
+    from vesalius.tls import peer_identity
+
+    cert = {"subject": ((("countryName", "BE"),), (("commonName", "modality.test"),))}
+    assert peer_identity(cert) == "modality.test"
+    assert peer_identity({}) is None and peer_identity(None) is None

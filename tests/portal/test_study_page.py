@@ -58,6 +58,13 @@ def test_stack_viewer_scroll_window_zoom_pan_measure(web: RunningWeb, browser: A
     page.click("a.open-study")
     page.wait_for_url(re.compile(r".*/studies/[0-9.]+$"))
     page.wait_for_selector("#stack-viewer[data-first-image]", state="attached", timeout=60_000)
+    # the server's rendering of the same image was shown first, and gave way to the viewer
+    assert page.get_attribute("#stack-viewer", "data-first-paint")
+    assert page.locator("#stack-preview").is_hidden()
+    preview_sop = page.get_attribute("#stack-viewer", "data-initial-instance")
+    assert preview_sop and page.get_attribute("#stack-preview", "src").endswith(
+        f"/instances/{preview_sop}/rendered"
+    )
     viewport = page.locator("#stack-viewport")
     canvas = page.locator("#stack-viewport canvas").first
     shot = canvas.screenshot()

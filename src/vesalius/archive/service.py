@@ -33,6 +33,7 @@ from vesalius.config import DuplicatePolicy, Settings
 from vesalius.dicom.dicomjson import DicomJson
 from vesalius.dicom.levels import Level
 from vesalius.dicom.matching import Constraint
+from vesalius.dicom.transcode import for_storage
 from vesalius.errors import InvalidInstance, NotFound, StudyMismatch
 from vesalius.index import imaging
 from vesalius.index.engine import Database
@@ -132,6 +133,8 @@ class Archive:
             belongs to another study than *study_uid*, ``SeriesConflict`` when its series is
             archived under another study.
         """
+        if self.settings.storage_transfer_syntax is not None:
+            spool = self._in_storage_syntax(spool)
         with spool:
             parsed = parse_spool(spool)
             if study_uid is not None and parsed.study_instance_uid != study_uid:
@@ -142,6 +145,22 @@ class Archive:
                 )
             blob = self.blobs.put_spool(spool, blob_key_for(parsed))
         return self._index_new(parsed, blob, origin, retry=True)
+
+    def _in_storage_syntax(self, spool: Spool) -> Spool:
+        """The spool re-encoded in ``storage_transfer_syntax`` (a new spool when it changed).
+
+        Re-encoding decodes the image, so this one step holds the instance in memory.
+        """
+        with spool:
+            data = spool.path.read_bytes()
+        recoded = for_storage(data, self.settings.storage_transfer_syntax)
+        if recoded is data:
+            return spool
+        spool.discard()
+        fresh = self.blobs.spool()
+        with fresh:
+            fresh.write(recoded)
+        return fresh
 
     def _index_new(
         self, parsed: ParsedInstance, blob: BlobInfo, origin: str | None, retry: bool

@@ -73,6 +73,7 @@ def decide(
     *,
     address: str | None = None,
     user_role: Callable[[str], str | None] | None = None,
+    certificate: str | None = None,
 ) -> Decision:
     """May *calling_ae* (calling *called_ae*, from *address*) use *service*?
 
@@ -91,7 +92,7 @@ def decide(
         return refuse(f"called AE title {called!r} is not this archive's ({settings.ae_title})")
     if service is DimseService.ECHO:
         return Decision(True, service, calling, "C-ECHO is open to every caller")
-    entry, elsewhere = _binding(settings, calling, address)
+    entry, elsewhere = _binding(settings, calling, address, certificate)
     if entry is None:
         if service in settings.unknown_ae_services:
             return Decision(True, service, calling, f"{rule.label} is open to unlisted AEs")
@@ -113,14 +114,25 @@ def decide(
     return refuse(f"AE {calling}: role {role} lacks {rule.permission}", role, entry.user)
 
 
-def _binding(settings: Settings, calling: str, address: str | None) -> tuple[RemoteAE | None, bool]:
+def _binding(
+    settings: Settings, calling: str, address: str | None, certificate: str | None = None
+) -> tuple[RemoteAE | None, bool]:
     """The listed entry with a role or user for *calling* at *address*, and whether one exists
-    only for other hosts."""
+    only for other hosts.
+
+    An entry with a ``certificate`` needs the caller's verified TLS certificate of that name,
+    and then holds from any address.
+    """
     bound = [
         ae
         for ae in settings.remote_ae
         if ae.ae_title == calling and (ae.role is not None or ae.user is not None)
     ]
+    if certificate is not None:
+        for ae in bound:
+            if ae.certificate == certificate:
+                return ae, False
+    bound = [ae for ae in bound if ae.certificate is None]
     if not settings.remote_ae_check_host:
         return (bound[0] if bound else None), False
     for ae in bound:
@@ -172,6 +184,7 @@ class DimseAccess:
         *,
         address: str | None = None,
         what: str | None = None,
+        certificate: str | None = None,
     ) -> Decision:
         """Decide, and log and audit a refusal (*what* names the object of the request)."""
         decision = decide(
@@ -181,6 +194,7 @@ class DimseAccess:
             service,
             address=address,
             user_role=self._role_of if self._roles is not None else None,
+            certificate=certificate,
         )
         if not decision.allowed:
             log.warning(

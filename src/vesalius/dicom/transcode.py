@@ -13,6 +13,8 @@ work, and each raises :class:`TranscodeError` with a reason a person can act on.
 
 from __future__ import annotations
 
+import io
+import logging
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -29,6 +31,8 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
+
+log = logging.getLogger(__name__)
 
 
 class TranscodeError(Exception):
@@ -250,3 +254,43 @@ def frame_target(media_type: str, syntax: str | None, *, allow_lossy: bool) -> s
             f"(VESALIUS_TRANSCODE_LOSSY); ask for {default}"
         )
     return syntax
+
+
+STORAGE_SYNTAXES: tuple[str, ...] = (ExplicitVRLittleEndian, *LOSSLESS_TARGETS)
+
+
+def for_storage(data: bytes, syntax: str | None) -> bytes:
+    """A received Part 10 file in the archive's storage syntax (``storage_transfer_syntax``).
+
+    *None* keeps every file exactly as received. Otherwise an image in another syntax is
+    re-encoded losslessly (a compressed one is decoded first); a file without pixel data, one
+    already in *syntax*, or one the encoder cannot take is kept as received, so that the
+    setting never costs an instance. Malformed files are returned unchanged for the archive's
+    own checks to refuse.
+    """
+    if syntax is None:
+        return data
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = dcmread(io.BytesIO(data))
+        stored = str(ds.file_meta.TransferSyntaxUID)
+    except (InvalidDicomError, AttributeError, ValueError, EOFError, OSError):
+        return data
+    if stored == syntax or "PixelData" not in ds:
+        return data
+    try:
+        if syntax == ExplicitVRLittleEndian:
+            if UID(stored).is_compressed:
+                ds.decompress(generate_instance_uid=False)
+            else:
+                return data  # already uncompressed (implicit or big endian): kept as sent
+        else:
+            encode_dataset(ds, syntax)
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True, implicit_vr=False, little_endian=True)
+    except Exception as exc:
+        log.info("kept as received (%s): cannot store as %s: %s", stored, UID(syntax).name, exc)
+        return data
+    return buffer.getvalue()

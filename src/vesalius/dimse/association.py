@@ -22,6 +22,7 @@ from vesalius.dimse import commands, pdu
 from vesalius.dimse.commands import Command, CommandError
 from vesalius.dimse.negotiation import negotiate
 from vesalius.dimse.pdu import PduError
+from vesalius.tls import peer_identity
 
 if TYPE_CHECKING:
     from vesalius.dimse.listener import Listener
@@ -43,6 +44,7 @@ class Requestor:
     ae_title: str
     address: str
     port: int
+    certificate: str | None = None  # subject CN of a verified TLS client certificate
 
 
 class Message:
@@ -69,6 +71,7 @@ class Association:
         self.writer = writer
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.requestor = Requestor("", str(peer[0]), int(peer[1]))
+        self.requestor.certificate = peer_identity(writer.get_extra_info("peercert"))
         self.called_ae = ""
         self.contexts: dict[int, pdu.AcceptedContext] = {}
         self.peer_max_pdu = 0

@@ -82,9 +82,23 @@ def _refusal(event: Event, access: DimseAccess | None, service: DimseService) ->
     info = event.assoc.requestor
     acceptor = event.assoc.acceptor
     decision = access.check(
-        str(info.ae_title), str(acceptor.ae_title), service, address=str(info.address)
+        str(info.ae_title),
+        str(acceptor.ae_title),
+        service,
+        address=str(info.address),
+        certificate=_certificate(event),
     )
     return None if decision.allowed else _status(decision.status, decision.reason)
+
+
+def _certificate(event: Event) -> str | None:
+    """The subject CN of the caller's verified TLS certificate (TLS port only)."""
+    import ssl
+
+    from vesalius.tls import peer_identity
+
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    return peer_identity(sock.getpeercert()) if isinstance(sock, ssl.SSLSocket) else None
 
 
 def _answer_with(event: Event, status: Dataset) -> None:

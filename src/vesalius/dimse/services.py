@@ -136,7 +136,11 @@ class Services:
     def _refusal(self, assoc: Association, service: DimseService) -> tuple[int, str] | None:
         """The status and comment refusing *service* to this caller (None: go ahead)."""
         decision = self.access.check(
-            assoc.requestor.ae_title, assoc.called_ae, service, address=assoc.requestor.address
+            assoc.requestor.ae_title,
+            assoc.called_ae,
+            service,
+            address=assoc.requestor.address,
+            certificate=assoc.requestor.certificate,
         )
         return None if decision.allowed else (decision.status, decision.reason)
 

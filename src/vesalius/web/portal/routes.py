@@ -180,15 +180,27 @@ def study_page(request: Request, study: str, series: str | None = None) -> Respo
     if found is None or shown is None:
         raise HTTPException(404, f"There is no study with the UID {study!r}.")
     uids = [s.series_instance_uid for s in shown.series]
+    initial = series if series in uids else (uids[0] if uids else "")
+    preview = _middle_instance(request, study, initial) if initial else None
     return page(
         request,
         "study.html",
         patient=found,
         study=shown,
-        initial_series=series if series in uids else (uids[0] if uids else ""),
+        initial_series=initial,
+        preview_sop=preview,
         viewer_url=viewer_url,
         stack_viewer=vendor_url("stack-viewer.js"),
     )
+
+
+def _middle_instance(request: Request, study: str, series: str) -> str | None:
+    """The instance the series' thumbnail shows (its middle one), shown first on the study page."""
+    try:
+        records = request.app.state.container.archive.instances_of(study, series)
+    except NotFound:
+        return None
+    return str(records[len(records) // 2].sop_instance_uid)
 
 
 @router.get("/subjects/{subject_id}")

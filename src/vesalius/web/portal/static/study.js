@@ -1,5 +1,7 @@
-// The study page: ask for the first series' metadata at once, while the stack viewer's bundle
-// is still loading (scripts/portal-assets/stack-viewer.js takes the answer from here).
+// The study page, run right after the preview image: ask for the first series' metadata at
+// once, while the stack viewer's bundle is still loading (scripts/portal-assets/stack-viewer.js
+// takes the answer from here). Until the viewer draws, the server's rendering of the same image
+// is shown (#stack-preview); data-first-paint says when the first image was on the screen.
 "use strict";
 (() => {
   const url = document.currentScript.dataset.metadata;
@@ -7,4 +9,11 @@
     .then((r) => { if (!r.ok) throw new Error(`the series' metadata: ${r.status} ${r.statusText}`); return r.json(); });
   answer.catch(() => {});  // reported where it is used
   window.vesaliusPrefetch = { [new URL(url, location.href).toString()]: answer };
+  const viewer = document.getElementById("stack-viewer");
+  const preview = document.getElementById("stack-preview");
+  const painted = () => { if (!viewer.dataset.firstPaint) viewer.dataset.firstPaint = String(Math.round(performance.now())); };
+  if (preview) {
+    if (preview.complete && preview.naturalWidth) painted();
+    else preview.addEventListener("load", painted);
+  }
 })();
