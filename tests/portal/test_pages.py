@@ -117,6 +117,14 @@ def test_patients_with_empty_or_awkward_ids_open(web: RunningWeb) -> None:
             assert studies.json()["patient_id"] == patient_id
             assert len(studies.json()["studies"]) == 1
 
+        # a study page, and a hostile series parameter falls back to the first series
+        study = studies.json()["studies"][0]["study_instance_uid"]
+        series = studies.json()["studies"][0]["series"][0]["series_instance_uid"]
+        shown = admin.get(f"/studies/{study}", params={"series": "<b>x"}, headers=HTML)
+        assert shown.status_code == 200 and "<b>x" not in shown.text
+        assert f'data-initial-series="{series}"' in shown.text
+        assert f'href="/patients/{part}"' in shown.text  # back to the awkward patient
+
         # the audit trail finds the views of one patient, and only those
         about = admin.get("/api/audit", params={"patient": "A 1/%#"}).json()
         assert {e["object"] for e in about} == {

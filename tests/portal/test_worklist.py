@@ -44,3 +44,36 @@ def test_worklist_rows_show_the_last_study(container: Container) -> None:
     assert rows["L1"].num_studies == 3 and rows["L1"].last_study_date == "20240301"
     assert rows["L2"].last_study_description in (None, "")
     assert rows["L2"].last_study_modalities == "XA"
+
+
+def test_audit_events_about_one_patient(container: Container) -> None:
+    """The audit trail's patient filter on every database: the patient's pages (its ID in the
+    path, however awkward) and accesses to its studies, nothing of a look-alike ID."""
+    from vesalius.auth.audit import AuditRecord
+    from vesalius.index.people import AuditFilters
+
+    store = container.archive.store
+    mine = make_file(PatientID="50%_a/b", StudyInstanceUID="1.2.3.100")
+    store(mine)
+    store(make_file(PatientID="50X_a/bc", StudyInstanceUID="1.2.3.200"))
+    audit = container.audit
+    for actor, obj, study in [
+        ("u1", "GET /patients/50%_a/b", None),
+        ("u1", "GET /api/patients/50%_a/b/studies", None),
+        ("u2", "GET /dicom-web/studies/1.2.3.100/metadata", "1.2.3.100"),
+        ("u3", "GET /patients/50X_a/bc", None),  # a look-alike: % and _ are no wildcards
+        ("u3", "GET /patients/50%_a/b/more", None),
+        ("u4", "GET /dicom-web/studies/1.2.3.200/metadata", "1.2.3.200"),
+    ]:
+        audit.record(
+            AuditRecord(actor=actor, action="view", protocol="http", object=obj, study_uid=study)
+        )
+    found = audit.search(AuditFilters(patient="50%_a/b"))
+    assert sorted(e["object"] for e in found) == [
+        "GET /api/patients/50%_a/b/studies",
+        "GET /dicom-web/studies/1.2.3.100/metadata",
+        "GET /patients/50%_a/b",
+    ]
+    assert audit.search(AuditFilters(patient="nobody")) == []
+    both = audit.search(AuditFilters(patient="50%_a/b", actor="u2"))
+    assert [e["study_uid"] for e in both] == ["1.2.3.100"]

@@ -11,7 +11,9 @@
   window.vesaliusPrefetch = { [new URL(url, location.href).toString()]: answer };
   const viewer = document.getElementById("stack-viewer");
   const preview = document.getElementById("stack-preview");
-  const painted = () => { if (!viewer.dataset.firstPaint) viewer.dataset.firstPaint = String(Math.round(performance.now())); };
+  const stamp = () => { if (!viewer.dataset.firstPaint) viewer.dataset.firstPaint = String(Math.round(performance.now())); };
+  // loaded, then drawn: the second animation frame after the load comes after a frame with it
+  const painted = () => requestAnimationFrame(() => requestAnimationFrame(stamp));
   if (preview) {
     if (preview.complete && preview.naturalWidth) painted();
     else preview.addEventListener("load", painted);
