@@ -1,20 +1,23 @@
 """Group commit: the index rows of every instance ready at one moment, in one transaction.
 
-Each store hands its row-writing step to :meth:`GroupCommit.run` and waits. One writer thread
-takes everything queued at that moment, runs each step in a savepoint of one transaction and
-commits once: N instances arriving together over N associations (or in one STOW-RS request)
-pay one commit, one fsync of the database log, instead of N. Nobody waits for a batch to fill:
-a lone instance is committed at once. A step that fails (a duplicate SOP Instance UID, a
-series filed under another study) is rolled back to its savepoint and fails alone; its
-neighbours commit. Each caller returns only once its own rows are committed, so an
-acknowledgement still means durable.
+Each store hands its row-writing step to :meth:`GroupCommit.run` and waits. The first caller
+to find no commit in progress becomes the leader: it takes every step queued at that moment,
+its own included, runs each in a savepoint of one transaction and commits once. Callers that
+arrive meanwhile queue up and are committed together by the next leader. So N instances
+arriving together over N associations (or STOW-RS requests) pay one commit, one flush of the
+database log, instead of N, while a lone instance is committed at once by its own thread, with
+no hand-off to another thread (which costs more than the commit on a busy machine).
+
+A step that fails (a duplicate SOP Instance UID, a series filed under another study) is rolled
+back to its savepoint and fails alone; its neighbours commit. Each caller returns only once its
+own rows are committed, so an acknowledgement still means durable.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -30,14 +33,15 @@ Step = Callable[[Session], Any]
 
 
 class GroupCommit:
-    """A writer thread that commits the queued steps together (see the module docstring)."""
+    """Leader/follower group commit of row-writing steps (see the module docstring)."""
 
     def __init__(self, db: Database, max_batch: int = 64) -> None:
         self.db = db
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[Step, Future[Any]] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._queue: deque[tuple[Step, Future[Any]]] = deque()
+        self._changed = threading.Condition()
+        self._leading = False
+        self._local = threading.local()
         self.batches = 0  # counted for the benchmarks and tests
         self.steps = 0
 
@@ -46,48 +50,37 @@ class GroupCommit:
 
         Raises what *step* raised (its savepoint rolled back), or what the commit raised.
         """
-        if threading.current_thread() is self._thread:  # a step that stores: no deadlock
+        if getattr(self._local, "leading", False):  # a step that stores again: no deadlock
             return self.db.run_write(step)
         future: Future[Any] = Future()
-        self._ensure_thread()
-        self._queue.put((step, future))
-        return future.result()
+        with self._changed:
+            self._queue.append((step, future))
+        while True:
+            with self._changed:
+                while self._leading and not future.done():
+                    self._changed.wait()
+                if future.done():
+                    return future.result()
+                self._leading = True
+                batch = [
+                    self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))
+                ]
+            self._local.leading = True
+            try:
+                self._commit(batch)
+            finally:
+                self._local.leading = False
+                with self._changed:
+                    self._leading = False
+                    self._changed.notify_all()
 
     def pending(self) -> int:
-        """Steps queued and not yet taken by the writer."""
-        return self._queue.qsize()
+        """Steps queued and not yet taken by a leader."""
+        with self._changed:
+            return len(self._queue)
 
     def close(self) -> None:
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(30)
-
-    def _ensure_thread(self) -> None:
-        if self._thread is not None:
-            return
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="GroupCommit", daemon=True)
-                self._thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    following = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if following is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(following)
-            self._commit(batch)
+        """Nothing runs in the background; kept so that the archive closes all it opened."""
 
     def _commit(self, batch: list[tuple[Step, Future[Any]]]) -> None:
         outcomes: list[tuple[bool, Any]] = []

@@ -67,22 +67,32 @@ class FilesystemBlobStore:
         return Spool(self.temp_dir)
 
     def put_spool(self, spool: Spool, key: str) -> BlobInfo:
+        """Move the spool into place, then make its data and its name durable.
+
+        Renamed first and fsync'd after: on a journalling filesystem (ext4, XFS) the file's
+        fsync then commits the rename in the same journal commit, so the folder's fsync that
+        follows (kept for the others) finds little left to do and a store pays about one disk
+        flush for its file instead of two. Nothing is acknowledged before both return; a crash
+        between the rename and the fsyncs leaves at worst an unindexed file, which the index
+        never names and `vesalius doctor --repair` checks like any orphan.
+        """
         try:
             path = self._path(key)
             if path.exists():
                 raise FileExistsError(f"blob {key} already exists")
-            os.fsync(spool.fileno())
             self._make_parent(path)
             os.rename(spool.path, path)
         except BaseException:
             spool.discard()
             raise
-        spool.release()
         try:
+            os.fsync(spool.fileno())
             _fsync_dir(path.parent)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+        finally:
+            spool.release()
         return BlobInfo(key=key, size=spool.size, sha256=spool.sha256())
 
     def put(self, key: str, chunks: Iterable[bytes]) -> BlobInfo:
