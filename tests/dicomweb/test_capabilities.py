@@ -7,6 +7,7 @@ from pathlib import Path
 
 import defusedxml.ElementTree as ET
 import httpx
+import pytest
 from pydicom.uid import CTImageStorage, JPEGLSLossless
 
 from vesalius.config import Settings
@@ -23,8 +24,15 @@ def anonymous(url: str) -> str:
 
 
 def test_the_committed_statement_is_what_the_code_generates() -> None:
+    from vesalius.conformance import library_versions
+
+    committed = DOC.read_text(encoding="utf-8")
+    if f"Tables from {library_versions()}." not in committed:
+        # UID names and the storage SOP classes come from these libraries: another version
+        # lists other ones. The doc is checked where it was generated.
+        pytest.skip(f"docs/conformance.md was not generated with {library_versions()}")
     expected = markdown(statement(Settings()))
-    assert DOC.read_text(encoding="utf-8") == expected, (
+    assert committed == expected, (
         "docs/conformance.md is out of date: run "
         "`env -i PATH=$PATH .venv/bin/vesalius conformance > docs/conformance.md`"
     )
@@ -111,4 +119,4 @@ def test_cli_prints_the_statement_for_its_settings(tmp_path: Path) -> None:
         [sys.executable, "-m", "vesalius", "conformance"],
         capture_output=True, text=True, env=env, timeout=120, check=True,
     ).stdout  # fmt: skip
-    assert text == DOC.read_text(encoding="utf-8")
+    assert text == markdown(statement(Settings()))
