@@ -403,10 +403,61 @@ class Settings(BaseModel):
         ),
     )
 
+    central_index: bool = Field(
+        default=False,
+        description=(
+            "Act as the central index of a federation: accept site pushes at "
+            "/api/federation/studies and search them (sites: `vesalius central site add`)."
+        ),
+    )
+    central_max_batch: int = Field(
+        default=5000,
+        ge=1,
+        description="Most study records one push to the central index may carry (more: 413).",
+    )
+    central_max_body_bytes: int = Field(
+        default=16 * 1024**2,
+        ge=1024,
+        description="Largest push body the central index reads (bytes; more: 413).",
+    )
+    indexer_url: str | None = Field(
+        default=None,
+        description=(
+            "The central index's push endpoint, e.g. https://central.example/api/federation/"
+            "studies. When set, `serve` pushes this site's study metadata to it."
+        ),
+    )
+    indexer_key: str | None = Field(
+        default=None,
+        description="This site's key for the central index (`vesalius central site add` there).",
+    )
+    site_code: str | None = Field(
+        default=None,
+        description="This site's code at the central index (the `center` of its records).",
+    )
+    indexer_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "Seconds between scheduled pushes to the central index (the safety net: a push "
+            "also starts soon after new changes)."
+        ),
+    )
+    indexer_batch_size: int = Field(
+        default=1000, ge=1, le=100_000, description="Study records per push request."
+    )
+
     @field_validator("ae_title")
     @classmethod
     def _valid_own_ae_title(cls, value: str) -> str:
         return _check_ae_title(value)
+
+    @field_validator("site_code")
+    @classmethod
+    def _valid_site_code(cls, value: str | None) -> str | None:
+        from vesalius.federation.records import check_site_code
+
+        return check_site_code(value) if value else None
 
     @field_validator("log_level")
     @classmethod
@@ -499,6 +550,8 @@ class Settings(BaseModel):
         data["storage_dir"] = str(self.effective_storage_dir)
         if self.admin_password:
             data["admin_password"] = "***"
+        if self.indexer_key:
+            data["indexer_key"] = "***"
         return data
 
 

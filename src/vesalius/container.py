@@ -8,6 +8,7 @@ from vesalius.archive.service import Archive
 from vesalius.auth.accounts import Auth
 from vesalius.auth.audit import AuditLog
 from vesalius.config import Settings
+from vesalius.federation.central import Central
 from vesalius.index.engine import Database
 from vesalius.index.migrate import upgrade
 from vesalius.records.service import Records
@@ -24,6 +25,7 @@ class Container:
     records: Records
     audit: AuditLog
     auth: Auth
+    central: Central
 
     def close(self) -> None:
         self.archive.close()
@@ -44,4 +46,5 @@ def build(settings: Settings, *, migrate: bool = False) -> Container:
     archive.new_study_hooks.append(records.on_instance_indexed)
     audit = AuditLog(db, settings.audit_retention_days)
     auth = Auth(settings, db, audit)
-    return Container(settings, db, blobs, archive, records, audit, auth)
+    central = Central(settings, db)
+    return Container(settings, db, blobs, archive, records, audit, auth, central)

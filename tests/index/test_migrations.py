@@ -10,6 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
+import vesalius.index.federation_models
 import vesalius.index.jobs_models
 import vesalius.index.people_models
 import vesalius.index.records_models  # noqa: F401

@@ -37,6 +37,9 @@ class Permission(StrEnum):
     SYSTEM_HEALTH = "system.health"
     CHANGES_READ = "changes.read"  # the change feed (UIDs and patient IDs of every change)
     JOBS_MANAGE = "jobs.manage"  # the job queue: list, retry, cancel
+    FEDERATION_SEARCH = "federation.search"  # the central index's search across sites
+    # Held by no role: the route is called by a site's indexer with its site key.
+    FEDERATION_PUSH = "federation.push"
 
 
 P = Permission
@@ -59,10 +62,14 @@ class Role(StrEnum):
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.ADMIN: frozenset(P) - {P.PUBLIC},
-    Role.RADIOLOGIST: frozenset(_EVERYONE | {P.IMAGES_DOWNLOAD, P.IMAGES_STORE, P.RECORDS_READ}),
+    Role.ADMIN: frozenset(P) - {P.PUBLIC, P.FEDERATION_PUSH},
+    Role.RADIOLOGIST: frozenset(
+        _EVERYONE | {P.IMAGES_DOWNLOAD, P.IMAGES_STORE, P.RECORDS_READ, P.FEDERATION_SEARCH}
+    ),
     Role.REFERRING_DOCTOR: frozenset(_EVERYONE),
-    Role.RESEARCHER: frozenset(_EVERYONE | {P.IMAGES_DOWNLOAD, P.RECORDS_READ, P.RECORDS_WRITE}),
+    Role.RESEARCHER: frozenset(
+        _EVERYONE | {P.IMAGES_DOWNLOAD, P.RECORDS_READ, P.RECORDS_WRITE, P.FEDERATION_SEARCH}
+    ),
 }
 
 ROLE_LABELS = {
@@ -147,6 +154,11 @@ RULES: tuple[Rule, ...] = (
     _rule(WRITE, "/api/heart-models*", P.RECORDS_WRITE, "change"),
     _rule("DELETE", "/api/subjects/*/events/*/links*", P.RECORDS_WRITE, "change"),
     _rule("DELETE", "/api/subjects*", P.RECORDS_DELETE, "delete"),
+    # -- federation (central index) ------------------------------------------------------------
+    _rule("POST", "/api/federation/studies", P.FEDERATION_PUSH),
+    _rule(READ, "/api/federation/studies", P.FEDERATION_SEARCH, "search"),
+    _rule(READ, "/federation/dicom-web/studies", P.FEDERATION_SEARCH, "search"),
+    _rule(READ, "/federation", P.FEDERATION_SEARCH, page=True),
     # -- people and audit --------------------------------------------------------------------
     _rule(READ + " " + WRITE + " DELETE", "/api/me*", P.AUTHENTICATED),
     _rule(READ, "/api/users*", P.USERS_MANAGE),

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from vesalius import __version__
+from vesalius.cli import federation as federation_cli
 from vesalius.cli import jobs as jobs_cli
 from vesalius.cli import records as records_cli
 from vesalius.cli import users as users_cli
@@ -36,6 +37,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(records_cli.app, name="records")
 app.add_typer(users_cli.app, name="user")
 app.add_typer(jobs_cli.app, name="jobs")
+app.add_typer(federation_cli.central_app, name="central")
 
 err = Console(stderr=True)
 out = Console()

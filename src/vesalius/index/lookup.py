@@ -95,11 +95,11 @@ def condition(constraint: Constraint, *, fold_pn: bool) -> ColumnElement[bool]:
     """The SQL condition for a constraint on an indexed attribute."""
     if constraint.keyword in STUDY_FROM_SERIES:
         column = STUDY_FROM_SERIES[constraint.keyword]
-        inner = _matcher_sql(constraint.matcher, column, fold=False)
+        inner = matcher_sql(constraint.matcher, column, fold=False)
         return exists(select(Series.id).where(Series.study_pk == Study.id, inner))
     if constraint.keyword in STUDY_FROM_INSTANCES:
         column = STUDY_FROM_INSTANCES[constraint.keyword]
-        inner = _matcher_sql(constraint.matcher, column, fold=False)
+        inner = matcher_sql(constraint.matcher, column, fold=False)
         return exists(
             select(Instance.id)
             .join(Series, Instance.series_pk == Series.id)
@@ -107,11 +107,15 @@ def condition(constraint: Constraint, *, fold_pn: bool) -> ColumnElement[bool]:
         )
     indexed = COLUMNS[constraint.keyword]
     if fold_pn and indexed.folded is not None:
-        return _matcher_sql(constraint.matcher, indexed.folded, fold=True)
-    return _matcher_sql(constraint.matcher, indexed.column, fold=False)
+        return matcher_sql(constraint.matcher, indexed.folded, fold=True)
+    return matcher_sql(constraint.matcher, indexed.column, fold=False)
 
 
-def _matcher_sql(matcher: object, column: object, *, fold: bool) -> ColumnElement[bool]:
+def matcher_sql(matcher: object, column: object, *, fold: bool) -> ColumnElement[bool]:
+    """The SQL spelling of one matching rule on *column* (its folded twin when *fold*).
+
+    Also used for tables outside the imaging index (the central index's study records).
+    """
     col = column  # an InstrumentedAttribute; typed loosely to keep SQLAlchemy's generics quiet
     if isinstance(matcher, AnyOf):
         singles = [m.value for m in matcher.options if isinstance(m, Single)]
@@ -119,7 +123,7 @@ def _matcher_sql(matcher: object, column: object, *, fold: bool) -> ColumnElemen
         if singles:
             parts.append(col.in_([fold_text(v) if fold else v for v in singles]))  # type: ignore[attr-defined]
         parts += [
-            _matcher_sql(m, column, fold=fold) for m in matcher.options if isinstance(m, Wildcard)
+            matcher_sql(m, column, fold=fold) for m in matcher.options if isinstance(m, Wildcard)
         ]
         return or_(*parts) if parts else false()
     if isinstance(matcher, Single):

@@ -12,6 +12,7 @@ from vesalius.container import Container
 from vesalius.web import dicomweb, viewer
 from vesalius.web.api import audit as audit_api
 from vesalius.web.api import changes as changes_api
+from vesalius.web.api import federation as federation_api
 from vesalius.web.api import jobs as jobs_api
 from vesalius.web.api import records as records_api
 from vesalius.web.api import studies as studies_api
@@ -49,6 +50,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(audit_api.router)
     app.include_router(changes_api.router)
     app.include_router(jobs_api.router)
+    app.include_router(federation_api.router)
     app.include_router(portal.router)
     app.include_router(viewer.router)
     app.mount("/static", PortalStatic(directory=portal.STATIC), name="static")

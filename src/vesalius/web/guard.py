@@ -117,6 +117,9 @@ async def authorize(request: Request) -> None:
         raise HTTPException(403, "this route is not in the permission table; nobody may use it")
     if rule.permission is Permission.PUBLIC:
         return
+    if rule.permission is Permission.FEDERATION_PUSH:
+        await run_in_threadpool(authorize_site, request)
+        return
     auth: Auth = request.app.state.container.auth
     actor = await run_in_threadpool(identify, request, auth)
     if actor is None:
@@ -135,6 +138,43 @@ async def authorize(request: Request) -> None:
         )
     if actor.session is not None and request.method not in SAFE_METHODS:
         await check_csrf(request, actor.session)
+
+
+def authorize_site(request: Request) -> None:
+    """A push to the central index: a site key as Bearer credential sets ``state.site``.
+
+    Without an ``Authorization`` header the route may still find the key in the body (a
+    seed-004 client posts ``{"key": ...}`` with its record) through :func:`site_for_key`.
+    A user's API token is refused with 403: pushes are made with site keys only.
+    """
+    request.state.site = None
+    header = request.headers.get("authorization")
+    if not header:
+        return
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        site = site_for_key(request, value)
+        if site is not None:
+            request.state.site = site
+            return
+        if request.app.state.container.auth.token_user(value.strip()) is not None:
+            raise HTTPException(
+                403,
+                f"the permission {Permission.FEDERATION_PUSH} belongs to sites: push with a "
+                "site key (`vesalius central site add CODE` on the central index), not a "
+                "user's token",
+            )
+    raise HTTPException(
+        401,
+        "a valid site key is required: send it as `Authorization: Bearer <key>` (unknown "
+        "and revoked keys are refused)",
+        headers={"WWW-Authenticate": 'Bearer realm="Vesalius federation"'},
+    )
+
+
+def site_for_key(request: Request, key: str) -> Any:
+    """The live site a key belongs to, or ``None``."""
+    return request.app.state.container.central.site_for_key(key)
 
 
 async def check_csrf(request: Request, session: SessionRecord) -> None:

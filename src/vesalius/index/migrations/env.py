@@ -2,7 +2,12 @@
 
 from alembic import context
 
-from vesalius.index import jobs_models, people_models, records_models  # noqa: F401  (register tables)
+from vesalius.index import (  # noqa: F401  (register tables)
+    federation_models,
+    jobs_models,
+    people_models,
+    records_models,
+)
 from vesalius.index.models import Base
 
 config = context.config
