@@ -99,3 +99,108 @@ def site_revoke(
     with _container(config) as container:
         container.central.revoke_site(code)
     out.print(f"Site {code.strip()}'s key is revoked.")
+
+
+indexer_app = typer.Typer(
+    help=(
+        "Push this site's study metadata to a central index (VESALIUS_INDEXER_URL, "
+        "VESALIUS_INDEXER_KEY, VESALIUS_SITE_CODE). `serve` does it by itself when "
+        "indexer_url is set."
+    ),
+    no_args_is_help=True,
+)
+
+
+@indexer_app.command("push")
+def indexer_push(
+    initial: Annotated[
+        bool,
+        typer.Option("--initial", help="Send every study (the first load), not only what changed."),
+    ] = False,
+    retries: Annotated[
+        int,
+        typer.Option(help="Attempts again, with growing waits, while the central index is down."),
+    ] = 5,
+    config: ConfigOption = None,
+) -> None:
+    """Send what changed since the last acknowledged push (new, changed and deleted studies).
+
+    The first push of a site, or one with --initial, sends every study, with a progress bar.
+    The watermark moves only past what the central index acknowledged, so a push that fails
+    or is stopped is simply run again. Exit status 1 when the central index could not be
+    reached or refused the push.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from vesalius.federation.indexer import Indexer, PushFailed
+    from vesalius.logs import setup_logging
+
+    with _container(config) as container:
+        setup_logging(container.settings.log_level, plain=True)
+        indexer = Indexer(container.settings, container.db, retries=max(0, retries))
+        try:
+            if initial or not indexer.status().state.initial_done:
+                with Progress(
+                    "[progress.description]{task.description}",
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeRemainingColumn(),
+                    console=err,
+                    transient=False,
+                ) as bar:
+                    task = bar.add_task("studies", total=None)
+                    result = indexer.push(
+                        initial=True,
+                        progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    )
+            else:
+                result = indexer.push()
+        except PushFailed as exc:
+            err.print(f"[red]Push failed:[/red] {exc}")
+            raise typer.Exit(1) from None
+        finally:
+            indexer.close()
+    out.print(
+        f"Pushed {result.records} study records in {result.batches} batches "
+        f"({result.upserted} upserted, {result.deleted} deleted, {result.stale} stale) "
+        f"in {result.seconds:.1f} s; watermark {result.watermark}."
+    )
+
+
+@indexer_app.command("status")
+def indexer_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Show the watermark, the last success, the last error and the backlog of changes."""
+    import json
+
+    from vesalius.federation.indexer import Indexer
+
+    with _container(config) as container:
+        status = Indexer(container.settings, container.db).status()
+    state = status.state
+
+    def when(value: object) -> str | None:
+        return value.isoformat(sep=" ", timespec="seconds") if value else None  # type: ignore[attr-defined]
+
+    data = {
+        "central_index": status.url,
+        "site_code": status.site_code,
+        "initial_push_done": state.initial_done,
+        "watermark": state.watermark,
+        "latest_change": status.latest_seq,
+        "backlog_changes": status.backlog,
+        "local_studies": status.studies,
+        "pushed_total": state.pushed_total,
+        "last_success_utc": when(state.last_success_at),
+        "last_attempt_utc": when(state.last_attempt_at),
+        "last_error": state.last_error,
+    }
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    table = Table("", "")
+    for key, value in data.items():
+        table.add_row(key.replace("_", " "), "" if value is None else str(value))
+    out.print(table)

@@ -38,6 +38,7 @@ app.add_typer(records_cli.app, name="records")
 app.add_typer(users_cli.app, name="user")
 app.add_typer(jobs_cli.app, name="jobs")
 app.add_typer(federation_cli.central_app, name="central")
+app.add_typer(federation_cli.indexer_app, name="indexer")
 
 err = Console(stderr=True)
 out = Console()

@@ -457,3 +457,15 @@ def local_records(
         found.get(uid) or StudyRecord(study_iuid=uid, deleted=True, seq=seq, center=center)
         for uid in study_uids
     ]
+
+
+def study_uids_of_patients(session: Session, patient_ids: Sequence[str]) -> list[str]:
+    """The study UIDs this site holds for these patient IDs."""
+    uids: list[str] = []
+    for chunk in _chunks(list(patient_ids), 500):
+        uids += session.execute(
+            select(Study.study_instance_uid)
+            .join(Patient, Patient.id == Study.patient_pk)
+            .where(Patient.patient_id.in_(chunk))
+        ).scalars()
+    return uids
