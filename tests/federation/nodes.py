@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 VESALIUS = [sys.executable, "-m", "vesalius"]
-ADMIN_PASSWORD = "Admin-password-0042"
+ADMIN_PASSWORD = "Fed-secret-pass-0042"
 
 
 class Node:
