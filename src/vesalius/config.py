@@ -120,6 +120,45 @@ class RemoteAE(BaseModel):
         return self.host is not None and self.port is not None
 
 
+class RemotePacs(BaseModel):
+    """A PACS whose studies this site lists: over DICOMweb, or over DIMSE (C-FIND)."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(description="A short name: `vesalius indexer push --source NAME`.")
+    dicomweb_url: str | None = Field(
+        default=None, description="The PACS's DICOMweb root, e.g. http://pacs:8042/dicom-web."
+    )
+    username: str | None = Field(default=None, description="HTTP Basic user for dicomweb_url.")
+    password: str | None = Field(default=None, description="HTTP Basic password.")
+    token: str | None = Field(default=None, description="Bearer token for dicomweb_url.")
+    ae_title: str | None = Field(default=None, description="The PACS's AE title (C-FIND).")
+    host: str | None = Field(default=None, description="The PACS's DICOM host.")
+    port: int | None = Field(default=None, ge=1, le=65535, description="The PACS's DICOM port.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        value = value.strip()
+        if not value or len(value) > 64 or value == "local" or not value.isprintable():
+            raise ValueError(f"{value!r} is not a usable name (1 to 64 characters, not 'local')")
+        return value
+
+    @field_validator("ae_title")
+    @classmethod
+    def _valid_ae_title(cls, value: str | None) -> str | None:
+        return _check_ae_title(value) if value is not None else None
+
+    @model_validator(mode="after")
+    def _one_way_to_reach_it(self) -> RemotePacs:
+        dimse = self.ae_title and self.host and self.port
+        if not self.dicomweb_url and not dimse:
+            raise ValueError(
+                f"remote_pacs {self.name!r} needs dicomweb_url, or ae_title, host and port"
+            )
+        return self
+
+
 def _check_ae_title(value: str) -> str:
     value = value.strip()
     if not value or len(value) > 16 or "\\" in value or not value.isprintable():
@@ -443,6 +482,20 @@ class Settings(BaseModel):
             "also starts soon after new changes)."
         ),
     )
+    indexer_debounce_s: float = Field(
+        default=1.0,
+        ge=0,
+        description=(
+            "Seconds a push waits after a new study, so that studies stored together go together."
+        ),
+    )
+    remote_pacs: list[RemotePacs] = Field(
+        default_factory=list,
+        description=(
+            "Remote PACS whose studies this site indexes ([[remote_pacs]] tables: name, and "
+            "dicomweb_url with username/password or token)."
+        ),
+    )
     indexer_batch_size: int = Field(
         default=1000, ge=1, le=100_000, description="Study records per push request."
     )
@@ -518,6 +571,10 @@ class Settings(BaseModel):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"remote_ae names must be unique; repeated: {', '.join(duplicates)}")
+        pacs_names = [pacs.name for pacs in self.remote_pacs]
+        repeated = sorted({n for n in pacs_names if pacs_names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"remote_pacs names must be unique; repeated: {', '.join(repeated)}")
         return self
 
     @property
@@ -531,6 +588,13 @@ class Settings(BaseModel):
     def effective_storage_dir(self) -> Path:
         """Where blobs live, defaulting to ``<data_dir>/storage``."""
         return self.storage_dir if self.storage_dir is not None else self.data_dir / "storage"
+
+    def find_remote_pacs(self, name: str) -> RemotePacs | None:
+        """The ``[[remote_pacs]]`` table of this name, if configured."""
+        for pacs in self.remote_pacs:
+            if pacs.name == name.strip():
+                return pacs
+        return None
 
     def find_remote_ae(self, ae_title_or_name: str) -> RemoteAE | None:
         """The remote AE with this AE title (or name), if configured; one with an address
@@ -552,6 +616,10 @@ class Settings(BaseModel):
             data["admin_password"] = "***"
         if self.indexer_key:
             data["indexer_key"] = "***"
+        for pacs in data.get("remote_pacs", []):
+            for secret in ("password", "token"):
+                if pacs.get(secret):
+                    pacs[secret] = "***"
         return data
 
 
@@ -572,7 +640,7 @@ def mask_url(url: str) -> str:
 
 
 # Settings whose environment value is a list or table: parsed as TOML values.
-_STRUCTURED = {"remote_ae", "cors_origins", "unknown_ae_services", "plugins"}
+_STRUCTURED = {"remote_ae", "remote_pacs", "cors_origins", "unknown_ae_services", "plugins"}
 
 
 def unknown_environment(env: Mapping[str, str] | None = None) -> list[str]:

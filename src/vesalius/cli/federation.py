@@ -117,6 +117,13 @@ def indexer_push(
         bool,
         typer.Option("--initial", help="Send every study (the first load), not only what changed."),
     ] = False,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source",
+            help="Index the remote PACS of this name ([[remote_pacs]]) instead of this archive.",
+        ),
+    ] = None,
     retries: Annotated[
         int,
         typer.Option(help="Attempts again, with growing waits, while the central index is down."),
@@ -126,6 +133,7 @@ def indexer_push(
     """Send what changed since the last acknowledged push (new, changed and deleted studies).
 
     The first push of a site, or one with --initial, sends every study, with a progress bar.
+    With --source NAME a remote PACS is listed over QIDO-RS and what changed there is sent.
     The watermark moves only past what the central index acknowledged, so a push that fails
     or is stopped is simply run again. Exit status 1 when the central index could not be
     reached or refused the push.
@@ -139,7 +147,9 @@ def indexer_push(
         setup_logging(container.settings.log_level, plain=True)
         indexer = Indexer(container.settings, container.db, retries=max(0, retries))
         try:
-            if initial or not indexer.status().state.initial_done:
+            if source is not None:
+                result = indexer.push_source(source)
+            elif initial or not indexer.status().state.initial_done:
                 with Progress(
                     "[progress.description]{task.description}",
                     BarColumn(),
@@ -170,15 +180,18 @@ def indexer_push(
 @indexer_app.command("status")
 def indexer_status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    source: Annotated[
+        str | None, typer.Option("--source", help="A remote PACS's push instead of this archive's.")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Show the watermark, the last success, the last error and the backlog of changes."""
     import json
 
-    from vesalius.federation.indexer import Indexer
+    from vesalius.federation.indexer import LOCAL, Indexer
 
     with _container(config) as container:
-        status = Indexer(container.settings, container.db).status()
+        status = Indexer(container.settings, container.db).status(source or LOCAL)
     state = status.state
 
     def when(value: object) -> str | None:

@@ -127,9 +127,13 @@ class Indexer:
         changes = _changes()
         with self.db.read() as session:
             state = fed_index.push_state(session, source)
-            latest = changes.latest_seq(session)
-            backlog = latest - state.watermark if state.initial_done else latest
-            studies = fed_index.local_study_count(session)
+            if source == LOCAL:
+                latest = changes.latest_seq(session)
+                backlog = latest - state.watermark if state.initial_done else latest
+                studies = fed_index.local_study_count(session)
+            else:  # a remote PACS has no change feed: what it last acknowledged
+                latest = backlog = 0
+                studies = len(fed_index.remote_digests(session, source))
         return IndexerStatus(
             state,
             latest,
@@ -255,9 +259,78 @@ class Indexer:
                 uids[uid] = None
         return list(uids)
 
-    def _note_failure(self, message: str) -> None:
+    # -- a remote PACS as the source ---------------------------------------------------------
+
+    def push_source(self, name: str, progress: Progress | None = None) -> PushResult:
+        """List the remote PACS *name* and send what changed there since the last push.
+
+        A remote PACS has no change feed: each push lists all its studies (QIDO-RS) and
+        compares each record with the digest of what the central index last acknowledged,
+        kept in ``indexer_remote_studies``; new and changed studies are sent, and deletions
+        for studies no longer listed. A listing that fails sends nothing.
+        """
+        from vesalius.federation.remote import QidoSource, RemoteError
+
+        self._require_configuration()
+        pacs = self.settings.find_remote_pacs(name)
+        if pacs is None:
+            known = ", ".join(p.name for p in self.settings.remote_pacs) or "none"
+            raise NotConfigured(
+                f"no [[remote_pacs]] named {name!r} (configured: {known}); declare it in the "
+                "configuration file or VESALIUS_REMOTE_PACS"
+            )
+        if not pacs.dicomweb_url:
+            raise NotConfigured(
+                f"remote PACS {name!r} has no dicomweb_url: only QIDO-RS sources are indexed"
+            )
+        started = time.monotonic()
+        source = QidoSource(pacs)
         try:
-            self.db.run_write(lambda s: fed_index.record_push(s, LOCAL, _now(), error=message))
+            listed = {r.study_iuid: r for r in source.studies(self.settings.site_code)}
+        except RemoteError as exc:
+            self._note_failure(str(exc), name)
+            raise PushFailed(str(exc)) from None
+        finally:
+            source.close()
+        with self.db.read() as session:
+            known_digests = fed_index.remote_digests(session, name)
+        digests = {uid: record.digest() for uid, record in listed.items()}
+        changed = [r for uid, r in listed.items() if known_digests.get(uid) != digests[uid]]
+        gone = [uid for uid in known_digests if uid not in listed]
+        records = changed + [
+            StudyRecord(study_iuid=uid, deleted=True, center=self.settings.site_code)
+            for uid in gone
+        ]
+        result = PushResult()
+        size = self.settings.indexer_batch_size
+        try:
+            for start in range(0, len(records), size):
+                self._send_batch(records[start : start + size], result)
+                if progress is not None:
+                    progress(result.records, len(records))
+        except PushFailed as exc:
+            self._note_failure(str(exc), name)
+            raise
+        acknowledged = {r.study_iuid: digests[r.study_iuid] for r in changed}
+
+        def remember(session: Any) -> None:
+            fed_index.replace_remote_digests(session, name, acknowledged, gone)
+            fed_index.record_push(session, name, _now(), pushed=len(records), initial_done=True)
+
+        self.db.run_write(remember)
+        result.seconds = time.monotonic() - started
+        log.info(
+            "push of remote PACS %s done: %d listed, %d sent in %.1f s",
+            name,
+            len(listed),
+            result.records,
+            result.seconds,
+        )
+        return result
+
+    def _note_failure(self, message: str, source: str = LOCAL) -> None:
+        try:
+            self.db.run_write(lambda s: fed_index.record_push(s, source, _now(), error=message))
         except Exception:  # the failure to report matters more than its bookkeeping
             log.exception("could not record the push failure")
 

@@ -19,6 +19,8 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +103,11 @@ class StudyRecord:
         """``|CT|MR|``: every modality between bars, so one LIKE finds any of them."""
         names = split_modalities(self.study_modality)
         return "|" + "|".join(names) + "|" if names else None
+
+    def digest(self) -> str:
+        """A fingerprint of the record's content, to tell whether it changed."""
+        text = json.dumps(self.as_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def as_json(self) -> dict[str, Any]:
         """The record in seed 004's spelling (what a site sends)."""

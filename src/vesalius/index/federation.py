@@ -12,13 +12,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from vesalius.dicom.matching import Constraint
 from vesalius.errors import Conflict, NotFound
 from vesalius.federation.records import StudyRecord
-from vesalius.index.federation_models import FederationSite, FederationStudy, IndexerState
+from vesalius.index.federation_models import (
+    FederationSite,
+    FederationStudy,
+    IndexerRemoteStudy,
+    IndexerState,
+)
 from vesalius.index.lookup import matcher_sql
 from vesalius.index.models import Patient, Study
 
@@ -469,3 +474,28 @@ def study_uids_of_patients(session: Session, patient_ids: Sequence[str]) -> list
             .where(Patient.patient_id.in_(chunk))
         ).scalars()
     return uids
+
+
+def remote_digests(session: Session, source: str) -> dict[str, str]:
+    """The digest of each study of a remote source as the central index last acknowledged it."""
+    return dict(
+        session.execute(
+            select(IndexerRemoteStudy.study_iuid, IndexerRemoteStudy.digest).where(
+                IndexerRemoteStudy.source == source
+            )
+        ).all()
+    )
+
+
+def replace_remote_digests(
+    session: Session, source: str, acknowledged: dict[str, str], gone: Sequence[str]
+) -> None:
+    for chunk in _chunks(list(gone) + list(acknowledged), 500):
+        session.execute(
+            delete(IndexerRemoteStudy).where(
+                IndexerRemoteStudy.source == source, IndexerRemoteStudy.study_iuid.in_(chunk)
+            )
+        )
+    rows = [{"source": source, "study_iuid": u, "digest": d} for u, d in acknowledged.items()]
+    for start in range(0, len(rows), 1000):
+        session.execute(insert(IndexerRemoteStudy), rows[start : start + 1000])

@@ -88,3 +88,14 @@ class IndexerState(Base):
     last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_success_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class IndexerRemoteStudy(Base):
+    """A remote PACS's study as last acknowledged by the central index (its digest)."""
+
+    __tablename__ = "indexer_remote_studies"
+    __table_args__ = (MYSQL_TABLE,)
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    study_iuid: Mapped[str] = mapped_column(String(UID), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))

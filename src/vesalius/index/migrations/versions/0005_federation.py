@@ -1,4 +1,4 @@
-"""federation: central index sites and study records, site push watermarks
+"""federation: central index sites and study records, site push watermarks, remote sources
 
 Revision ID: 0005
 Revises: 0004
@@ -85,9 +85,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("source", name=op.f("pk_indexer_state")),
         **MYSQL,
     )
+    op.create_table(
+        "indexer_remote_studies",
+        sa.Column("source", sa.String(length=64), nullable=False),
+        sa.Column("study_iuid", sa.String(length=64), nullable=False),
+        sa.Column("digest", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("source", "study_iuid", name=op.f("pk_indexer_remote_studies")),
+        **MYSQL,
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("indexer_remote_studies")
     op.drop_table("indexer_state")
     op.drop_table("federation_studies")
     op.drop_table("federation_sites")

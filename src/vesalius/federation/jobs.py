@@ -1,0 +1,60 @@
+"""The push to the central index as a durable job of ``vesalius serve``.
+
+With ``indexer_url`` set, :func:`install` registers the job kind ``federation.push``, schedules
+it every ``indexer_interval_s`` (the safety net), and makes every new study enqueue it, in the
+study's own write transaction, to run ``indexer_debounce_s`` later: studies stored together
+are pushed together, a few seconds after they were stored. One pending push at a time (a
+dedupe key); a push that fails is retried by the job runner with backoff, and the watermark
+never moves past what the central index did not acknowledge.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from vesalius.federation.indexer import Indexer
+
+log = logging.getLogger("vesalius.indexer")
+
+PUSH = "federation.push"
+SOON = "federation.push:soon"
+
+
+def install(container: Any) -> Indexer | None:
+    """Register the push job of this node when it is a site of a federation."""
+    from vesalius import jobs
+
+    settings = container.settings
+    if not settings.indexer_url:
+        return None
+    indexer = Indexer(settings, container.db, retries=1, backoff_s=1.0)
+    if not indexer.configured:
+        log.error(
+            "indexer_url is set but indexer_key or site_code is not: no push to the central "
+            "index until both are set"
+        )
+        return None
+
+    def push(_payload: dict[str, Any]) -> None:
+        indexer.push()
+
+    jobs.register(PUSH, push, max_attempts=3, lease_s=3600.0)
+    jobs.schedule(PUSH, settings.indexer_interval_s, {})
+
+    def soon(session: Any, _study: Any) -> None:
+        run_at = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(
+            seconds=settings.indexer_debounce_s
+        )
+        jobs.enqueue(session, PUSH, {}, run_at=run_at, dedupe_key=SOON)
+
+    container.archive.new_study_hooks.append(soon)
+    log.info(
+        "pushing to the central index %s as site %s (every %.0f s, and %.1f s after new studies)",
+        settings.indexer_url,
+        settings.site_code,
+        settings.indexer_interval_s,
+        settings.indexer_debounce_s,
+    )
+    return indexer

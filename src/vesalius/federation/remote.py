@@ -1,0 +1,162 @@
+"""Remote PACS (``[[remote_pacs]]``) as sources of study records: listed over QIDO-RS.
+
+Everything a remote PACS answers is untrusted: an answer that is not DICOM JSON, a study
+without a UID, a page that never ends, a timeout or a PACS that goes away mid-listing stops
+the listing with a :class:`RemoteError` that says which PACS and what happened; nothing is
+pushed from a listing that did not complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from vesalius import __version__
+from vesalius.config import RemotePacs
+from vesalius.federation.records import RecordError, StudyRecord, parse_record
+
+PAGE = 1000
+MAX_STUDIES = 10_000_000
+INCLUDE = (
+    "PatientID,PatientName,StudyInstanceUID,StudyDate,StudyTime,StudyDescription,"
+    "ModalitiesInStudy,NumberOfStudyRelatedSeries,NumberOfStudyRelatedInstances"
+)
+
+
+class RemoteError(Exception):
+    """A remote PACS could not be listed; the message names it and says why."""
+
+
+def _first(item: dict[str, Any], tag: str) -> Any:
+    element = item.get(tag)
+    if not isinstance(element, dict):
+        return None
+    values = element.get("Value")
+    if not isinstance(values, list) or not values:
+        return None
+    return values[0]
+
+
+def _person(value: Any) -> str | None:
+    if isinstance(value, dict):
+        alphabetic = value.get("Alphabetic")
+        return alphabetic if isinstance(alphabetic, str) else None
+    return value if isinstance(value, str) else None
+
+
+def _number(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def record_from_dicom_json(item: Any, center: str | None, where: str) -> StudyRecord:
+    """A QIDO-RS study answer as a record; raises :class:`RecordError` when it cannot be one."""
+    if not isinstance(item, dict):
+        raise RecordError(f"{where} is not a DICOM JSON object")
+    modalities = item.get("00080061", {})
+    values = modalities.get("Value") if isinstance(modalities, dict) else None
+    modality = (
+        "\\".join(v for v in values if isinstance(v, str)) if isinstance(values, list) else None
+    )
+    date = _first(item, "00080020")
+    time = _first(item, "00080030")
+    when = None
+    if isinstance(date, str) and len(date.strip()) == 8:
+        when = date.strip()
+        if isinstance(time, str) and len(time.strip()) >= 4 and time.strip()[:4].isdigit():
+            clock = time.strip().split(".")[0]
+            when += (clock + "00")[:6] if len(clock) >= 4 else ""
+    uid = _first(item, "0020000D")
+    return parse_record(
+        {
+            "study_iuid": uid if isinstance(uid, str) else None,
+            "patient_id": _text(_first(item, "00100020")),
+            "patient_name": _person(_first(item, "00100010")),
+            "study_datetime": when,
+            "study_description": _text(_first(item, "00081030")),
+            "study_modality": modality or None,
+            "study_series": _number(_first(item, "00201206")),
+            "study_instances": _number(_first(item, "00201208")),
+            "center": center,
+        },
+        where,
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value[:64] if isinstance(value, str) else None
+
+
+class QidoSource:
+    """Lists a remote PACS's studies over QIDO-RS, a page at a time."""
+
+    def __init__(self, pacs: RemotePacs, timeout_s: float = 60.0) -> None:
+        if not pacs.dicomweb_url:
+            raise RemoteError(f"remote PACS {pacs.name!r} has no dicomweb_url")
+        self.pacs = pacs
+        headers = {"Accept": "application/dicom+json", "User-Agent": f"Vesalius/{__version__}"}
+        auth = None
+        if pacs.token:
+            headers["Authorization"] = f"Bearer {pacs.token}"
+        elif pacs.username:
+            auth = httpx.BasicAuth(pacs.username, pacs.password or "")
+        self.client = httpx.Client(
+            base_url=pacs.dicomweb_url.rstrip("/"), headers=headers, auth=auth, timeout=timeout_s
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def studies(self, center: str | None) -> Iterator[StudyRecord]:
+        name = self.pacs.name
+        offset = 0
+        previous_first: Any = None
+        while True:
+            try:
+                answer = self.client.get(
+                    "/studies", params={"limit": PAGE, "offset": offset, "includefield": INCLUDE}
+                )
+            except httpx.HTTPError as exc:
+                raise RemoteError(
+                    f"remote PACS {name!r} ({self.pacs.dicomweb_url}) cannot be reached: "
+                    f"{exc or type(exc).__name__}"
+                ) from None
+            if answer.status_code == 204:
+                return
+            if answer.status_code != 200:
+                raise RemoteError(
+                    f"remote PACS {name!r} answered {answer.status_code} to a study search: "
+                    f"{answer.text[:200]}"
+                )
+            try:
+                page = answer.json()
+            except ValueError:
+                raise RemoteError(
+                    f"remote PACS {name!r} answered a study search with something that is not JSON"
+                ) from None
+            if not isinstance(page, list):
+                raise RemoteError(f"remote PACS {name!r} answered a study search with no list")
+            for index, item in enumerate(page):
+                try:
+                    yield record_from_dicom_json(item, center, f"study {offset + index}")
+                except RecordError as exc:
+                    raise RemoteError(f"remote PACS {name!r} answered garbage: {exc}") from None
+            first = _first(page[0], "0020000D") if page else None
+            if offset and first is not None and first == previous_first:
+                raise RemoteError(
+                    f"remote PACS {name!r} ignores the offset of a study search (the same page "
+                    "came back twice)"
+                )
+            previous_first = first
+            offset += len(page)
+            if len(page) < PAGE:
+                return
+            if offset > MAX_STUDIES:
+                raise RemoteError(f"remote PACS {name!r} lists more than {MAX_STUDIES} studies")
