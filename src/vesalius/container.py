@@ -9,6 +9,7 @@ from vesalius.auth.accounts import Auth
 from vesalius.auth.audit import AuditLog
 from vesalius.config import Settings
 from vesalius.federation.central import Central
+from vesalius.federation.jobs import push_soon_hook
 from vesalius.index.engine import Database
 from vesalius.index.migrate import upgrade
 from vesalius.records.service import Records
@@ -44,6 +45,9 @@ def build(settings: Settings, *, migrate: bool = False) -> Container:
     records = Records(settings, db, blobs, archive)
     # Every new study gives its subject an imaging session, in the same transaction.
     archive.new_study_hooks.append(records.on_instance_indexed)
+    if settings.indexer_url:
+        # A site of a federation: a new study queues a push to the central index.
+        archive.new_study_hooks.append(push_soon_hook(settings))
     audit = AuditLog(db, settings.audit_retention_days)
     auth = Auth(settings, db, audit)
     central = Central(settings, db)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -221,3 +222,36 @@ def test_indexer_settings_are_required(tmp_path: Path) -> None:
     assert "VESALIUS_INDEXER_URL" in result.stderr and "VESALIUS_SITE_CODE" in result.stderr
     state = status(lonely)
     assert state["watermark"] == 0 and state["initial_push_done"] is False
+
+
+def wait_for(check: Any, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.2)
+
+
+def test_serve_pushes_by_itself(tmp_path: Path, sqlite_central: Node) -> None:
+    """A site's `serve` pushes soon after new studies, and on its interval for the rest."""
+    central = sqlite_central
+    h1 = site(tmp_path, central, "H1")
+    first = studies(tmp_path / "in", 3)
+    h1.run(["import", str(tmp_path / "in")])
+    h1.env["VESALIUS_INDEXER_INTERVAL_S"] = "3"
+    h1.start()
+    try:
+        # the first push (the initial one) happens by itself
+        wait_for(lambda: len(found(central)) == 3)
+        # a study stored while it runs is found centrally soon after
+        later = studies(tmp_path / "later", 1, "N")
+        h1.run(["import", str(tmp_path / "later")])
+        wait_for(lambda: len(found(central)) == 4)
+        # a deletion is not a new study: the interval brings it
+        assert h1.delete(f"/api/studies/{first[0]}").status_code in (200, 204)
+        wait_for(lambda: {u for _, u, _ in found(central)} == {*first[1:], *later})
+        assert any("pushed 1 records" in line for line in h1.log)
+        jobs = h1.run(["jobs", "list", "--kind", "federation.push"]).stdout
+        assert "federation.push" in jobs
+    finally:
+        h1.stop()
+    assert status(h1)["backlog_changes"] == 0

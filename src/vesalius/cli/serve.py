@@ -17,6 +17,7 @@ from vesalius.auth.maintenance import start_maintenance
 from vesalius.config import ConfigError, Settings
 from vesalius.container import Container, build
 from vesalius.dimse.server import DicomServer
+from vesalius.federation import jobs as federation_jobs
 from vesalius.index.migrate import current_revision, head_revision
 from vesalius.jobs.runner import JobRunner
 from vesalius.logs import setup_logging
@@ -70,6 +71,7 @@ def run(settings: Settings) -> None:
         log.error("%s", exc)
         container.close()
         raise SystemExit(2) from None
+    federation_jobs.install(container)  # the push to a central index, when this is a site
     runner = JobRunner(container).start() if settings.jobs_enabled else None
     try:
         _host, port = dicom.start()

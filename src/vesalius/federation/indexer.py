@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ class Indexer:
         self.backoff_s = backoff_s
         self.sleep = sleep
         self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         if self._client is not None:
@@ -148,11 +150,12 @@ class Indexer:
     def push(self, *, initial: bool = False, progress: Progress | None = None) -> PushResult:
         """The initial push (when asked, or never done yet), else the changes since the last."""
         self._require_configuration()
-        with self.db.read() as session:
-            state = fed_index.push_state(session, LOCAL)
-        if initial or not state.initial_done:
-            return self.push_initial(progress)
-        return self.push_changes()
+        with self._lock:  # one push at a time in this process (the job and its schedule)
+            with self.db.read() as session:
+                state = fed_index.push_state(session, LOCAL)
+            if initial or not state.initial_done:
+                return self.push_initial(progress)
+            return self.push_changes()
 
     def push_initial(self, progress: Progress | None = None) -> PushResult:
         """Send every study; the watermark then moves to the change number read first."""

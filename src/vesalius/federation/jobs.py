@@ -1,8 +1,9 @@
 """The push to the central index as a durable job of ``vesalius serve``.
 
-With ``indexer_url`` set, :func:`install` registers the job kind ``federation.push``, schedules
-it every ``indexer_interval_s`` (the safety net), and makes every new study enqueue it, in the
-study's own write transaction, to run ``indexer_debounce_s`` later: studies stored together
+With ``indexer_url`` set, :func:`install` registers the job kind ``federation.push`` and
+schedules it every ``indexer_interval_s`` (the safety net), and :func:`push_soon_hook` (wired
+by the container) makes every new study enqueue it, in the study's own write transaction, to
+run ``indexer_debounce_s`` later: studies stored together
 are pushed together, a few seconds after they were stored. One pending push at a time (a
 dedupe key); a push that fails is retried by the job runner with backoff, and the watermark
 never moves past what the central index did not acknowledge.
@@ -42,14 +43,6 @@ def install(container: Any) -> Indexer | None:
 
     jobs.register(PUSH, push, max_attempts=3, lease_s=3600.0)
     jobs.schedule(PUSH, settings.indexer_interval_s, {})
-
-    def soon(session: Any, _study: Any) -> None:
-        run_at = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(
-            seconds=settings.indexer_debounce_s
-        )
-        jobs.enqueue(session, PUSH, {}, run_at=run_at, dedupe_key=SOON)
-
-    container.archive.new_study_hooks.append(soon)
     log.info(
         "pushing to the central index %s as site %s (every %.0f s, and %.1f s after new studies)",
         settings.indexer_url,
@@ -58,3 +51,20 @@ def install(container: Any) -> Indexer | None:
         settings.indexer_debounce_s,
     )
     return indexer
+
+
+def push_soon_hook(settings: Any) -> Any:
+    """A new-study hook (``Archive.new_study_hooks``) that queues a push a moment later.
+
+    It runs inside the study's write transaction, so the job commits with the study, whatever
+    process stored it (``serve``, ``import``, ``reindex``); a ``serve`` process runs it.
+    """
+    from vesalius import jobs
+
+    def soon(session: Any, _study: Any) -> None:
+        run_at = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(
+            seconds=settings.indexer_debounce_s
+        )
+        jobs.enqueue(session, PUSH, {}, run_at=run_at, dedupe_key=SOON)
+
+    return soon
