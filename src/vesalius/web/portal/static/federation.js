@@ -19,7 +19,7 @@
     body.replaceChildren(...page.studies.map((s) => V.el("tr", { "data-site": s.site },
       V.el("td", { class: "site" }, s.site), V.el("td", {}, s.patient_id || ""), V.el("td", {}, V.person(s.patient_name)),
       V.el("td", {}, (s.study_datetime || "").replace("T", " ")), V.el("td", {}, s.study_description || ""),
-      V.el("td", {}, s.study_modality || ""), V.el("td", {}, s.study_series ?? ""), V.el("td", {}, s.study_instances ?? ""),
+      V.el("td", {}, V.modalities(s.study_modality)), V.el("td", {}, s.study_series ?? ""), V.el("td", {}, s.study_instances ?? ""),
       V.el("td", { class: "uid" }, s.study_iuid))));
     const last = Math.min(offset + limit, page.total);
     total.textContent = page.total ? `${offset + 1}–${last} of ${page.total} studies` : "No study found.";
