@@ -50,7 +50,10 @@ def test_orthanc_indexed_over_qido_rs(tmp_path: Path, orthanc: Orthanc, central:
     remotes = (
         f'[{{name = "pacs", dicomweb_url = "{orthanc.dicomweb}"}}, '
         f'{{name = "broken", dicomweb_url = "{central.url}/api/system"}}, '
-        '{name = "gone", dicomweb_url = "http://127.0.0.1:9/dicom-web"}]'
+        '{name = "gone", dicomweb_url = "http://127.0.0.1:9/dicom-web"}, '
+        f'{{name = "dimse", ae_title = "{orthanc.aet}", host = "127.0.0.1", '
+        f"port = {orthanc.dicom_port}}}, "
+        '{name = "nodimse", ae_title = "NOBODY", host = "127.0.0.1", port = 9}]'
     )
     site = Node(
         tmp_path,
@@ -68,6 +71,17 @@ def test_orthanc_indexed_over_qido_rs(tmp_path: Path, orthanc: Orthanc, central:
     assert one["site"] == "H9" and one["patient_id"] == "ORT0"
     assert one["patient_name"] == "ORTHANC^PATIENT0" and one["study_modality"] == "MR"
     assert one["study_datetime"] == "2024-01-02T10:15:00" and one["study_instances"] == 1
+
+    # the same PACS over C-FIND gives the same records
+    over_dimse = site.run(["indexer", "push", "--source", "dimse"])
+    assert "Pushed 3 study records" in over_dimse.stdout, over_dimse.stdout + over_dimse.stderr
+
+    def content(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {u: {k: v for k, v in r.items() if k != "updated_at"} for u, r in records.items()}
+
+    assert content(found(central)) == content(studies)
+    unreachable = site.run(["indexer", "push", "--source", "nodimse"], check=False)
+    assert unreachable.returncode == 1 and "cannot be reached" in unreachable.stderr
 
     # nothing changed at the PACS: nothing sent
     assert "Pushed 0 study records" in site.run(["indexer", "push", "--source", "pacs"]).stdout

@@ -269,10 +269,11 @@ class Indexer:
 
         A remote PACS has no change feed: each push lists all its studies (QIDO-RS) and
         compares each record with the digest of what the central index last acknowledged,
-        kept in ``indexer_remote_studies``; new and changed studies are sent, and deletions
+        kept in ``indexer_remote_studies`` (over QIDO-RS, or C-FIND without a dicomweb_url);
+        new and changed studies are sent, and deletions
         for studies no longer listed. A listing that fails sends nothing.
         """
-        from vesalius.federation.remote import QidoSource, RemoteError
+        from vesalius.federation.remote import FindSource, QidoSource, RemoteError
 
         self._require_configuration()
         pacs = self.settings.find_remote_pacs(name)
@@ -282,12 +283,10 @@ class Indexer:
                 f"no [[remote_pacs]] named {name!r} (configured: {known}); declare it in the "
                 "configuration file or VESALIUS_REMOTE_PACS"
             )
-        if not pacs.dicomweb_url:
-            raise NotConfigured(
-                f"remote PACS {name!r} has no dicomweb_url: only QIDO-RS sources are indexed"
-            )
         started = time.monotonic()
-        source = QidoSource(pacs)
+        source: QidoSource | FindSource = (
+            QidoSource(pacs) if pacs.dicomweb_url else FindSource(pacs, self.settings.ae_title)
+        )
         try:
             listed = {r.study_iuid: r for r in source.studies(self.settings.site_code)}
         except RemoteError as exc:

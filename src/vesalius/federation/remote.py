@@ -1,4 +1,5 @@
-"""Remote PACS (``[[remote_pacs]]``) as sources of study records: listed over QIDO-RS.
+"""Remote PACS (``[[remote_pacs]]``) as sources of study records: listed over QIDO-RS, or over
+C-FIND (pynetdicom as the SCU) when only ``ae_title``, ``host`` and ``port`` are given.
 
 Everything a remote PACS answers is untrusted: an answer that is not DICOM JSON, a study
 without a UID, a page that never ends, a timeout or a PACS that goes away mid-listing stops
@@ -160,3 +161,72 @@ class QidoSource:
                 return
             if offset > MAX_STUDIES:
                 raise RemoteError(f"remote PACS {name!r} lists more than {MAX_STUDIES} studies")
+
+
+class FindSource:
+    """Lists a remote PACS's studies with one study-level C-FIND (Study Root)."""
+
+    def __init__(self, pacs: RemotePacs, calling_ae: str, timeout_s: float = 60.0) -> None:
+        if not (pacs.ae_title and pacs.host and pacs.port):
+            raise RemoteError(f"remote PACS {pacs.name!r} has no ae_title, host and port")
+        self.pacs = pacs
+        self.calling_ae = calling_ae
+        self.timeout_s = timeout_s
+
+    def close(self) -> None:
+        pass
+
+    def studies(self, center: str | None) -> Iterator[StudyRecord]:
+        from pydicom import Dataset
+        from pynetdicom import AE
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
+
+        pacs = self.pacs
+        where = f"remote PACS {pacs.name!r} ({pacs.ae_title}@{pacs.host}:{pacs.port})"
+        ae = AE(ae_title=self.calling_ae)
+        ae.add_requested_context(FIND)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
+        assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.ae_title)
+        if not assoc.is_established:
+            raise RemoteError(f"{where} cannot be reached or refused the association")
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        for keyword in (
+            "StudyInstanceUID",
+            "PatientID",
+            "PatientName",
+            "StudyDate",
+            "StudyTime",
+            "StudyDescription",
+            "ModalitiesInStudy",
+            "NumberOfStudyRelatedSeries",
+            "NumberOfStudyRelatedInstances",
+        ):
+            setattr(query, keyword, "")
+        count = 0
+        try:
+            for status, identifier in assoc.send_c_find(query, FIND):
+                if status is None or "Status" not in status:
+                    raise RemoteError(f"{where} stopped answering the C-FIND (timed out or gone)")
+                code = int(status.Status)
+                if code in (0xFF00, 0xFF01):
+                    if identifier is None:
+                        raise RemoteError(f"{where} sent a pending answer without a dataset")
+                    try:
+                        item = identifier.to_json_dict()
+                    except Exception as exc:
+                        raise RemoteError(f"{where} answered garbage: {exc}") from None
+                    try:
+                        yield record_from_dicom_json(item, center, f"study {count}")
+                    except RecordError as exc:
+                        raise RemoteError(f"{where} answered garbage: {exc}") from None
+                    count += 1
+                    if count > MAX_STUDIES:
+                        raise RemoteError(f"{where} lists more than {MAX_STUDIES} studies")
+                elif code == 0x0000:
+                    return
+                else:
+                    raise RemoteError(f"{where} ended the C-FIND with status 0x{code:04X}")
+        finally:
+            if assoc.is_established:
+                assoc.release()
