@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, false, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from vesalius.dicom.matching import Constraint
@@ -80,7 +80,7 @@ def list_sites(session: Session) -> list[SiteRow]:
     counts = dict(
         session.execute(
             select(FederationStudy.site_pk, func.count())
-            .where(FederationStudy.deleted.is_(False))
+            .where(FederationStudy.deleted == false())
             .group_by(FederationStudy.site_pk)
         ).all()
     )
@@ -273,7 +273,8 @@ class CentralPage:
 
 
 def _search_conditions(filters: CentralFilters, fold_pn: bool) -> list[Any]:
-    conditions: list[Any] = [FederationStudy.deleted.is_(False)]
+    # "= false" (not "IS false"), so that the indexes leading with ``deleted`` are used.
+    conditions: list[Any] = [FederationStudy.deleted == false()]
     if filters.patient_id is not None:
         conditions.append(
             matcher_sql(filters.patient_id.matcher, FederationStudy.patient_id, fold=False)
@@ -294,36 +295,46 @@ def _search_conditions(filters: CentralFilters, fold_pn: bool) -> list[Any]:
             or_(*[FederationStudy.modalities.like(f"%|{m}|%") for m in filters.modalities])
         )
     if filters.sites:
-        conditions.append(FederationSite.code.in_(filters.sites))
+        conditions.append(
+            FederationStudy.site_pk.in_(
+                select(FederationSite.id).where(FederationSite.code.in_(filters.sites))
+            )
+        )
     return conditions
 
 
 def search(session: Session, filters: CentralFilters, *, fold_pn: bool) -> CentralPage:
     """A page of live study records matching *filters*, newest study first, and the total."""
     conditions = _search_conditions(filters, fold_pn)
-    joined = select(FederationStudy, FederationSite.code).join(
-        FederationSite, FederationSite.id == FederationStudy.site_pk
-    )
     total = session.execute(
-        select(func.count())
-        .select_from(FederationStudy)
-        .join(FederationSite, FederationSite.id == FederationStudy.site_pk)
-        .where(and_(*conditions))
+        select(func.count()).select_from(FederationStudy).where(and_(*conditions))
     ).scalar_one()
     page = CentralPage(total=int(total))
-    if filters.limit == 0:
+    if filters.limit == 0 or not total:
         return page
-    result = session.execute(
-        joined.where(and_(*conditions))
-        .order_by(
-            FederationStudy.study_date.desc(),
-            FederationStudy.study_time.desc(),
-            FederationStudy.id.desc(),
-        )
-        .limit(filters.limit)
-        .offset(filters.offset)
+    # The page's keys first (from an index), then only those rows.
+    ids = list(
+        session.execute(
+            select(FederationStudy.id)
+            .where(and_(*conditions))
+            .order_by(
+                FederationStudy.study_date.desc(),
+                FederationStudy.study_time.desc(),
+                FederationStudy.id.desc(),
+            )
+            .limit(filters.limit)
+            .offset(filters.offset)
+        ).scalars()
     )
-    for study, code in result:
+    rows = {
+        study.id: study
+        for study in session.execute(
+            select(FederationStudy).where(FederationStudy.id.in_(ids))
+        ).scalars()
+    }
+    codes = dict(session.execute(select(FederationSite.id, FederationSite.code)).all())
+    for study in (rows[i] for i in ids):
+        code = codes[study.site_pk]
         page.rows.append(
             CentralRow(
                 site=code,

@@ -65,12 +65,20 @@ def upgrade() -> None:
         ),
         **MYSQL,
     )
-    op.create_index("ix_federation_studies_patient_id", "federation_studies", ["patient_id"])
     op.create_index(
-        "ix_federation_studies_name_folded", "federation_studies", ["patient_name_folded"]
+        "ix_federation_studies_patient_id",
+        "federation_studies",
+        ["deleted", "patient_id", "study_date", "study_time"],
     )
     op.create_index(
-        "ix_federation_studies_date", "federation_studies", ["study_date", "study_time"]
+        "ix_federation_studies_name_folded",
+        "federation_studies",
+        ["deleted", "patient_name_folded", "study_date", "study_time", "modalities"],
+    )
+    op.create_index(
+        "ix_federation_studies_date",
+        "federation_studies",
+        ["deleted", "study_date", "study_time", "modalities"],
     )
     op.create_index("ix_federation_studies_study_iuid", "federation_studies", ["study_iuid"])
     op.create_table(
