@@ -71,6 +71,7 @@ def test_orthanc_indexed_over_qido_rs(tmp_path: Path, orthanc: Orthanc, central:
     assert one["site"] == "H9" and one["patient_id"] == "ORT0"
     assert one["patient_name"] == "ORTHANC^PATIENT0" and one["study_modality"] == "MR"
     assert one["study_datetime"] == "2024-01-02T10:15:00" and one["study_instances"] == 1
+    assert one["study_description"] == "Remote study"
 
     # the same PACS over C-FIND gives the same records
     over_dimse = site.run(["indexer", "push", "--source", "dimse"])

@@ -121,9 +121,11 @@ class QidoSource:
         previous_first: Any = None
         while True:
             try:
-                answer = self.client.get(
-                    "/studies", params={"limit": PAGE, "offset": offset, "includefield": INCLUDE}
-                )
+                # includefield repeated, one attribute each: some servers (Orthanc) ignore a
+                # comma-separated list
+                params = [("limit", str(PAGE)), ("offset", str(offset))]
+                params += [("includefield", keyword) for keyword in INCLUDE.split(",")]
+                answer = self.client.get("/studies", params=params)
             except httpx.HTTPError as exc:
                 raise RemoteError(
                     f"remote PACS {name!r} ({self.pacs.dicomweb_url}) cannot be reached: "
