@@ -52,18 +52,32 @@ async function start() {
       if (!root.dataset.firstPaint) root.dataset.firstPaint = root.dataset.firstImage;
       const preview = document.getElementById("stack-preview");
       if (preview) preview.hidden = true;
+      status.textContent = "";
       // thumbnails only now: their rendering must not delay the first image
-      for (const img of root.querySelectorAll("img[data-src]")) img.src = img.dataset.src;
+      for (const img of root.querySelectorAll("img[data-src]")) {
+        img.addEventListener("error", () => (img.style.visibility = "hidden"));  // no broken icon
+        img.src = img.dataset.src;
+      }
       loadTools();
     }
     root.dataset.rendered = String(viewport.getCurrentImageIdIndex());
   });
-  eventTarget.addEventListener(Enums.Events.IMAGE_LOAD_ERROR, (ev) => { status.textContent = "An image could not be loaded: " + ((ev.detail && ev.detail.error && ev.detail.error.message) || "error"); });
+  eventTarget.addEventListener(Enums.Events.IMAGE_LOAD_ERROR, (ev) => {
+    const error = ev.detail && ev.detail.error;
+    const reason = (error && (error.message || (error.response && error.response.statusText))) || "unreadable";
+    status.textContent = `An image could not be shown (${reason}); the others can be: scroll on.`;
+    const preview = document.getElementById("stack-preview");
+    if (preview) preview.hidden = true;
+    loadTools();  // the first image failed: the tools must not wait for it
+  });
   new ResizeObserver(() => engine && engine.resize(true, true)).observe(element);
   started = true;
 }
 
+let toolsLoading = false;
 function loadTools() {
+  if (toolsLoading) return;
+  toolsLoading = true;
   import("./stack-tools.js")
     .then((module) => {
       tools = module.setup(ENGINE, VIEWPORT, element);
@@ -123,12 +137,26 @@ async function openSeries(seriesUid) {
   const at = wanted ? imageIds.findIndex((id) => id.includes(`/instances/${wanted}/`)) : -1;
   const startAt = at >= 0 ? at : Math.floor(imageIds.length / 2);
   performance.mark("stack:setStack");
-  await viewport.setStack(imageIds, startAt);
+  try {
+    await viewport.setStack(imageIds, startAt);
+  } catch (error) {
+    loadTools();  // scrolling on to the other images needs them
+    throw new Error(`An image could not be shown (${(error && error.message) || "unreadable"}); the others can be: scroll on.`);
+  }
   performance.mark("stack:loaded");
   viewport.render();
   if (tools) tools.prefetch();
   showInfo();
 }
+
+// Cornerstone's loader leaves the rejection of an undecodable frame unhandled (besides the
+// IMAGE_LOAD_ERROR event above): say it on the page, as a warning in the console.
+window.addEventListener("unhandledrejection", (event) => {
+  const reason = (event.reason && (event.reason.message || String(event.reason))) || "unreadable";
+  console.warn("stack viewer:", reason);
+  status.textContent = `An image could not be shown (${reason}); the others can be: scroll on.`;
+  event.preventDefault();
+});
 
 root.addEventListener("click", (event) => {
   const tool = event.target.closest("[data-tool]");

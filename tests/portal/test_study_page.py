@@ -7,6 +7,7 @@ measured in benchmarks/worklist_bench.py, never here.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -135,3 +136,49 @@ def test_stack_viewer_scroll_window_zoom_pan_measure(web: RunningWeb, browser: A
     ohif.click()
     page.wait_for_url(re.compile(r".*/viewer/viewer\?StudyInstanceUIDs="))
     assert errors == []
+
+
+def test_compressed_series_and_a_broken_image(sqlite_container: Container, browser: Any) -> None:
+    """JPEG-LS frames are decoded in the browser (the WebAssembly codec served by the server);
+    an instance whose compressed pixels are garbage is reported, and the others are shown."""
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLSLossless
+
+    from vesalius.dicom.transcode import encode_dataset
+
+    for n, data in enumerate(ct_series(3, size=128, patient_id="JLS1")):
+        ds = encode_dataset(dcmread(io.BytesIO(data)), JPEGLSLossless)
+        if n == 1:  # the middle one, shown first
+            ds.PixelData = encapsulate([b"\xff\xd8 not a JPEG-LS stream " * 8])
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        sqlite_container.archive.store(buffer.getvalue())
+    sqlite_container.auth.create_user("rad", PASSWORD, "radiologist")
+    for web in serve(sqlite_container):
+        base = re.sub(r"//[^@/]*@", "//", web.url)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+        login(page, base)
+        page.goto(f"{base}/patients/JLS1")
+        page.click("a.open-study")
+        status = page.locator("#stack-status")
+        page.wait_for_function(
+            "document.querySelector('#stack-status').textContent.includes('could not be shown')"
+        )
+        assert page.locator("#stack-preview").is_hidden()  # no broken-image icon either
+        page.wait_for_selector("#stack-viewer[data-tools=ready]", state="attached")
+        box = page.locator("#stack-viewport").bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        for _ in range(50):  # scroll on until a good image is drawn
+            page.mouse.wheel(0, 120)
+            page.wait_for_timeout(100)
+            if page.get_attribute("#stack-viewer", "data-first-image"):
+                break
+        page.wait_for_selector("#stack-viewer[data-first-image]", state="attached")
+        assert spread(page.locator("#stack-viewport canvas").first.screenshot()) > 50
+        assert status.inner_text() == ""
+        (ARTIFACTS / "study-jpeg-ls.png").write_bytes(page.screenshot())
+        assert errors == []

@@ -15,7 +15,9 @@
   // loaded, then drawn: the second animation frame after the load comes after a frame with it
   const painted = () => requestAnimationFrame(() => requestAnimationFrame(stamp));
   if (preview) {
-    if (preview.complete && preview.naturalWidth) painted();
-    else preview.addEventListener("load", painted);
+    // it may have loaded, or failed, while this script was on its way
+    if (preview.complete) { if (preview.naturalWidth) painted(); else preview.hidden = true; }
+    preview.addEventListener("load", painted);
+    preview.addEventListener("error", () => (preview.hidden = true));  // the viewer says why
   }
 })();
