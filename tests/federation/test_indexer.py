@@ -255,3 +255,16 @@ def test_serve_pushes_by_itself(tmp_path: Path, sqlite_central: Node) -> None:
     finally:
         h1.stop()
     assert status(h1)["backlog_changes"] == 0
+
+
+def test_a_rebuilt_index_is_pushed_whole_again(tmp_path: Path, sqlite_central: Node) -> None:
+    h1 = site(tmp_path, sqlite_central, "H1")
+    uids = studies(tmp_path / "in", 2)
+    h1.run(["import", str(tmp_path / "in")])
+    h1.run(["indexer", "push"])
+    h1.run(["reindex", "--yes"])
+    again = h1.run(["indexer", "push"])
+    assert "Pushed 2 study records" in again.stdout, again.stdout + again.stderr
+    assert "pushing every study" in again.stderr
+    assert [u for _, u, _ in found(sqlite_central)] == sorted(uids)
+    assert status(h1)["backlog_changes"] == 0

@@ -215,6 +215,10 @@ class Indexer:
                 batch = changes.changes_since(session, result.watermark, CHANGES_PER_ROUND)
                 if not batch:
                     break
+                if any(change.kind == "index_reset" for change in batch):
+                    # The index was rebuilt from its files: send every study again.
+                    log.info("the index was rebuilt (change feed reset): pushing every study")
+                    return self.push_initial()
                 last_seq = batch[-1].seq
                 study_uids = self._studies_named(session, batch)
                 records = fed_index.local_records(
