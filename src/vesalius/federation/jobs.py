@@ -21,6 +21,7 @@ log = logging.getLogger("vesalius.indexer")
 
 PUSH = "federation.push"
 SOON = "federation.push:soon"
+AGAIN = "federation.push:again"
 
 
 def install(container: Any) -> Indexer | None:
@@ -40,6 +41,13 @@ def install(container: Any) -> Indexer | None:
 
     def push(_payload: dict[str, Any]) -> None:
         indexer.push()
+        # A study stored while this push ran found its key taken (this job holds it): if the
+        # feed moved past what was sent, queue one more push under another key.
+        if indexer.status().backlog:
+            run_at = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(
+                seconds=settings.indexer_debounce_s
+            )
+            jobs.enqueue(container.db, PUSH, {}, run_at=run_at, dedupe_key=AGAIN)
 
     jobs.register(PUSH, push, max_attempts=3, lease_s=3600.0)
     jobs.schedule(PUSH, settings.indexer_interval_s, {})
