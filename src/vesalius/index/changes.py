@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from vesalius.index.models import ChangeCounter, ChangeLog
@@ -74,23 +74,26 @@ def _cut(value: str | None) -> str | None:
     return value[:64] if value else None
 
 
+# Built once: every store runs them.
+_BUMP = (
+    update(ChangeCounter)
+    .where(ChangeCounter.id == 1)
+    .values(last_seq=ChangeCounter.last_seq + bindparam("b_n"))
+)
+_BUMP_RETURNING = _BUMP.returning(ChangeCounter.last_seq)
+_LAST = select(ChangeCounter.last_seq).where(ChangeCounter.id == 1)
+
+
 def record(session: Session, changes: Sequence[NewChange]) -> int:
     """Write *changes* in the current transaction; returns the last number given."""
     if not changes:
         return latest_seq(session)
     conn = session.connection()
-    bump = (
-        update(ChangeCounter)
-        .where(ChangeCounter.id == 1)
-        .values(last_seq=ChangeCounter.last_seq + len(changes))
-    )
     if conn.dialect.update_returning:
-        last = conn.execute(bump.returning(ChangeCounter.last_seq)).scalar_one()
+        last = conn.execute(_BUMP_RETURNING, {"b_n": len(changes)}).scalar_one()
     else:
-        conn.execute(bump)
-        last = conn.execute(
-            select(ChangeCounter.last_seq).where(ChangeCounter.id == 1)
-        ).scalar_one()
+        conn.execute(_BUMP, {"b_n": len(changes)})
+        last = conn.execute(_LAST).scalar_one()
     first = last - len(changes) + 1
     now = utcnow()
     conn.execute(

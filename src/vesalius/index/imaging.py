@@ -185,6 +185,37 @@ _STUDY_LOOKUP = select(Study.id, Study.patient_pk).where(
 )
 
 
+# The statements of every store, built once: building them costs more than running them.
+_INSERT_INSTANCE = Instance.__table__.insert()
+_COUNT_SERIES = (
+    update(Series)
+    .where(Series.id == bindparam("b_pk"))
+    .values(num_instances=Series.num_instances + 1)
+)
+_COUNT_STUDY = {
+    new_series: update(Study)
+    .where(Study.id == bindparam("b_pk"))
+    .values(
+        num_instances=Study.num_instances + 1,
+        updated_at=bindparam("b_now"),
+        stable_at=None,
+        **({"num_series": Study.num_series + 1} if new_series else {}),
+    )
+    for new_series in (False, True)
+}
+_COUNT_PATIENT = {
+    (new_series, new_study): update(Patient)
+    .where(Patient.id == bindparam("b_pk"))
+    .values(
+        num_instances=Patient.num_instances + 1,
+        **({"num_series": Patient.num_series + 1} if new_series else {}),
+        **({"num_studies": Patient.num_studies + 1} if new_study else {}),
+    )
+    for new_series in (False, True)
+    for new_study in (False, True)
+}
+
+
 def add_instance(
     session: Session,
     data: DicomJson,
@@ -247,34 +278,21 @@ def add_instance(
             _check_series_owner(data, series_uid, owner_uid, study_uid)
 
     instance_id: int = conn.execute(
-        Instance.__table__.insert().values(
-            sop_instance_uid=sop_uid,
-            series_pk=series_pk,
-            transfer_syntax_uid=transfer_syntax_uid,
-            blob_key=blob.key,
-            size=blob.size,
-            sha256=blob.sha256,
-            origin=(origin or "")[:255] or None,
+        _INSERT_INSTANCE,
+        {
+            "sop_instance_uid": sop_uid,
+            "series_pk": series_pk,
+            "transfer_syntax_uid": transfer_syntax_uid,
+            "blob_key": blob.key,
+            "size": blob.size,
+            "sha256": blob.sha256,
+            "origin": (origin or "")[:255] or None,
             **_instance_values(data),
-        )
+        },
     ).inserted_primary_key[0]
-
-    conn.execute(
-        update(Series).where(Series.id == series_pk).values(num_instances=Series.num_instances + 1)
-    )
-    study_changes: dict[str, Any] = {
-        "num_instances": Study.num_instances + 1,
-        "updated_at": changes.utcnow(),
-        "stable_at": None,
-    }
-    patient_changes: dict[str, Any] = {"num_instances": Patient.num_instances + 1}
-    if new_series:
-        study_changes["num_series"] = Study.num_series + 1
-        patient_changes["num_series"] = Patient.num_series + 1
-    if new_study:
-        patient_changes["num_studies"] = Patient.num_studies + 1
-    conn.execute(update(Study).where(Study.id == study_pk).values(study_changes))
-    conn.execute(update(Patient).where(Patient.id == patient_pk).values(patient_changes))
+    conn.execute(_COUNT_SERIES, {"b_pk": series_pk})
+    conn.execute(_COUNT_STUDY[new_series], {"b_pk": study_pk, "b_now": changes.utcnow()})
+    conn.execute(_COUNT_PATIENT[new_series, new_study], {"b_pk": patient_pk})
     if new_series:
         _refresh_modalities(session, study_pk)
     if new_study and study_date:
