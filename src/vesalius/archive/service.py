@@ -292,10 +292,7 @@ class Archive:
             imaging.clear(session)
             for number, key in enumerate(keys, 1):
                 try:
-                    with self.blobs.open(key) as fh:
-                        data = fh.read()
-                    parsed = parse_instance(data)
-                    blob = BlobInfo(key, len(data), hashlib.sha256(data).hexdigest())
+                    parsed, blob = self._read_stored(key)
                     with session.begin_nested():
                         self._index(session, parsed, blob, "reindex")
                     indexed += 1
@@ -312,6 +309,22 @@ class Archive:
         with self.db.read() as session:
             return imaging.totals(session)
 
+    def _read_stored(self, key: str) -> tuple[ParsedInstance, BlobInfo]:
+        """Parse a stored file (up to its pixel data) and hash it whole, a chunk at a time."""
+        digest = hashlib.sha256()
+        size = 0
+        with self.blobs.open(key) as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+            path = self.blobs.local_path(key)
+            if path is not None:
+                parsed = parse_file(path, size)
+            else:
+                fh.seek(0)
+                parsed = parse_instance(fh.read())
+        return parsed, BlobInfo(key, size, digest.hexdigest())
+
     def iter_orphans(self, min_age: float = 0.0) -> Iterator[str]:
         """Stored DICOM files the index does not reference.
 
@@ -323,11 +336,12 @@ class Archive:
         now = time.time()
         for key in self.blobs.iter_keys():
             if key.startswith(DICOM_PREFIX) and key not in known:
-                if min_age > 0 and now - self._mtime(key) < min_age:
+                if min_age > 0 and now - self.blob_mtime(key) < min_age:
                     continue
                 yield key
 
-    def _mtime(self, key: str) -> float:
+    def blob_mtime(self, key: str) -> float:
+        """When a stored file was last modified (0 when the store cannot say; now if gone)."""
         path = self.blobs.local_path(key)
         try:
             return path.stat().st_mtime if path is not None else 0.0
@@ -340,22 +354,13 @@ class Archive:
         Returns ``None`` when the file was indexed (it parses, and its SOP Instance UID is
         not indexed with another file), or the reason it was removed.
         """
-        digest = hashlib.sha256()
-        size = 0
         try:
-            with self.blobs.open(key) as fh:
-                while chunk := fh.read(1 << 20):
-                    digest.update(chunk)
-                    size += len(chunk)
-                fh.seek(0)
-                path = self.blobs.local_path(key)
-                parsed = parse_file(path, size) if path else parse_instance(fh.read())
+            parsed, blob = self._read_stored(key)
         except FileNotFoundError:
             return "gone meanwhile"
         except InvalidInstance as exc:
             self._discard(key)
             return f"not indexable: {exc}"
-        blob = BlobInfo(key, size, digest.hexdigest())
         try:
             self.db.run_write(lambda session: self._index(session, parsed, blob, "doctor"))
         except IntegrityError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,8 +165,9 @@ class Leftovers:
 def find_leftovers(container: Container, min_age: float) -> Leftovers:
     stale = [str(p) for p in container.blobs.stale_temporaries(everywhere=True)]
     orphans = list(container.archive.iter_orphans())
-    old = set(container.archive.iter_orphans(min_age)) if min_age > 0 else set(orphans)
-    return Leftovers(stale, [k for k in orphans if k in old], len(orphans) - len(old))
+    now = time.time()
+    old = [k for k in orphans if now - container.archive.blob_mtime(k) >= min_age]
+    return Leftovers(stale, old, len(orphans) - len(old))
 
 
 def _open_for_leftovers(settings: Settings) -> Container | None:
