@@ -1,7 +1,9 @@
 """Queries in the archive's terms: a level, constraints, and the answer as DICOM JSON.
 
 C-FIND and QIDO-RS both build a :class:`Query` with :func:`build_query` and read the answers
-of :func:`run_query`; what differs between them is only the wire format.
+of :func:`run_query`; what differs between them is only the wire format. C-GET, C-MOVE, WADO
+and delete turn the same kind of query into instances with :func:`select_instances`, through the
+same lookup, so what is found is exactly what is retrieved or deleted.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from sqlalchemy.orm import Session
 from vesalius.dicom import dicomjson
 from vesalius.dicom.dicomjson import DicomJson
 from vesalius.dicom.levels import COMPUTED_ATTRIBUTES, QUERY_CONTROL_ATTRIBUTES, Level, level_of
-from vesalius.dicom.matching import Constraint, MatchingError, matches, parse_constraint
+from vesalius.dicom.matching import Constraint, MatchingError, Single, matches, parse_constraint
 from vesalius.errors import InvalidQuery
 from vesalius.index import imaging
+from vesalius.index.imaging import InstanceRecord
 from vesalius.index.lookup import is_indexed
 
 # Keys clients commonly send at the study level meaning the study-level twin.
@@ -77,24 +80,60 @@ def build_query(
     return query
 
 
-def run_query(session: Session, query: Query, *, fold_pn: bool) -> list[DicomJson]:
-    """The entities matching *query*, each as DICOM JSON of its level and the levels above."""
-    indexed = [c for c in query.constraints if is_indexed(c.keyword)]
+def _matching(
+    session: Session, query: Query, *, fold_pn: bool
+) -> tuple[list[imaging.Match], list[DicomJson]]:
+    """The one lookup: the entities *query* selects, and each one's DICOM JSON.
+
+    Constraints on indexed attributes are SQL; the others are matched here on the stored
+    JSON, after which the limit and offset apply.
+    """
     other = [c for c in query.constraints if not is_indexed(c.keyword)]
     in_sql = not other
     found = imaging.find(
         session,
         query.level,
-        indexed,
+        query.constraints,  # the index applies those it holds
         fold_pn=fold_pn,
         limit=query.limit if in_sql else None,
         offset=query.offset if in_sql else 0,
     )
     results = [_merge(match) for match in found]
     if other:
-        results = [r for r in results if _matches_all(r, other, fold_pn)]
+        kept = [
+            (m, r) for m, r in zip(found, results, strict=True) if _matches_all(r, other, fold_pn)
+        ]
         end = None if query.limit is None else query.offset + query.limit
-        results = results[query.offset : end]
+        kept = kept[query.offset : end]
+        found, results = [m for m, _ in kept], [r for _, r in kept]
+    return found, results
+
+
+def select_instances(session: Session, query: Query, *, fold_pn: bool) -> list[InstanceRecord]:
+    """Every instance under the entities *query* selects: what C-FIND and QIDO-RS find is
+    exactly what C-GET, C-MOVE, WADO and delete act on."""
+    if all(is_indexed(c.keyword) for c in query.constraints) and query.limit is None:
+        # The same SQL conditions as find, joined down to the instances in one statement.
+        return imaging.instances_matching(session, query.level, query.constraints, fold_pn=fold_pn)
+    found, _ = _matching(session, query, fold_pn=fold_pn)
+    return imaging.instances_under(session, query.level, [m.pk for m in found])
+
+
+def uid_query(study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> Query:
+    """The query for one study, series or instance by its UIDs (taken literally: a backslash
+    or a ``*`` in a UID from a URL is not a list or a wildcard)."""
+    keys = [("StudyInstanceUID", study_uid), ("SeriesInstanceUID", series_uid)]
+    keys.append(("SOPInstanceUID", sop_uid))
+    level = Level.IMAGE if sop_uid is not None else Level.SERIES if series_uid else Level.STUDY
+    return Query(
+        level=level,
+        constraints=[Constraint(k, "UI", Single(v)) for k, v in keys if v is not None],
+    )
+
+
+def run_query(session: Session, query: Query, *, fold_pn: bool) -> list[DicomJson]:
+    """The entities matching *query*, each as DICOM JSON of its level and the levels above."""
+    found, results = _matching(session, query, fold_pn=fold_pn)
     if query.want_sop_classes and query.level is Level.STUDY:
         pks = [int(m.counts["_study_pk"]) for m in found]
         classes = imaging.sop_classes_in_studies(session, pks)

@@ -28,7 +28,7 @@ from vesalius.archive.parse import (
     parse_spool,
     write_spool,
 )
-from vesalius.archive.query import Query, run_query
+from vesalius.archive.query import Query, run_query, select_instances, uid_query
 from vesalius.config import DuplicatePolicy, Settings
 from vesalius.dicom.dicomjson import DicomJson
 from vesalius.dicom.levels import Level
@@ -242,18 +242,21 @@ class Archive:
     # -- retrieve ------------------------------------------------------------------------------
 
     def instances_for(self, level: Level, constraints: list[Constraint]) -> list[InstanceRecord]:
-        """The instances a C-GET or C-MOVE identifier selects."""
+        """The instances a C-GET or C-MOVE identifier selects: exactly those under the entities
+        the same identifier finds with C-FIND."""
+        return self.select(Query(level=level, constraints=list(constraints)))
+
+    def select(self, query: Query) -> list[InstanceRecord]:
+        """The instances under every entity *query* finds (the one lookup of find, retrieve
+        and delete; see :func:`vesalius.archive.query.select_instances`)."""
         with self.db.read() as session:
-            return imaging.instances_matching(
-                session, level, constraints, fold_pn=self.settings.case_insensitive_pn
-            )
+            return select_instances(session, query, fold_pn=self.settings.case_insensitive_pn)
 
     def instances_of(
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
     ) -> list[InstanceRecord]:
         """The instances of a study, series or instance; raises NotFound when there are none."""
-        with self.db.read() as session:
-            records = imaging.instances_of(session, study_uid, series_uid, sop_uid)
+        records = self.select(uid_query(study_uid, series_uid, sop_uid))
         if not records:
             what = sop_uid or series_uid or study_uid
             raise NotFound(f"no instance found for {what}")

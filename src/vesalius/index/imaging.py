@@ -28,7 +28,7 @@ from vesalius.dicom.matching import (
 from vesalius.errors import SeriesConflict
 from vesalius.index import changes
 from vesalius.index.changes import ChangeKind, NewChange
-from vesalius.index.lookup import COLUMNS, condition
+from vesalius.index.lookup import condition, is_indexed
 from vesalius.index.models import Instance, Patient, Series, Study
 from vesalius.storage.base import BlobInfo
 
@@ -418,6 +418,7 @@ class Match:
     series: DicomJson | None
     instance: DicomJson | None
     counts: dict[str, Any]
+    pk: int = 0  # the row id of the entity at *level*
 
 
 def _loads(text: str | None) -> DicomJson:
@@ -453,13 +454,8 @@ def find(
         columns += [Series.attributes, Series.num_instances, Series.series_instance_uid]
     if level.depth >= 3:
         columns += [Instance.metadata_json]
-    query = _base_query(level, columns)
-    for constraint in constraints:
-        if COLUMNS.get(constraint.keyword) is not None or constraint.keyword in (
-            "ModalitiesInStudy",
-            "SOPClassesInStudy",
-        ):
-            query = query.where(condition(constraint, fold_pn=fold_pn))
+    columns.append(LEVEL_MODEL[level].id)
+    query = _where_indexed(_base_query(level, columns), constraints, fold_pn=fold_pn)
     query = query.order_by(LEVEL_MODEL[level].id)
     if limit is not None:
         query = query.limit(limit)
@@ -484,8 +480,19 @@ def find(
             counts["NumberOfSeriesRelatedInstances"] = row[11]
         if level.depth >= 3:
             instance = _loads(row[13])
-        matches.append(Match(level, _loads(row[0]), study, series, instance, counts))
+        matches.append(Match(level, _loads(row[0]), study, series, instance, counts, row[-1]))
     return matches
+
+
+def _where_indexed(
+    query: Select[Any], constraints: Iterable[Constraint], *, fold_pn: bool
+) -> Select[Any]:
+    """*query* narrowed by every constraint the index can answer in SQL (the others are the
+    caller's: see ``archive.query``). Shared by find and retrieve, so both select alike."""
+    for constraint in constraints:
+        if is_indexed(constraint.keyword):
+            query = query.where(condition(constraint, fold_pn=fold_pn))
+    return query
 
 
 def sop_classes_in_studies(session: Session, study_pks: Sequence[int]) -> dict[int, list[str]]:
@@ -507,24 +514,28 @@ def sop_classes_in_studies(session: Session, study_pks: Sequence[int]) -> dict[i
 def instances_matching(
     session: Session, level: Level, constraints: Iterable[Constraint], *, fold_pn: bool
 ) -> list[InstanceRecord]:
-    """Every instance at or under the entities at *level* that match (for retrieval)."""
+    """Every instance at or under the entities at *level* that match every constraint, all of
+    which must be indexed (``archive.query.select_instances`` sees to it)."""
     query = _record_query().join(Patient, Study.patient_pk == Patient.id)
-    for constraint in constraints:
-        if COLUMNS.get(constraint.keyword) is not None:
-            query = query.where(condition(constraint, fold_pn=fold_pn))
+    query = _where_indexed(query, constraints, fold_pn=fold_pn)
     query = query.order_by(Study.id, Series.id, Instance.id)
     return [InstanceRecord(*row) for row in session.execute(query)]
 
 
-def instances_of(
-    session: Session,
-    study_uid: str,
-    series_uid: str | None = None,
-    sop_uid: str | None = None,
-) -> list[InstanceRecord]:
-    """The instances of a study, a series or a single instance, in order."""
-    query = within(_record_query(), study_uid, series_uid, sop_uid)
-    return [InstanceRecord(*row) for row in session.execute(query)]
+def instances_under(session: Session, level: Level, pks: Sequence[int]) -> list[InstanceRecord]:
+    """Every instance of the entities at *level* with these row ids (from :func:`find`)."""
+    column = {
+        Level.PATIENT: Study.patient_pk,
+        Level.STUDY: Study.id,
+        Level.SERIES: Series.id,
+        Level.IMAGE: Instance.id,
+    }[level]
+    records: list[InstanceRecord] = []
+    for chunk in _chunks(sorted(set(pks)), 500):
+        query = _record_query().where(column.in_(chunk))
+        records += [InstanceRecord(*row) for row in session.execute(query)]
+    records.sort(key=lambda r: r.id)
+    return records
 
 
 def within(

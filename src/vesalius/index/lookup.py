@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, exists, false, or_, select
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from vesalius.dicom.levels import Level
 from vesalius.dicom.matching import (
@@ -93,17 +93,23 @@ def like_pattern(pattern: str) -> str:
 
 def condition(constraint: Constraint, *, fold_pn: bool) -> ColumnElement[bool]:
     """The SQL condition for a constraint on an indexed attribute."""
+    # The subqueries use their own aliases, correlated to the outer Study only, so that they
+    # mean the same in a study query (find) and in an instance query joined to its series
+    # (retrieve).
     if constraint.keyword in STUDY_FROM_SERIES:
-        column = STUDY_FROM_SERIES[constraint.keyword]
+        series = aliased(Series)
+        column = getattr(series, STUDY_FROM_SERIES[constraint.keyword].key)
         inner = matcher_sql(constraint.matcher, column, fold=False)
-        return exists(select(Series.id).where(Series.study_pk == Study.id, inner))
+        return exists(select(series.id).where(series.study_pk == Study.id, inner).correlate(Study))
     if constraint.keyword in STUDY_FROM_INSTANCES:
-        column = STUDY_FROM_INSTANCES[constraint.keyword]
+        series, instance = aliased(Series), aliased(Instance)
+        column = getattr(instance, STUDY_FROM_INSTANCES[constraint.keyword].key)
         inner = matcher_sql(constraint.matcher, column, fold=False)
         return exists(
-            select(Instance.id)
-            .join(Series, Instance.series_pk == Series.id)
-            .where(Series.study_pk == Study.id, inner)
+            select(instance.id)
+            .join(series, instance.series_pk == series.id)
+            .where(series.study_pk == Study.id, inner)
+            .correlate(Study)
         )
     indexed = COLUMNS[constraint.keyword]
     if fold_pn and indexed.folded is not None:
