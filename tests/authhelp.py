@@ -8,6 +8,7 @@ works embedded in a URL, ``http://user:token@host``, for clients built from a UR
 from __future__ import annotations
 
 import base64
+import re
 from urllib.parse import quote
 
 from vesalius.container import Container
@@ -43,3 +44,27 @@ def url_with_credentials(url: str, container: Container, username: str = "tester
     token = make_user(container, username, "admin")
     scheme, rest = url.split("://", 1)
     return f"{scheme}://{quote(username)}:{quote(token, safe='')}@{rest}"
+
+
+def routes(container: Container) -> list[tuple[str, str]]:
+    """(method, path template) of every route of the application."""
+    from vesalius.web.app import create_app
+
+    app = create_app(container)
+    try:
+        from fastapi.routing import iter_route_contexts
+
+        contexts = list(iter_route_contexts(app.routes))
+    except ImportError:  # older FastAPI: included routes are flattened already
+        contexts = list(app.routes)  # type: ignore[arg-type]
+    found = []
+    for route in contexts:
+        template = getattr(route, "path_format", None) or getattr(route, "path", None)
+        for method in sorted(getattr(route, "methods", None) or []):
+            if template and method != "HEAD":
+                found.append((method, template))
+    return found
+
+
+def concrete(template: str) -> str:
+    return re.sub(r"\{[^}]+\}", "1.2.3", template)

@@ -8,36 +8,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from authhelp import bearer, make_user
+from authhelp import bearer, concrete, make_user, routes
 from dicomweb.conftest import RunningWeb, serve
 from vesalius.auth.permissions import Permission, Role, rule_for
 from vesalius.container import Container
-from vesalius.web.app import create_app
-
-# FastAPI's own documentation routes: no patient data, and no dependency runs for them.
-DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-
-
-def routes(container: Container) -> list[tuple[str, str]]:
-    """(method, path template) of every route of the application."""
-    app = create_app(container)
-    try:
-        from fastapi.routing import iter_route_contexts
-
-        contexts = list(iter_route_contexts(app.routes))
-    except ImportError:  # older FastAPI: included routes are flattened already
-        contexts = list(app.routes)  # type: ignore[arg-type]
-    found = []
-    for route in contexts:
-        template = getattr(route, "path_format", None) or getattr(route, "path", None)
-        for method in sorted(getattr(route, "methods", None) or []):
-            if template and template not in DOCS and method != "HEAD":
-                found.append((method, template))
-    return found
-
-
-def concrete(template: str) -> str:
-    return re.sub(r"\{[^}]+\}", "1.2.3", template)
 
 
 @pytest.fixture

@@ -184,6 +184,10 @@ RULES: tuple[Rule, ...] = (
     _rule(READ, "/admin/health", P.SYSTEM_HEALTH, page=True),
     _rule(READ, "/admin/jobs*", P.JOBS_MANAGE, page=True),
     _rule("POST", "/admin/jobs*", P.JOBS_MANAGE, "change"),
+    # -- the API's own documentation (any logged-in user) -----------------------------------
+    _rule(READ, "/docs", P.AUTHENTICATED, page=True),
+    _rule(READ, "/redoc", P.AUTHENTICATED, page=True),
+    _rule(READ, "/openapi.json", P.AUTHENTICATED),
 )
 
 

@@ -9,7 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from vesalius import __version__
 from vesalius.container import Container
-from vesalius.web import dicomweb, viewer
+from vesalius.web import apidocs, dicomweb, viewer
 from vesalius.web.api import audit as audit_api
 from vesalius.web.api import changes as changes_api
 from vesalius.web.api import federation as federation_api
@@ -19,9 +19,21 @@ from vesalius.web.api import studies as studies_api
 from vesalius.web.api import users as users_api
 from vesalius.web.api import worklist as worklist_api
 from vesalius.web.guard import AuditMiddleware, authorize
+from vesalius.web.headers import SecurityHeadersMiddleware
 from vesalius.web.portal import errors as portal_errors
 from vesalius.web.portal import routes as portal
 from vesalius.web.portal.assets import PortalStatic
+
+
+def _wrap_outermost(app: FastAPI, middleware: Any) -> None:
+    """Put *middleware* around the whole stack, Starlette's own error answers included (the
+    ``add_middleware`` ones sit inside the handler of unexpected exceptions)."""
+    build = app.build_middleware_stack
+
+    def build_wrapped() -> Any:
+        return middleware(build())
+
+    app.build_middleware_stack = build_wrapped  # type: ignore[method-assign]
 
 
 def create_app(container: Container) -> FastAPI:
@@ -30,6 +42,10 @@ def create_app(container: Container) -> FastAPI:
         title="Vesalius",
         version=__version__,
         description="A research PACS: DICOMweb, the archive API and the research records.",
+        # The API pages are ordinary routes (apidocs), behind login and served offline.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
         # Every route, of every router, is authorised here by the permission table.
         dependencies=[Depends(authorize)],
     )
@@ -53,9 +69,12 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(federation_api.router)
     app.include_router(portal.router)
     app.include_router(viewer.router)
+    app.include_router(apidocs.router)
+    apidocs.mount_assets(app)
     app.mount("/static", PortalStatic(directory=portal.STATIC), name="static")
     app.add_middleware(AuditMiddleware, audit=container.audit)
     portal_errors.install(app)
+    _wrap_outermost(app, SecurityHeadersMiddleware)
 
     @app.get("/api/system", tags=["system"], summary="Version and archive totals")
     def system() -> dict[str, Any]:

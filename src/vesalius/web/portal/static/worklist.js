@@ -2,6 +2,7 @@
 "use strict";
 (() => {
   const form = document.getElementById("worklist-filters");
+  form.addEventListener("submit", (event) => event.preventDefault()); // no inline handler: CSP
   const body = document.querySelector("#worklist tbody");
   const status = document.getElementById("worklist-status");
   let page = 1, seq = 0, timer = null, last = null;
