@@ -112,16 +112,31 @@ class Auth:
         self.set_password(username, new)
 
     def set_active(self, username: str, active: bool) -> None:
-        """Enable or disable an account; disabling ends its sessions (its tokens stop working)."""
-        self._update(username, active=active)
+        """Enable or disable an account; disabling ends its sessions (its tokens stop working).
+
+        The last active administrator cannot be disabled (:class:`Conflict`).
+        """
+        self._update(username, keep_an_admin=not active, active=active)
         if not active:
             self._end_sessions(username)
 
     def set_role(self, username: str, role: str) -> None:
-        self._update(username, role=_check_role(role))
+        """Change an account's role; the last active administrator keeps theirs."""
+        role = _check_role(role)
+        self._update(username, keep_an_admin=role != Role.ADMIN, role=role)
 
-    def _update(self, username: str, **values: object) -> None:
-        if not self.db.run_write(lambda s: people.update_user(s, username, **values)):
+    def _update(self, username: str, keep_an_admin: bool = False, **values: object) -> None:
+        def work(session: Session) -> bool:
+            if keep_an_admin:
+                admins = people.active_admins(session, Role.ADMIN.value)
+                if admins == [username]:
+                    raise Conflict(
+                        f"{username} is the last active administrator: make another account "
+                        "administrator first"
+                    )
+            return people.update_user(session, username, **values)
+
+        if not self.db.run_write(work):
             raise NotFound(f"no user {username!r}")
 
     def _end_sessions(self, username: str) -> None:

@@ -72,6 +72,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     ),
 }
 
+# What a new account gets unless told otherwise: the role with the fewest permissions.
+DEFAULT_ROLE = Role.REFERRING_DOCTOR
+
 ROLE_LABELS = {
     Role.ADMIN: "Administrator",
     Role.RADIOLOGIST: "Radiologist",

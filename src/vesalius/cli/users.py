@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,8 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vesalius.auth.passwords import PasswordPolicyError
-from vesalius.auth.permissions import Role
+from vesalius.auth.passwords import PasswordPolicyError, generate_password
+from vesalius.auth.permissions import DEFAULT_ROLE, Role
 from vesalius.container import Container
 from vesalius.errors import Conflict, NotFound
 
@@ -42,43 +43,75 @@ def _container(config: Path | None) -> Iterator[Container]:
         container.close()
 
 
-def _password(given: str | None) -> str:
-    """The password from --password-stdin input or asked twice at the terminal."""
-    if given is not None:
-        return given
+def _password(use_stdin: bool, generate: bool) -> tuple[str, bool]:
+    """The new password, and whether it was generated (then it is printed once).
+
+    From standard input with ``--password-stdin`` (one line), generated with
+    ``--generate-password`` or when there is no terminal to ask at, else asked twice.
+    """
+    if use_stdin:
+        line = sys.stdin.readline()
+        if not line.strip():
+            err.print("[red]--password-stdin: standard input holds no password line.[/red]")
+            raise typer.Exit(1)
+        return line.rstrip("\r\n"), False
+    if generate or not sys.stdin.isatty():
+        return generate_password(), True
     first = getpass.getpass("New password: ")
     if first != getpass.getpass("Again: "):
         err.print("[red]The two passwords differ.[/red]")
         raise typer.Exit(1)
-    return first
+    return first, False
 
 
-def _stdin_password(use_stdin: bool) -> str | None:
-    if not use_stdin:
-        return None
-    import sys
-
-    return sys.stdin.readline().rstrip("\n")
+def _show_generated(username: str, password: str) -> None:
+    err.print(f"Generated password of {username} (shown this once, store it now):")
+    out.print(password, soft_wrap=True, highlight=False)
 
 
 StdinOption = Annotated[
-    bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    bool,
+    typer.Option(
+        "--password-stdin",
+        help="Read the password from the first line of standard input (for scripts).",
+    ),
+]
+GenerateOption = Annotated[
+    bool,
+    typer.Option(
+        "--generate-password",
+        help=(
+            "Generate a strong password and print it once (the default when there is no "
+            "terminal to ask at)."
+        ),
+    ),
 ]
 
 
 @app.command("add")
 def add(
     username: str,
-    role: Annotated[Role, typer.Option("--role", "-r", help="The account's role.")],
+    role: Annotated[
+        Role,
+        typer.Option("--role", "-r", help="The account's role (default: the least privileged)."),
+    ] = DEFAULT_ROLE,
     full_name: Annotated[str | None, typer.Option("--name", help="Full name.")] = None,
     password_stdin: StdinOption = False,
+    generate: GenerateOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Create an account."""
-    password = _password(_stdin_password(password_stdin))
+    """Create an account.
+
+    The password is asked twice at a terminal; in a script, pipe it with --password-stdin
+    (echo "$PW" | vesalius user add alice --password-stdin), or let Vesalius generate one and
+    print it once.
+    """
+    password, generated = _password(password_stdin, generate)
     with _container(config) as container:
         container.auth.create_user(username, password, role, full_name)
-    out.print(f"Created {username} ({role.value}).")
+    err.print(f"Created {username} ({role.value}).")
+    if generated:
+        _show_generated(username, password)
 
 
 @app.command("list")
@@ -99,12 +132,19 @@ def list_(config: ConfigOption = None) -> None:
 
 
 @app.command("passwd")
-def passwd(username: str, password_stdin: StdinOption = False, config: ConfigOption = None) -> None:
+def passwd(
+    username: str,
+    password_stdin: StdinOption = False,
+    generate: GenerateOption = False,
+    config: ConfigOption = None,
+) -> None:
     """Set an account's password (its sessions end)."""
-    password = _password(_stdin_password(password_stdin))
+    password, generated = _password(password_stdin, generate)
     with _container(config) as container:
         container.auth.set_password(username, password)
-    out.print(f"Password of {username} changed.")
+    err.print(f"Password of {username} changed.")
+    if generated:
+        _show_generated(username, password)
 
 
 @app.command("disable")

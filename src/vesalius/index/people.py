@@ -104,6 +104,18 @@ def count_users(session: Session) -> int:
     return session.execute(select(func.count()).select_from(User)).scalar_one()
 
 
+def active_admins(session: Session, admin_role: str) -> list[str]:
+    """The user names of the active administrators, their rows locked until the transaction
+    ends (on PostgreSQL and MariaDB), so two concurrent demotions cannot both pass a check."""
+    query = (
+        select(User.username)
+        .where(User.role == admin_role, User.active.is_(True))
+        .order_by(User.id)
+        .with_for_update()
+    )
+    return list(session.execute(query).scalars())
+
+
 def update_user(session: Session, username: str, **values: Any) -> bool:
     result = session.execute(update(User).where(User.username == username).values(**values))
     return bool(result.rowcount)  # type: ignore[attr-defined]

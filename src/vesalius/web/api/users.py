@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from vesalius.auth.accounts import Auth, LoginRefused
 from vesalius.auth.passwords import PasswordPolicyError
-from vesalius.auth.permissions import Role
+from vesalius.auth.permissions import DEFAULT_ROLE, Role
 from vesalius.errors import Conflict, NotFound
 from vesalius.index.people import TokenRecord, UserRecord
 from vesalius.web.guard import actor_of
@@ -24,7 +24,9 @@ T = TypeVar("T")
 class UserIn(BaseModel):
     username: str = Field(max_length=64)
     password: str = Field(max_length=256)
-    role: Role
+    role: Role = Field(
+        default=DEFAULT_ROLE, description="The account's role; the least privileged by default."
+    )
     full_name: str | None = Field(default=None, max_length=128)
 
 

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vesalius import __version__
 from vesalius.auth.accounts import LoginRefused
-from vesalius.auth.permissions import ROLE_LABELS, Permission, Role
+from vesalius.auth.permissions import DEFAULT_ROLE, ROLE_LABELS, Permission, Role
 from vesalius.errors import NotFound
 from vesalius.index import worklist
 from vesalius.records.subjects import derive_subject
@@ -226,7 +226,7 @@ def account_page(request: Request) -> Response:
 @router.get("/admin/users")
 def users_page(request: Request) -> Response:
     users = request.app.state.container.auth.users()
-    return page(request, "users.html", users=users, roles=list(Role))
+    return page(request, "users.html", users=users, roles=list(Role), default_role=DEFAULT_ROLE)
 
 
 @router.get("/admin/audit")
