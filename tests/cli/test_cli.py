@@ -80,11 +80,61 @@ def test_import_folder_and_zip_with_a_report(env: dict[str, str], tmp_path: Path
     assert "zip bomb" in result.stdout
     assert "notes.txt" in result.stdout
     assert "no such file or folder" in result.stdout
-    assert "not a readable DICOM file" in result.stdout
+    assert "not a DICOM file" in result.stdout
+    assert "force=True" not in result.stdout  # pydicom's advice, not one for an importing user
     # Importing again stores nothing new.
     again = run(["import", str(folder / "sub")], env)
     assert again.returncode == 0
     assert "Stored 0, duplicates 3, rejected 0." in again.stdout
+
+
+def test_import_reports_in_its_own_words_at_80_columns(env: dict[str, str], tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    deep = folder / ("a-folder-name-long-enough-to-pass-eighty-columns-on-its-own" * 2)
+    good = to_bytes(make_dataset(PatientID="G1"))
+    write(deep, make_dataset(PatientID="G2"), "a-good-file-with-a-long-name.dcm")
+    bad_value = make_dataset(PatientID="BADVAL")
+    bad_value.StudyDate = "2020-13-99x"  # pydicom warns about it; stored all the same
+    write(folder, bad_value, "bad-value.dcm")
+    (deep / "an-empty-file-with-a-name-that-is-long-as-well.dcm").write_bytes(b"")
+    (folder / "cut.dcm").write_bytes(good[: len(good) // 2])
+    (folder / "report.pdf").write_bytes(b"%PDF-1.4" + b"x" * 400)
+    no_study = make_dataset(PatientID="NOSTUDY")
+    del no_study.StudyInstanceUID
+    write(folder, no_study, "no-study.dcm")
+    report = tmp_path / "report.csv"
+    result = run(["import", str(folder), "--report", str(report)], {**env, "COLUMNS": "80"})
+    assert result.returncode == 1
+    assert "Warning" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert "force=True" not in result.stdout and "UserWarning" not in result.stdout
+    empty = deep / "an-empty-file-with-a-name-that-is-long-as-well.dcm"
+    lines = result.stdout.splitlines()
+    assert f"  {empty}" in lines  # the whole name on one line, not cut or folded
+    assert "the file is empty" in result.stdout
+    assert "no 'DICM' marker" in result.stdout
+    assert "StudyInstanceUID is missing or empty: every archived instance needs it" in result.stdout
+    import csv
+
+    with report.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    outcomes = {Path(r["file"]).name: (r["outcome"], r["reason"]) for r in rows}
+    assert outcomes["a-good-file-with-a-long-name.dcm"] == ("stored", "")
+    assert outcomes["bad-value.dcm"][0] == "stored"
+    assert outcomes["report.pdf"][0] == "rejected"
+    assert outcomes[empty.name] == ("rejected", "the file is empty; copy it again from its source")
+    assert outcomes["cut.dcm"][0] == "rejected" and outcomes["cut.dcm"][1]
+    assert len(rows) == 6
+
+
+@pytest.mark.parametrize("columns", ["50", "100", "250"])
+def test_config_show_never_cuts_names(env: dict[str, str], columns: str) -> None:
+    from vesalius.config import Settings
+
+    result = run(["config", "show"], {**env, "COLUMNS": columns})
+    assert result.returncode == 0, result.stderr
+    for name in Settings.model_fields:
+        assert re.search(rf"\bVESALIUS_{name.upper()}\b", result.stdout), (columns, name)
+        assert re.search(rf"(^|[│ ]){name}( |$)", result.stdout, re.M), (columns, name)
 
 
 def test_reindex_gives_back_the_same_index(env: dict[str, str], tmp_path: Path) -> None:

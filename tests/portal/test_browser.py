@@ -103,8 +103,11 @@ def test_login_search_view_scroll_logout(web: RunningWeb, browser: Any) -> None:
     assert "Müller, José" in row.inner_text()
     row.locator("a").first.click()
     page.wait_for_selector("section.study")
+    # Predicates as functions: Playwright evaluates a bare expression with eval, which the
+    # pages' Content-Security-Policy refuses.
     page.wait_for_function(
-        "[...document.querySelectorAll('ul.series img')].every(i => i.complete && i.naturalWidth > 0)"
+        "() => [...document.querySelectorAll('ul.series img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
     )
 
     # the viewer opens on the study and paints non-blank pixels
@@ -261,7 +264,7 @@ def test_worklist_awkward_patients_and_audit_pages(web: RunningWeb, browser: Any
     page.select_option("select[name=action]", "view")
     page.click("#audit-filters button[type=submit]")
     page.wait_for_function(
-        "[...document.querySelectorAll('#audit tbody tr')].length > 0 && "
+        "() => [...document.querySelectorAll('#audit tbody tr')].length > 0 && "
         "[...document.querySelectorAll('#audit tbody tr')].every(r => "
         "r.children[4].textContent.includes('A 1/%#'))"
     )

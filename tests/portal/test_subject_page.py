@@ -136,7 +136,9 @@ def test_subject_timeline_table_chart_model_and_edits(web: RunningWeb, browser: 
         model.locator("a.model-data").click()
     assert open(download.value.path(), "rb").read() == MODEL  # noqa: SIM115
     model.locator("details.model-xml summary").click()
-    page.wait_for_function("document.querySelector('pre.xml').textContent.includes('<HeartModel')")
+    page.wait_for_function(  # a function, not an expression: the page's CSP refuses eval
+        "() => document.querySelector('pre.xml').textContent.includes('<HeartModel')"
+    )
     assert 'name="LV fit"' in model.locator("pre.xml").inner_text()
     (ARTIFACTS / "subject-timeline.png").write_bytes(page.screenshot(full_page=True))
 

@@ -100,6 +100,15 @@ def import_(
     paths: Annotated[
         list[Path], typer.Argument(help="Files, folders (searched recursively) or zip files.")
     ],
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Also write every file with its outcome (stored, duplicate, rejected) and "
+            "reason to this CSV file.",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Store DICOM files into the archive, as if they had been sent to it.
@@ -109,7 +118,7 @@ def import_(
     """
     from vesalius.cli.importer import run_import
 
-    code = run_import(settings_or_exit(config), paths, out)
+    code = run_import(settings_or_exit(config), paths, out, report)
     raise typer.Exit(code)
 
 
@@ -195,14 +204,30 @@ def config_show(
     if as_json:
         out.print_json(json.dumps(data))
         return
-    from rich.table import Table
+    rows = [
+        (name, f"VESALIUS_{name.upper()}", json.dumps(data[name]), field.description or "")
+        for name, field in Settings.model_fields.items()
+    ]
+    longest = max(len(name) for name, *_ in rows) + max(len(var) for _, var, *_ in rows)
+    if out.width >= longest + 70:
+        from rich.table import Table
 
-    table = Table("setting", "environment variable", "value", "meaning")
-    for name, field in Settings.model_fields.items():
-        table.add_row(
-            name, f"VESALIUS_{name.upper()}", json.dumps(data[name]), field.description or ""
-        )
-    out.print(table)
+        table = Table("setting", "environment variable", "value", "meaning")
+        for column in table.columns[:2]:
+            column.no_wrap = True  # names are never cut nor wrapped
+            column.overflow = "ignore"
+        table.columns[2].overflow = "fold"
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+        return
+    # A narrow terminal (or a pipe): one block per setting, names whole on their own line.
+    for name, variable, value, meaning in rows:
+        out.print(f"[bold]{name}[/bold]  {variable}", soft_wrap=True, highlight=False)
+        out.print(f"  = {value}", soft_wrap=True, highlight=False, markup=False)
+        if meaning:
+            out.print(meaning, style="dim", highlight=False, markup=False)
+        out.print()
 
 
 @app.command()
