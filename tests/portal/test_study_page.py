@@ -72,8 +72,9 @@ def test_stack_viewer_scroll_window_zoom_pan_measure(web: RunningWeb, browser: A
     assert spread(shot) > 50, "the stack viewer painted nothing"
     info = page.locator("#stack-info")
     assert re.fullmatch(r"Image 11 / 20 · W 400 L 40", info.inner_text()), info.inner_text()
-    page.wait_for_function(
-        "[...document.querySelectorAll('.series-list img')].every(i => i.complete && i.naturalWidth)"
+    page.wait_for_function(  # predicates as functions: the pages' CSP refuses eval
+        "() => [...document.querySelectorAll('.series-list img')]"
+        ".every(i => i.complete && i.naturalWidth)"
     )
     page.wait_for_selector("#stack-viewer[data-tools=ready]", state="attached")
     ohif = page.locator("#open-ohif")
@@ -103,7 +104,7 @@ def test_stack_viewer_scroll_window_zoom_pan_measure(web: RunningWeb, browser: A
     viewport.focus()
     now = info.inner_text()
     page.keyboard.press("ArrowUp")
-    page.wait_for_function(f"document.querySelector('#stack-info').textContent !== {now!r}")
+    page.wait_for_function(f"() => document.querySelector('#stack-info').textContent !== {now!r}")
 
     def drag(dx: float, dy: float) -> None:
         page.mouse.move(cx, cy)
