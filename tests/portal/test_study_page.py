@@ -166,7 +166,8 @@ def test_compressed_series_and_a_broken_image(sqlite_container: Container, brows
         page.click("a.open-study")
         status = page.locator("#stack-status")
         page.wait_for_function(
-            "document.querySelector('#stack-status').textContent.includes('could not be shown')"
+            "() => document.querySelector('#stack-status').textContent"
+            ".includes('could not be shown')"
         )
         assert page.locator("#stack-preview").is_hidden()  # no broken-image icon either
         page.wait_for_selector("#stack-viewer[data-tools=ready]", state="attached")
