@@ -26,6 +26,7 @@ install-test: $(PY)
 	scripts/install-system-packages dcmtk chromium
 	command -v npm >/dev/null || scripts/install-system-packages npm
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet tests/plugins/example
 	$(PY) scripts/fetch-viewer
 	$(PY) scripts/fetch-portal-assets
 

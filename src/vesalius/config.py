@@ -168,6 +168,45 @@ def _check_ae_title(value: str) -> str:
     return value
 
 
+class Route(BaseModel):
+    """A forwarding rule ([[route]]): instances matching *match* are sent to *to*."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(description="A short name, shown in the job list.")
+    match: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "DICOM keywords (and CallingAE) to values, matched with the C-FIND rules "
+            "(wildcards, ranges, lists); empty matches everything."
+        ),
+    )
+    to: str = Field(description="The name of a [[remote_ae]] (C-STORE) or [[dicomweb_server]].")
+    on: Literal["instance", "stable"] = Field(
+        default="instance",
+        description="Forward each instance as it arrives, or the whole study once it is stable.",
+    )
+
+
+class DicomwebServer(BaseModel):
+    """A DICOMweb peer ([[dicomweb_server]]): a STOW-RS forwarding target."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(description="A short name that routes refer to.")
+    url: str = Field(description="The DICOMweb root, e.g. https://pacs.example/dicom-web.")
+    username: str | None = Field(default=None, description="HTTP Basic user name.")
+    password: str | None = Field(default=None, description="HTTP Basic password.")
+    token: str | None = Field(default=None, description="Bearer token (instead of Basic).")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"a DICOMweb URL starts with http:// or https://, not {value!r}")
+        return value.rstrip("/")
+
+
 class Settings(BaseModel):
     """Every setting of Vesalius, with its default. ``vesalius config show`` prints them."""
 
@@ -426,6 +465,17 @@ class Settings(BaseModel):
     job_retention_days: float = Field(
         default=7.0, ge=0, description="Done and cancelled jobs are removed after this many days."
     )
+    route: list[Route] = Field(
+        default_factory=list, description="Forwarding rules ([[route]] tables)."
+    )
+    dicomweb_server: list[DicomwebServer] = Field(
+        default_factory=list, description="DICOMweb peers routes send to ([[dicomweb_server]])."
+    )
+    stable_after_s: float = Field(
+        default=60.0,
+        ge=1,
+        description="A study without a new instance for this long is stable (complete).",
+    )
     plugins: list[str] = Field(
         default_factory=list,
         description=(
@@ -566,6 +616,15 @@ class Settings(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _valid_routes(self) -> Settings:
+        from vesalius.routing import check_routes
+
+        problems = check_routes(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
     def _unique_remote_names(self) -> Settings:
         names = [ae.name for ae in self.remote_ae]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -620,6 +679,10 @@ class Settings(BaseModel):
             for secret in ("password", "token"):
                 if pacs.get(secret):
                     pacs[secret] = "***"
+        for server in data.get("dicomweb_server", []):
+            for secret in ("password", "token"):
+                if server.get(secret):
+                    server[secret] = "***"
         return data
 
 
@@ -640,7 +703,15 @@ def mask_url(url: str) -> str:
 
 
 # Settings whose environment value is a list or table: parsed as TOML values.
-_STRUCTURED = {"remote_ae", "remote_pacs", "cors_origins", "unknown_ae_services", "plugins"}
+_STRUCTURED = {
+    "remote_ae",
+    "remote_pacs",
+    "cors_origins",
+    "unknown_ae_services",
+    "plugins",
+    "route",
+    "dicomweb_server",
+}
 
 
 def unknown_environment(env: Mapping[str, str] | None = None) -> list[str]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from vesalius.archive.service import Archive
 from vesalius.auth.accounts import Auth
 from vesalius.auth.audit import AuditLog
 from vesalius.config import Settings
+from vesalius.events import EventBus
 from vesalius.federation.central import Central
 from vesalius.federation.jobs import push_soon_hook
 from vesalius.index.engine import Database
@@ -27,28 +29,42 @@ class Container:
     audit: AuditLog
     auth: Auth
     central: Central
+    events: EventBus
+    plugins: list[Any] = field(default_factory=list)  # vesalius.plugins.PluginContext
 
     def close(self) -> None:
         self.archive.close()
+        self.events.close()
         self.audit.close()
         self.db.dispose()
 
 
-def build(settings: Settings, *, migrate: bool = False) -> Container:
+def build(settings: Settings, *, migrate: bool = False, load_plugins: bool = True) -> Container:
     """Open the index and the blob store; apply migrations first when *migrate* is set."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.effective_database_url)
     if migrate:
         upgrade(db.engine)
     blobs = open_store(settings.effective_storage_dir)
-    archive = Archive(settings, db, blobs)
+    events = EventBus()
+    archive = Archive(settings, db, blobs, events)
     records = Records(settings, db, blobs, archive)
-    # Every new study gives its subject an imaging session, in the same transaction.
-    archive.new_study_hooks.append(records.on_instance_indexed)
     if settings.indexer_url:
         # A site of a federation: a new study queues a push to the central index.
-        archive.new_study_hooks.append(push_soon_hook(settings))
+        archive.add_study_hook("federation.push_soon", push_soon_hook(settings))
     audit = AuditLog(db, settings.audit_retention_days)
+    audit.events = events
     auth = Auth(settings, db, audit)
     central = Central(settings, db)
-    return Container(settings, db, blobs, archive, records, audit, auth, central)
+    container = Container(settings, db, blobs, archive, records, audit, auth, central, events)
+    if load_plugins:
+        # The shipped plugins (the records' link to new studies, routing), then the installed
+        # and configured ones; raises PluginError naming a plugin that cannot be loaded.
+        from vesalius.plugins import load_and_setup
+
+        try:
+            load_and_setup(container)
+        except Exception:
+            container.close()
+            raise
+    return container

@@ -31,6 +31,10 @@ class SeriesConflict(UidConflict):
     """The instance's series is already archived under another study than the one it names."""
 
 
+class InstanceRejected(InvalidInstance):
+    """An instance filter (a plugin) refused the instance; the message gives its reason."""
+
+
 class Conflict(VesaliusError):
     """The request contradicts what the archive already holds."""
 

@@ -12,6 +12,7 @@ from vesalius.archive.service import StoreStatus
 from vesalius.config import DuplicatePolicy
 from vesalius.container import Container
 from vesalius.errors import InvalidInstance
+from vesalius.index import imaging
 from vesalius.index.models import Instance, Patient, Series, Study
 
 
@@ -146,11 +147,13 @@ def test_overlong_values_are_kept_whole_in_metadata(container: Container) -> Non
     assert outcome.status is StoreStatus.STORED
 
 
-def test_failed_index_write_leaves_no_file(sqlite_container: Container) -> None:
-    def broken_hook(session, data):  # type: ignore[no-untyped-def]
+def test_failed_index_write_leaves_no_file(
+    sqlite_container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_index(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("index write failed")
 
-    sqlite_container.archive.new_study_hooks.append(broken_hook)
+    monkeypatch.setattr(imaging, "add_instance", broken_index)
     with pytest.raises(RuntimeError):
         sqlite_container.archive.store(make_file())
     assert blob_files(sqlite_container) == []

@@ -16,7 +16,7 @@ from dicomgen import make_dataset, make_file, to_bytes, uid
 from httpserver import running_app
 from vesalius.config import DuplicatePolicy
 from vesalius.container import Container, build
-from vesalius.index import changes
+from vesalius.index import changes, imaging
 from vesalius.index.models import Study
 
 
@@ -131,17 +131,20 @@ def test_replace_and_delete_are_changes_too(container: Container) -> None:
     assert all(c.patient_id == "PX" for c in feed(container))
 
 
-def test_a_failed_store_leaves_no_number_behind(container: Container) -> None:
-    data = make_file()
-    container.archive.store(data)
+def test_a_failed_store_leaves_no_number_behind(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    container.archive.store(make_file())
+    real = imaging.add_instance
 
-    def broken(_session: object, _data: object) -> None:
-        raise RuntimeError("hook broke")
+    def broken(session, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real(session, *args, **kwargs)  # the rows and the change are written...
+        raise RuntimeError("index write failed")  # ...and rolled back
 
-    container.archive.new_study_hooks.append(broken)
+    monkeypatch.setattr(imaging, "add_instance", broken)
     with pytest.raises(RuntimeError):
         container.archive.store(make_file())
-    container.archive.new_study_hooks.remove(broken)
+    monkeypatch.setattr(imaging, "add_instance", real)
     container.archive.store(make_file())
     assert [c.seq for c in feed(container)] == [1, 2, 3, 4]
     with container.db.read() as session:

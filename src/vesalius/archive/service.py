@@ -12,14 +12,15 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from vesalius import jobs
 from vesalius.archive.group_commit import GroupCommit
 from vesalius.archive.parse import (
     ParsedInstance,
@@ -30,11 +31,12 @@ from vesalius.archive.parse import (
 )
 from vesalius.archive.query import Query, run_query, select_instances, uid_query
 from vesalius.config import DuplicatePolicy, Settings
-from vesalius.dicom.dicomjson import DicomJson
+from vesalius.dicom.dicomjson import DicomJson, first_string
 from vesalius.dicom.levels import Level
 from vesalius.dicom.matching import Constraint
 from vesalius.dicom.transcode import for_storage
-from vesalius.errors import InvalidInstance, NotFound, StudyMismatch
+from vesalius.errors import InstanceRejected, InvalidInstance, NotFound, StudyMismatch
+from vesalius.events import EventBus, InstancesDeleted, InstanceStored, StudyCreated
 from vesalius.index import imaging
 from vesalius.index.engine import Database
 from vesalius.index.imaging import InstanceRecord
@@ -75,35 +77,226 @@ def blob_key_for(parsed: ParsedInstance) -> str:
     )
 
 
-IndexHook = Callable[[Session, DicomJson], None]
+@dataclass(frozen=True)
+class NewStudy:
+    """What a study hook gets: the first instance of a study, as DICOM JSON."""
+
+    study_instance_uid: str
+    patient_id: str | None
+    data: DicomJson
+
+
+# Work that must commit with the first instance of a study (and that ``vesalius reindex``
+# redoes, since a rebuild indexes every study again).
+StudyHookFn = Callable[[Session, NewStudy], None]
+
+
+@dataclass(frozen=True)
+class StudyHook:
+    name: str
+    run: StudyHookFn
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """An instance about to be stored, as an instance filter sees it (parsed up to its pixel
+    data; :meth:`read` gives the whole file)."""
+
+    parsed: ParsedInstance
+    origin: str | None
+    spool: Spool
+
+    @property
+    def json(self) -> DicomJson:
+        return self.parsed.json
+
+    def get(self, keyword: str) -> str | None:
+        """The first value of an attribute, as text (None when absent)."""
+        return first_string(self.parsed.json, keyword)
+
+    def read(self) -> bytes:
+        """The whole file as received (this reads it into memory)."""
+        return self.spool.path.read_bytes()
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A filter's answer: refuse the instance, telling the sender *reason*."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Replace:
+    """A filter's answer: store these bytes (a DICOM Part 10 file) instead."""
+
+    data: bytes
+
+
+FilterAnswer = Reject | Replace | None  # None: accept as it is
+InstanceFilter = Callable[[Incoming], FilterAnswer]
+
+
+@dataclass(frozen=True)
+class Committed:
+    """An instance whose rows have committed: what :meth:`Archive._committed` announces."""
+
+    parsed: ParsedInstance
+    origin: str | None
+    status: StoreStatus
+    new_study: bool
+    size: int
+
+
+STUDY_HOOK_JOB = "archive.study_hook"
 
 
 class Archive:
     """Store, find, retrieve and delete DICOM instances."""
 
-    def __init__(self, settings: Settings, db: Database, blobs: BlobStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        blobs: BlobStore,
+        events: EventBus | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.blobs = blobs
-        # Called inside the write transaction of an instance that starts a new study (also
-        # during a rebuild), so that what other parts derive from a study commits or fails
-        # with it, and costs nothing for the other instances of the study.
-        self.new_study_hooks: list[IndexHook] = []
+        self.events = events or EventBus()
+        # Typed in-transaction hooks, run when an instance starts a new study (and during a
+        # rebuild): see :meth:`_study_hooks`.
+        self.study_hooks: list[StudyHook] = []
+        # Called before an instance is written: accept, refuse or replace it (plugins).
+        self.filters: list[tuple[str, InstanceFilter]] = []
         # The rows of instances stored at the same moment share one transaction.
         self.rows = GroupCommit(db)
+
+    def add_study_hook(self, name: str, run: StudyHookFn) -> None:
+        self.study_hooks.append(StudyHook(name, run))
+
+    def add_filter(self, name: str, instance_filter: InstanceFilter) -> None:
+        self.filters.append((name, instance_filter))
 
     def close(self) -> None:
         self.rows.close()
 
     def _index(
         self, session: Session, parsed: ParsedInstance, blob: BlobInfo, origin: str | None
-    ) -> None:
+    ) -> bool:
+        """Index one instance in *session*; True when it started a new study."""
         _, new_study = imaging.add_instance(
             session, parsed.json, parsed.transfer_syntax_uid, blob, origin
         )
         if new_study:
-            for hook in self.new_study_hooks:
-                hook(session, parsed.json)
+            self._study_hooks(session, parsed.json)
+        return new_study
+
+    def _study_hooks(self, session: Session, data: DicomJson) -> None:
+        """Run the study hooks, each in a savepoint of the instance's transaction.
+
+        A hook that fails is rolled back alone, logged, and queued as a job that runs it again
+        (``archive.study_hook``): a bug in what is derived from a study never fails the store.
+        """
+        if not self.study_hooks:
+            return
+        study = NewStudy(
+            (first_string(data, "StudyInstanceUID") or "").strip(),
+            (first_string(data, "PatientID") or "").strip() or None,
+            data,
+        )
+        for hook in self.study_hooks:
+            try:
+                with session.begin_nested():
+                    hook.run(session, study)
+            except Exception as exc:
+                log.exception(
+                    "study hook %s failed on study %s; queued to run again",
+                    hook.name,
+                    study.study_instance_uid,
+                )
+                jobs.enqueue(
+                    session,
+                    STUDY_HOOK_JOB,
+                    {"hook": hook.name, "data": data, "error": str(exc)[:500]},
+                    dedupe_key=f"study_hook:{hook.name}:{study.study_instance_uid}"[:191],
+                )
+
+    def run_study_hook(self, name: str, data: DicomJson) -> None:
+        """Run one study hook again in its own transaction (the ``archive.study_hook`` job)."""
+        hook = next((h for h in self.study_hooks if h.name == name), None)
+        if hook is None:
+            raise LookupError(f"no study hook named {name!r} in this process")
+        study = NewStudy(
+            (first_string(data, "StudyInstanceUID") or "").strip(),
+            (first_string(data, "PatientID") or "").strip() or None,
+            data,
+        )
+        self.db.run_write(lambda session: hook.run(session, study))
+
+    # -- the two calls every store path makes ---------------------------------------------------
+
+    def _filter(
+        self, parsed: ParsedInstance, spool: Spool, origin: str | None
+    ) -> tuple[ParsedInstance, Spool]:
+        """Run the instance filters before the blob is written; returns what to store.
+
+        Raises ``InstanceRejected`` when a filter refuses the instance (the caller's spool is
+        then discarded by its ``with`` block). A filter that raises is logged and skipped. A
+        filter that replaces the instance gets a new spool; the old one is discarded.
+        """
+        for name, instance_filter in self.filters:
+            try:
+                answer = instance_filter(Incoming(parsed, origin, spool))
+            except Exception:
+                log.exception(
+                    "instance filter %s failed on %s; ignored", name, parsed.sop_instance_uid
+                )
+                continue
+            if isinstance(answer, Reject):
+                raise InstanceRejected(f"refused by {name}: {answer.reason}")
+            if isinstance(answer, Replace):
+                fresh = self.blobs.spool()
+                with fresh:
+                    write_spool(fresh, answer.data)
+                    try:
+                        parsed = parse_spool(fresh)
+                    except InvalidInstance as exc:
+                        raise InvalidInstance(
+                            f"{name} changed the instance into one that is not valid: {exc}"
+                        ) from exc
+                spool.discard()
+                spool = fresh
+        return parsed, spool
+
+    def _committed(self, committed: Sequence[Committed]) -> None:
+        """Announce instances whose rows have committed (events: never before the commit)."""
+        if not self.events.has_subscribers:
+            return
+        for item in committed:
+            parsed = item.parsed
+            patient_id = (first_string(parsed.json, "PatientID") or "").strip() or None
+            if item.new_study:
+                self.events.publish(
+                    StudyCreated(parsed.study_instance_uid, patient_id, item.origin)
+                )
+            self.events.publish(
+                InstanceStored(
+                    parsed.study_instance_uid,
+                    parsed.series_instance_uid,
+                    parsed.sop_instance_uid,
+                    parsed.sop_class_uid,
+                    patient_id,
+                    first_string(parsed.json, "Modality"),
+                    item.origin,
+                    item.size,
+                    parsed.transfer_syntax_uid,
+                    item.status is StoreStatus.REPLACED,
+                    item.new_study,
+                    data=parsed.json,
+                )
+            )
 
     # -- store ---------------------------------------------------------------------------------
 
@@ -137,6 +330,9 @@ class Archive:
             spool = self._in_storage_syntax(spool)
         with spool:
             parsed = parse_spool(spool)
+            if self.filters:
+                parsed, spool = self._filter(parsed, spool, origin)
+        with spool:
             if study_uid is not None and parsed.study_instance_uid != study_uid:
                 raise StudyMismatch(
                     f"the instance belongs to study {parsed.study_instance_uid}, "
@@ -169,7 +365,7 @@ class Archive:
         # The unique SOP Instance UID catches re-sends: the common case (a new instance) then
         # costs one blob write and one transaction.
         try:
-            self.rows.run(lambda session: self._index(session, parsed, blob, origin))
+            new_study = self.rows.run(lambda session: self._index(session, parsed, blob, origin))
         except IntegrityError:
             try:
                 with self.db.read() as session:
@@ -186,6 +382,7 @@ class Archive:
         except BaseException:
             self._discard(blob.key)
             raise
+        self._committed([Committed(parsed, origin, StoreStatus.STORED, new_study, blob.size)])
         return self._outcome(StoreStatus.STORED, parsed)
 
     def _store_existing(
@@ -214,6 +411,7 @@ class Archive:
             self._discard(blob.key)
             raise
         self._discard(existing.blob_key)
+        self._committed([Committed(parsed, origin, StoreStatus.REPLACED, False, blob.size)])
         return self._outcome(StoreStatus.REPLACED, parsed)
 
     def _discard(self, key: str) -> None:
@@ -277,6 +475,7 @@ class Archive:
             imaging.delete_instances(session, [r.id for r in records])
         for record in records:
             self._discard(record.blob_key)
+        self.events.publish(InstancesDeleted(study_uid, series_uid, sop_uid, len(records)))
         return len(records)
 
     # -- rebuild -------------------------------------------------------------------------------
@@ -373,3 +572,10 @@ class Archive:
             self._discard(key)
             return f"not indexable: {exc}"
         return None
+
+
+def _replay_study_hook(payload: dict[str, Any], context: jobs.JobContext) -> None:
+    context.container.archive.run_study_hook(payload["hook"], payload["data"])
+
+
+jobs.register(STUDY_HOOK_JOB, _replay_study_hook, max_attempts=10)

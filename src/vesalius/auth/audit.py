@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from vesalius.events import Accessed, EventBus
 from vesalius.index import people
 from vesalius.index.engine import Database
 from vesalius.index.people import AuditFilters
@@ -71,9 +72,23 @@ class AuditLog:
         self._queue: queue.Queue[AuditRecord | object | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        # Set by the container: every recorded access is also an ``Accessed`` event.
+        self.events: EventBus | None = None
 
     def record(self, event: AuditRecord) -> None:
         """Queue *event*; it is written within moments, or at the next :meth:`flush`."""
+        if self.events is not None and self.events.has_subscribers:
+            self.events.publish(
+                Accessed(
+                    event.actor,
+                    event.action,
+                    event.protocol,
+                    event.object,
+                    event.study_uid,
+                    event.outcome,
+                    event.address,
+                )
+            )
         if self._thread is None:
             self._start()
         self._queue.put(event)

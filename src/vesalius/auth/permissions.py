@@ -224,10 +224,29 @@ DIMSE_RULES: dict[DimseService, DimseRule] = {
 }
 
 
+# Rules that plugins add for their routes under /plugins/<name>/ (see vesalius.plugins).
+_PLUGIN_RULES: dict[str, Rule] = {}
+
+
+def add_plugin_rule(
+    methods: str, pattern: str, permission: Permission, action: str | None = None
+) -> Rule:
+    """Declare who may call a plugin's routes; only patterns under ``/plugins/`` are taken."""
+    if not pattern.startswith("/plugins/"):
+        raise ValueError(f"plugin routes live under /plugins/<name>/, not {pattern!r}")
+    rule = _rule(methods, pattern, permission, action)
+    _PLUGIN_RULES[f"{methods} {pattern}"] = rule
+    return rule
+
+
 def rule_for(method: str, template: str) -> Rule | None:
     """The first rule for a request to the route *template*; ``None`` means nobody may."""
     method = method.upper()
     for rule in RULES:
         if rule.matches(method, template):
             return rule
+    if template.startswith("/plugins/"):
+        for rule in list(_PLUGIN_RULES.values()):
+            if rule.matches(method, template):
+                return rule
     return None

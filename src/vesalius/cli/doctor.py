@@ -145,11 +145,24 @@ def check_versions(_settings: Settings) -> list[Check]:
     return [Check("versions", status, ", ".join(parts))]
 
 
+def check_plugins(settings: Settings) -> list[Check]:
+    """Every plugin can be imported (setting one up needs the archive: `serve` does that)."""
+    from vesalius.plugins import PluginError, load
+
+    try:
+        loaded = load(settings)
+    except PluginError as exc:
+        return [Check("plugins", FAIL, str(exc))]
+    names = [f"{p.name} ({p.source})" for p in loaded]
+    return [Check("plugins", OK, ", ".join(names) if names else "none")]
+
+
 CHECKS: list[Callable[[Settings], list[Check]]] = [
     check_versions,
     check_database,
     check_storage,
     check_ports,
+    check_plugins,
 ]
 
 

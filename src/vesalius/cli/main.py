@@ -248,5 +248,31 @@ def conformance(
         sys.stdout.write(markdown(data))
 
 
+def _add_plugin_commands() -> None:
+    """``vesalius <plugin> ...`` for plugins that bring a ``cli`` (found from the environment
+    and VESALIUS_CONFIG; a broken configuration is reported by the command itself)."""
+    from vesalius.plugins import cli_apps
+
+    try:
+        settings = load_settings()
+    except ConfigError:
+        return
+    taken = {group.name for group in app.registered_groups} | {
+        command.name or (command.callback.__name__ if command.callback else "")
+        for command in app.registered_commands
+    }
+    for name, plugin_app in cli_apps(settings):
+        if name in taken:
+            continue
+        app.add_typer(plugin_app, name=name, help=f"Commands of the plugin {name}.")
+
+
 def main() -> None:
-    app()
+    from vesalius.plugins import PluginError
+
+    _add_plugin_commands()
+    try:
+        app()
+    except PluginError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise SystemExit(1) from None

@@ -50,7 +50,7 @@ def run(settings: Settings) -> None:
         raise SystemExit(_run_workers(settings))
     try:
         container = open_container(settings)
-    except ServeError as exc:
+    except (ServeError, plugins.PluginError) as exc:
         log.error("%s", exc)
         raise SystemExit(1) from None
     except Exception as exc:
@@ -58,12 +58,6 @@ def run(settings: Settings) -> None:
         raise SystemExit(1) from None
     _first_admin(container)
     _sweep_temporaries(container)
-    try:
-        plugins.setup(plugins.load(settings), container)
-    except plugins.PluginError as exc:
-        log.error("%s", exc)
-        container.close()
-        raise SystemExit(1) from None
     maintenance = start_maintenance(container.auth, container.audit)
     try:
         dicom = DicomServer(settings, container.archive, container.audit, container.auth)

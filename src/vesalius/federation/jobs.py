@@ -62,7 +62,7 @@ def install(container: Any) -> Indexer | None:
 
 
 def push_soon_hook(settings: Any) -> Any:
-    """A new-study hook (``Archive.new_study_hooks``) that queues a push a moment later.
+    """A study hook (``Archive.add_study_hook``) that queues a push a moment later.
 
     It runs inside the study's write transaction, so the job commits with the study, whatever
     process stored it (``serve``, ``import``, ``reindex``); a ``serve`` process runs it.

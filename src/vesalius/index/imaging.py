@@ -661,6 +661,45 @@ def clear(session: Session) -> None:
     changes.record(session, [NewChange(ChangeKind.INDEX_RESET)])
 
 
+@dataclass(frozen=True)
+class SettledStudy:
+    study_instance_uid: str
+    patient_id: str
+    num_instances: int
+
+
+def settle_studies(session: Session, idle_since: Any, limit: int = 500) -> list[SettledStudy]:
+    """Declare stable the studies without a new instance since *idle_since*; writes a
+    ``study_stable`` change for each, in this transaction."""
+    rows = session.execute(
+        select(Study.id, Study.study_instance_uid, Patient.patient_id, Study.num_instances)
+        .join(Patient, Study.patient_pk == Patient.id)
+        .where(Study.stable_at.is_(None), Study.updated_at < idle_since)
+        .order_by(Study.updated_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows:
+        return []
+    now = changes.utcnow()
+    session.execute(update(Study).where(Study.id.in_([r[0] for r in rows])).values(stable_at=now))
+    changes.record(session, [NewChange(ChangeKind.STUDY_STABLE, r[2], r[1]) for r in rows])
+    return [SettledStudy(r[1], r[2], int(r[3])) for r in rows]
+
+
+def first_instance_json(session: Session, study_uid: str) -> DicomJson | None:
+    """The DICOM JSON of a study's first instance (for matching study-level rules)."""
+    text = session.execute(
+        select(Instance.metadata_json)
+        .join(Series, Instance.series_pk == Series.id)
+        .join(Study, Series.study_pk == Study.id)
+        .where(Study.study_instance_uid == study_uid)
+        .order_by(Instance.id)
+        .limit(1)
+    ).scalar()
+    return dicomjson.loads(text) if text else None
+
+
 def mark_all_stable(session: Session) -> None:
     """Declare every study complete (after a rebuild: the files were archived long ago)."""
     now = changes.utcnow()

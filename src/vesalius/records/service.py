@@ -23,6 +23,7 @@ from vesalius.config import Settings
 from vesalius.dicom import dicomjson
 from vesalius.dicom.dicomjson import DicomJson, first_string
 from vesalius.errors import Conflict, NotFound
+from vesalius.events import SubjectChanged
 from vesalius.index import records as sql
 from vesalius.index.engine import Database
 from vesalius.index.records_models import Event, Subject
@@ -112,6 +113,7 @@ class Records:
                 sql.insert_subject(session, values)
         except IntegrityError:
             raise Conflict(f"subject {data.subject_id} already exists") from None
+        self._changed(data.subject_id, "created")
         return self.get_subject(data.subject_id)
 
     def update_subject(self, subject_id: str, patch: SubjectPatch) -> SubjectOut:
@@ -121,6 +123,7 @@ class Records:
         with self.db.write() as session:
             subject = self.subject_row(session, subject_id, lock=True)
             sql.update_subject(session, subject.id, values)
+        self._changed(subject_id, "updated")
         return self.get_subject(subject_id)
 
     def delete_subject(self, subject_id: str) -> None:
@@ -131,6 +134,11 @@ class Records:
             keys = sql.subject_blob_keys(session, subject.id)
             sql.delete_subject(session, subject.id)
         self.discard(keys)
+        self._changed(subject_id, "deleted")
+
+    def _changed(self, subject_id: str, action: str) -> None:
+        """Announce a committed change of a subject (``SubjectChanged``)."""
+        self.archive.events.publish(SubjectChanged(subject_id, action))
 
     @staticmethod
     def subject_row(session: Session, subject_id: str, *, lock: bool = False) -> Subject:

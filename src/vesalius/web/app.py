@@ -71,6 +71,9 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(viewer.router)
     app.include_router(apidocs.router)
     apidocs.mount_assets(app)
+    for plugin in container.plugins:  # routes under /plugins/<name>/, rules of their own
+        for prefix, router in plugin.routers:
+            app.include_router(router, prefix=prefix, tags=[f"plugin {plugin.name}"])
     app.mount("/static", PortalStatic(directory=portal.STATIC), name="static")
     app.add_middleware(AuditMiddleware, audit=container.audit)
     portal_errors.install(app)

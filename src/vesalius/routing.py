@@ -1,0 +1,288 @@
+"""Forwarding rules (``[[route]]``) and study completeness, as a shipped plugin.
+
+A route matches an instance with the archive's C-FIND rules (:mod:`vesalius.dicom.matching`)
+on its attributes and ``CallingAE`` (the origin), and forwards it to a ``[[remote_ae]]`` by
+C-STORE or to a ``[[dicomweb_server]]`` by STOW-RS. Every forward is a job
+(``route.forward``): it retries with backoff when the peer refuses or is away, and ends dead
+with the peer's answer. ``on = "stable"`` forwards the whole study once it is stable.
+
+A study is stable when no instance arrived for ``stable_after_s``; the periodic job
+``studies.stability`` declares it (a ``study_stable`` change in the feed and a
+``StudyStable`` event).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, keyword_dict
+
+from vesalius import jobs
+from vesalius.dicom.dicomjson import DicomJson
+from vesalius.dicom.matching import Constraint, MatchingError, matches, parse_constraint
+from vesalius.events import InstanceStored, StudyStable
+from vesalius.index import imaging
+from vesalius.index.changes import utcnow
+
+log = logging.getLogger(__name__)
+
+FORWARD = "route.forward"
+STABILITY = "studies.stability"
+CALLING_AE = "CallingAE"
+
+
+@dataclass(frozen=True)
+class CompiledRoute:
+    name: str
+    to: str
+    on: str
+    constraints: tuple[Constraint, ...]
+    calling_ae: Constraint | None
+
+
+def _constraint(keyword: str, value: str) -> Constraint | None:
+    if keyword == CALLING_AE:
+        return parse_constraint(keyword, "AE", value)
+    if keyword not in keyword_dict:
+        raise MatchingError(f"{keyword!r} is not a DICOM keyword (e.g. Modality, StudyDescription)")
+    tag = keyword_dict[keyword]
+    vr = dictionary_VR(tag)
+    if vr == "SQ":
+        raise MatchingError(f"{keyword} is a sequence; routes match single attributes")
+    return parse_constraint(keyword, vr.split(" or ")[0], value)
+
+
+def check_routes(settings: Any) -> list[str]:
+    """What is wrong with the ``[[route]]`` and ``[[dicomweb_server]]`` settings (empty: ok)."""
+    problems = []
+    names = [r.name for r in settings.route]
+    for duplicate in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"route names must be unique; {duplicate!r} is repeated")
+    servers = {s.name for s in settings.dicomweb_server}
+    peers = {ae.name: ae for ae in settings.remote_ae}
+    for route in settings.route:
+        if route.to in peers:
+            peer = peers[route.to]
+            if not peer.host or not peer.port:
+                problems.append(
+                    f"route {route.name!r} sends to remote_ae {route.to!r}, which has no "
+                    "host and port"
+                )
+        elif route.to not in servers:
+            known = sorted(peers) + sorted(servers)
+            problems.append(
+                f"route {route.name!r} sends to {route.to!r}, which is neither a remote_ae nor "
+                f"a dicomweb_server (known: {', '.join(known) or 'none'})"
+            )
+        for keyword, value in route.match.items():
+            try:
+                _constraint(keyword, value)
+            except MatchingError as exc:
+                problems.append(f"route {route.name!r}: match {keyword} = {value!r}: {exc}")
+    return problems
+
+
+def compile_routes(settings: Any) -> list[CompiledRoute]:
+    compiled = []
+    for route in settings.route:
+        constraints = []
+        calling = None
+        for keyword, value in route.match.items():
+            constraint = _constraint(keyword, value)
+            if constraint is None:
+                continue
+            if keyword == CALLING_AE:
+                calling = constraint
+            else:
+                constraints.append(constraint)
+        compiled.append(CompiledRoute(route.name, route.to, route.on, tuple(constraints), calling))
+    return compiled
+
+
+def _values(data: DicomJson, keyword: str) -> list[str]:
+    from vesalius.dicom.dicomjson import tag_key
+
+    element = data.get(tag_key(keyword))
+    if not element:
+        return []
+    out = []
+    for value in element.get("Value", []):
+        if isinstance(value, dict):  # person name
+            value = value.get("Alphabetic", "")
+        out.append(str(value))
+    return out
+
+
+def route_matches(
+    route: CompiledRoute, data: DicomJson, origin: str | None, *, fold_pn: bool = True
+) -> bool:
+    """Whether an instance (its DICOM JSON and calling AE) is for this route."""
+    if route.calling_ae is not None and not matches(route.calling_ae, origin or ""):
+        return False
+    return all(matches(c, _values(data, c.keyword), fold=fold_pn) for c in route.constraints)
+
+
+# -- forwarding ----------------------------------------------------------------------------------
+
+
+class ForwardError(Exception):
+    """The peer refused or could not be reached; the message has its answer."""
+
+
+def _send_dimse(container: Any, peer: Any, records: list[Any]) -> None:
+    from pydicom import dcmread
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom import AE
+
+    ae = AE(ae_title=container.settings.ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    contexts = {(r.sop_class_uid, r.transfer_syntax_uid) for r in records}
+    for sop_class in sorted({c for c, _ in contexts}):
+        syntaxes = sorted({ts for c, ts in contexts if c == sop_class})
+        for ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+            if ts not in syntaxes:
+                syntaxes.append(ts)
+        ae.add_requested_context(sop_class, syntaxes[:8])
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    if not assoc.is_established:
+        raise ForwardError(
+            f"{peer.ae_title} at {peer.host}:{peer.port} "
+            + ("rejected the association" if assoc.is_rejected else "could not be reached")
+        )
+    try:
+        for record in records:
+            with container.archive.open(record) as fh:
+                dataset = dcmread(fh)
+            status = assoc.send_c_store(dataset)
+            code = int(status.Status) if "Status" in status else None
+            if code is None:
+                raise ForwardError(f"{peer.ae_title} did not answer the C-STORE")
+            if code not in (0x0000, 0xB000, 0xB006, 0xB007):
+                comment = status.get("ErrorComment", "")
+                raise ForwardError(
+                    f"{peer.ae_title} answered 0x{code:04X} for {record.sop_instance_uid}"
+                    + (f": {comment}" if comment else "")
+                )
+    finally:
+        assoc.release()
+
+
+def _send_stow(container: Any, server: Any, records: list[Any]) -> None:
+    import httpx
+
+    boundary = uuid.uuid4().hex
+    parts = []
+    for record in records:
+        with container.archive.open(record) as fh:
+            parts.append(
+                f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+                + fh.read()
+                + b"\r\n"
+            )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    headers = {
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Accept": "application/dicom+json",
+    }
+    auth = None
+    if server.token:
+        headers["Authorization"] = f"Bearer {server.token}"
+    elif server.username:
+        auth = (server.username, server.password or "")
+    try:
+        answer = httpx.post(
+            f"{server.url}/studies", content=body, headers=headers, auth=auth, timeout=60
+        )
+    except httpx.HTTPError as exc:
+        raise ForwardError(f"{server.url} could not be reached: {exc}") from exc
+    if answer.status_code not in (200, 202):
+        raise ForwardError(f"{server.url} answered {answer.status_code}: {answer.text[:300]}")
+
+
+def forward(payload: dict[str, Any], context: jobs.JobContext) -> None:
+    """The ``route.forward`` job: send an instance (or a whole study) to the route's peer."""
+    container = context.container
+    settings = container.settings
+    route = next((r for r in settings.route if r.name == payload["route"]), None)
+    if route is None:
+        raise ForwardError(f"route {payload['route']!r} is no longer in the settings")
+    records = container.archive.instances_of(payload["study"], None, payload.get("sop"))
+    peer = next((ae for ae in settings.remote_ae if ae.name == route.to), None)
+    if peer is not None:
+        _send_dimse(container, peer, records)
+    else:
+        server = next(s for s in settings.dicomweb_server if s.name == route.to)
+        _send_stow(container, server, records)
+    log.info(
+        "route %s: %d instance(s) of study %s sent to %s",
+        route.name,
+        len(records),
+        payload["study"],
+        route.to,
+    )
+
+
+def settle(payload: dict[str, Any], context: jobs.JobContext) -> None:
+    """The ``studies.stability`` job: declare idle studies stable and announce them."""
+    container = context.container
+    idle_since = utcnow() - timedelta(seconds=container.settings.stable_after_s)
+    settled = container.db.run_write(lambda s: imaging.settle_studies(s, idle_since))
+    for study in settled:
+        container.events.publish(
+            StudyStable(study.study_instance_uid, study.patient_id or None, study.num_instances)
+        )
+
+
+jobs.register(FORWARD, forward, max_attempts=8, lease_s=600)
+jobs.register(STABILITY, settle, max_attempts=3, lease_s=120)
+jobs.schedule(STABILITY, every_s=2, payload={})
+
+
+def setup(plugin: Any) -> None:
+    """Subscribe the routes of the settings to the archive's events."""
+    container = plugin.container
+    routes = compile_routes(container.settings)
+    if not routes:
+        return
+    fold = container.settings.case_insensitive_pn
+
+    def on_instance(event: InstanceStored) -> None:
+        for route in routes:
+            if route.on == "instance" and route_matches(
+                route, event.data, event.origin, fold_pn=fold
+            ):
+                jobs.enqueue(
+                    container.db,
+                    FORWARD,
+                    {
+                        "route": route.name,
+                        "study": event.study_instance_uid,
+                        "sop": event.sop_instance_uid,
+                    },
+                    dedupe_key=f"route:{route.name}:{event.sop_instance_uid}"[:191],
+                )
+
+    def on_stable(event: StudyStable) -> None:
+        stable_routes = [r for r in routes if r.on == "stable"]
+        if not stable_routes:
+            return
+        with container.db.read() as session:
+            data = imaging.first_instance_json(session, event.study_instance_uid)
+        if data is None:
+            return
+        origin = None
+        for route in stable_routes:
+            if route.calling_ae is None and route_matches(route, data, origin, fold_pn=fold):
+                jobs.enqueue(
+                    container.db,
+                    FORWARD,
+                    {"route": route.name, "study": event.study_instance_uid},
+                    dedupe_key=f"route:{route.name}:{event.study_instance_uid}"[:191],
+                )
+
+    plugin.subscribe(InstanceStored, on_instance)
+    plugin.subscribe(StudyStable, on_stable)
