@@ -138,6 +138,8 @@ def _send_dimse(container: Any, peer: Any, records: list[Any]) -> None:
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
     from pynetdicom import AE
 
+    from vesalius.dimse.handlers import tls_args_for
+
     ae = AE(ae_title=container.settings.ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     contexts = {(r.sop_class_uid, r.transfer_syntax_uid) for r in records}
@@ -147,7 +149,9 @@ def _send_dimse(container: Any, peer: Any, records: list[Any]) -> None:
             if ts not in syntaxes:
                 syntaxes.append(ts)
         ae.add_requested_context(sop_class, syntaxes[:8])
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    # A peer marked `tls = true` gets a TLS association, as C-MOVE does.
+    tls_args = tls_args_for(peer, container.settings)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
     if not assoc.is_established:
         raise ForwardError(
             f"{peer.ae_title} at {peer.host}:{peer.port} "

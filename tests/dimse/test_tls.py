@@ -280,3 +280,52 @@ def test_peer_identity_reads_the_common_name() -> None:
     cert = {"subject": ((("countryName", "BE"),), (("commonName", "modality.test"),))}
     assert peer_identity(cert) == "modality.test"
     assert peer_identity({}) is None and peer_identity(None) is None
+
+
+def test_a_route_forwards_to_a_tls_peer(make_settings: Any, pki: Pki, tmp_path: Path) -> None:
+    """A [[route]] to a peer marked tls = true forwards over TLS (DCMTK storescp +tls)."""
+    from vesalius.jobs.runner import JobRunner
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    received = tmp_path / "received"
+    received.mkdir()
+    storescp = subprocess.Popen(
+        [
+            str(DCMTK / "storescp"), "-aet", "TLSDEST", "-od", str(received),
+            *map(str, tls(pki.client, pki.ca.certificate)), str(port),
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    settings = make_settings(
+        # Our certificate is presented to the peer, which requires one (DCMTK's default).
+        dicom_tls_certificate=pki.server.certificate,
+        dicom_tls_private_key=pki.server.key,
+        dicom_tls_ca_certificates=pki.ca.certificate,
+        remote_ae=[RemoteAE(name="tlsdest", ae_title="TLSDEST", host="127.0.0.1", port=port,
+                            tls=True)],
+        route=[{"name": "all", "match": {"Modality": "CT"}, "to": "tlsdest"}],
+    )  # fmt: skip
+    container = build(settings, migrate=True)
+    runner = JobRunner(container, poll_s=0.05, retry_base_s=0.3).start()
+    try:
+        ds = make_dataset(Modality="CT")
+        container.archive.store(write(tmp_path / "in", ds).read_bytes(), origin="test")
+        assert container.events.drain()
+        deadline = time.monotonic() + 60
+        while not list(received.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        from vesalius.index import jobs as jobs_sql
+
+        with container.db.read() as session:
+            forwards = jobs_sql.list_jobs(session, kind="route.forward")
+        states = [(j.state, j.last_error) for j in forwards]
+        arrived = list(received.iterdir())
+        assert len(arrived) == 1, states
+        assert dcmread(arrived[0]).SOPInstanceUID == ds.SOPInstanceUID
+    finally:
+        runner.stop()
+        container.close()
+        storescp.terminate()
+        storescp.wait(10)
