@@ -193,7 +193,11 @@ def test_a_periodic_job_runs_on_one_runner_per_period(
         first.stop()
         second.stop()
     assert 3 <= len(runs) <= 5, runs
-    assert all(b - a > 0.5 for a, b in itertools.pairwise(runs)), runs
+    # The first run comes when the schedule is made and the next on the period's grid (whole
+    # seconds on MariaDB), so only the first gap may be short; a period taken by both runners
+    # would show as two runs at the same moment.
+    gaps = [b - a for a, b in itertools.pairwise(runs)]
+    assert gaps[0] > 0.05 and all(gap > 0.5 for gap in gaps[1:]), runs
 
 
 def test_hostile_enqueues_are_refused(sqlite_container: Container) -> None:

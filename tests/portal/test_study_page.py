@@ -104,7 +104,7 @@ def test_stack_viewer_scroll_window_zoom_pan_measure(web: RunningWeb, browser: A
     viewport.focus()
     now = info.inner_text()
     page.keyboard.press("ArrowUp")
-    page.wait_for_function(f"() => document.querySelector('#stack-info').textContent !== {now!r}")
+    page.wait_for_function(f"() => document.querySelector('#stack-info')?.textContent !== {now!r}")
 
     def drag(dx: float, dy: float) -> None:
         page.mouse.move(cx, cy)
@@ -166,8 +166,9 @@ def test_compressed_series_and_a_broken_image(sqlite_container: Container, brows
         page.click("a.open-study")
         status = page.locator("#stack-status")
         page.wait_for_function(
-            "() => document.querySelector('#stack-status').textContent"
-            ".includes('could not be shown')"
+            # Null-safe: the predicate may run on the patient page, before the study page loads.
+            "() => document.querySelector('#stack-status')?.textContent"
+            "?.includes('could not be shown')"
         )
         assert page.locator("#stack-preview").is_hidden()  # no broken-image icon either
         page.wait_for_selector("#stack-viewer[data-tools=ready]", state="attached")
