@@ -12,7 +12,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, BinaryIO
@@ -36,7 +36,13 @@ from vesalius.dicom.levels import Level
 from vesalius.dicom.matching import Constraint
 from vesalius.dicom.transcode import for_storage
 from vesalius.errors import InstanceRejected, InvalidInstance, NotFound, StudyMismatch
-from vesalius.events import EventBus, InstancesDeleted, InstanceStored, StudyCreated
+from vesalius.events import (
+    EventBus,
+    InstancesDeleted,
+    InstanceStored,
+    StudyCreated,
+    StudyStable,
+)
 from vesalius.index import imaging
 from vesalius.index.engine import Database
 from vesalius.index.imaging import InstanceRecord
@@ -459,6 +465,50 @@ class Archive:
             what = sop_uid or series_uid or study_uid
             raise NotFound(f"no instance found for {what}")
         return records
+
+    def commitment(
+        self, references: Sequence[tuple[str, str]]
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """Which of the (SOP Class UID, SOP Instance UID) pairs are safely archived.
+
+        Returns (present, missing), each in the order given. An instance is present when its
+        rows have committed (its blob was fsync'd before) under the same SOP Class; the storage
+        commitment SCP (PS3.4 J) answers from this, and nothing else decides it.
+        """
+        with self.db.read() as session:
+            found = imaging.instances_by_uid(session, [uid for _, uid in references])
+        present: list[tuple[str, str]] = []
+        missing: list[tuple[str, str]] = []
+        for sop_class, sop_uid in references:
+            row = found.get(sop_uid)
+            (present if row is not None and row[0] == sop_class else missing).append(
+                (sop_class, sop_uid)
+            )
+        return present, missing
+
+    def studies_of(self, sop_uids: Sequence[str]) -> set[str]:
+        """The Study Instance UIDs of the indexed instances among *sop_uids*."""
+        with self.db.read() as session:
+            found = imaging.instances_by_uid(session, sop_uids)
+        return {study for _, study in found.values()}
+
+    def declare_complete(self, study_uids: Iterable[str]) -> list[str]:
+        """Declare stable now the studies that said they are complete (a storage commitment
+        with every instance present, or as many instances as they announced), before
+        ``stable_after_s``: a ``study_stable`` change and a ``StudyStable`` event (reason
+        "complete") for each one not stable yet. Returns the studies declared."""
+        uids = sorted(set(study_uids))
+        settled = self.db.run_write(lambda s: imaging.settle_named_studies(s, uids))
+        for study in settled:
+            self.events.publish(
+                StudyStable(
+                    study.study_instance_uid,
+                    study.patient_id or None,
+                    study.num_instances,
+                    reason="complete",
+                )
+            )
+        return [s.study_instance_uid for s in settled]
 
     def open(self, record: InstanceRecord) -> BinaryIO:
         """The stored file of an instance, exactly as it was received."""

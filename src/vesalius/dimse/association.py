@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from vesalius.dimse import commands, pdu
+from vesalius.dimse import commands, commitment, pdu
 from vesalius.dimse.commands import Command, CommandError
 from vesalius.dimse.negotiation import negotiate
 from vesalius.dimse.pdu import PduError
@@ -191,6 +191,7 @@ class Association:
                     message = None
             elif pdu_type == pdu.RELEASE_RQ:
                 await self._read(length)
+                self._fail_waiting("the peer asked to release the association")
                 await self._wait_tasks()
                 await self._write(pdu.RELEASE_RP_PDU)
                 log.info("association with %s released", self._who())
@@ -283,6 +284,8 @@ class Association:
             await services.store(self, message)
         elif field in (commands.C_FIND_RQ, commands.C_GET_RQ, commands.C_MOVE_RQ):
             self._spawn(services.query_retrieve(self, message))
+        elif field == commands.N_ACTION_RQ:
+            self._spawn(commitment.n_action(services, self, message))
         else:
             log.warning("%s sent an unsupported command 0x%04X", self._who(), field)
             await self.send(
@@ -383,6 +386,12 @@ class Association:
         finally:
             self._waiting.pop(message_id, None)
 
+    def _fail_waiting(self, why: str) -> None:
+        """Our requests still waiting for a response will not get one."""
+        for waiter in self._waiting.values():
+            if not waiter.done():
+                waiter.set_exception(Aborted(why))
+
     async def _write(self, data: bytes) -> None:
         async with self._send_lock:
             self.writer.write(data)
@@ -400,9 +409,7 @@ class Association:
             self._receiving.spool.discard()  # idempotent: a stored spool is already consumed
         for task in list(self._tasks):
             task.cancel()
-        for waiter in self._waiting.values():
-            if not waiter.done():
-                waiter.set_exception(Aborted("the association closed"))
+        self._fail_waiting("the association closed")
         self._closed = True
         with contextlib.suppress(Exception):
             self.writer.close()

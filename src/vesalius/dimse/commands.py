@@ -159,3 +159,17 @@ def response(
         pairs.append((ERROR_COMMENT, comment[:64]))
     pairs.extend(extra or [])
     return encode(pairs)
+
+
+def event_report(message_id: int, sop_class: str, sop_instance: str, event_type: int) -> bytes:
+    """An N-EVENT-REPORT-RQ with a data set to follow (PS3.7 10.3.1)."""
+    return encode(
+        [
+            (COMMAND_FIELD, N_EVENT_REPORT_RQ),
+            (MESSAGE_ID, message_id),
+            (DATASET_TYPE, HAS_DATASET),
+            (AFFECTED_SOP_CLASS, sop_class),
+            (AFFECTED_SOP_INSTANCE, sop_instance),
+            (EVENT_TYPE_ID, event_type),
+        ]
+    )

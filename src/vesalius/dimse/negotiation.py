@@ -1,7 +1,8 @@
 """What the archive accepts in an association: abstract syntaxes, transfer syntaxes, roles.
 
 One table, built once per server: every storage SOP class (sent to us, or sent by us to a C-GET
-requestor that takes the SCP role), the Query/Retrieve models and Verification.
+requestor that takes the SCP role), the Query/Retrieve models, Storage Commitment and
+Verification.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ PATIENT_ROOT = {
     str(PatientRootQueryRetrieveInformationModelMove),
 }
 VERIFICATION = str(Verification)
+STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"  # Storage Commitment Push Model (PS3.4 J)
 STORAGE_CLASSES = frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
 # Commands and identifiers are small: any little endian syntax does for them.
 _PLAIN = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
@@ -61,7 +63,10 @@ class Supported:
 
     @classmethod
     def archive(cls, extra: dict[str, list[str]] | None = None) -> Supported:
-        table: dict[str, tuple[str, ...]] = {VERIFICATION: tuple(_PLAIN)}
+        table: dict[str, tuple[str, ...]] = {
+            VERIFICATION: tuple(_PLAIN),
+            STORAGE_COMMITMENT: tuple(_PLAIN),
+        }
         for model in FIND_MODELS | GET_MODELS | MOVE_MODELS:
             table[model] = tuple(_PLAIN)
         storage = tuple(ACCEPTED_TRANSFER_SYNTAXES)

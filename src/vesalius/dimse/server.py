@@ -30,7 +30,7 @@ from vesalius.auth.audit import AuditLog
 from vesalius.auth.dimse_access import DimseAccess
 from vesalius.config import Settings
 from vesalius.dicom.syntaxes import ACCEPTED_TRANSFER_SYNTAXES
-from vesalius.dimse import handlers
+from vesalius.dimse import commitment, handlers
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ def build_ae(settings: Settings) -> AE:
     if not settings.accept_unknown_aes:
         ae.require_calling_aet = [remote.ae_title for remote in settings.remote_ae]
     ae.add_supported_context(Verification)
+    ae.add_supported_context(commitment.SOP_CLASS)
     for sop_class in QUERY_RETRIEVE:
         ae.add_supported_context(sop_class)
     for context in AllStoragePresentationContexts:
@@ -132,6 +133,7 @@ class PynetdicomServer:
             (evt.EVT_C_STORE, handlers.handle_store, [self.archive, self.audit, self.access]),
             (evt.EVT_C_FIND, handlers.handle_find, [self.archive, self.audit, self.access]),
             (evt.EVT_C_GET, handlers.handle_get, [self.archive, self.audit, self.access]),
+            (evt.EVT_N_ACTION, commitment.handle_n_action, [self.archive, self.access]),
             (
                 evt.EVT_C_MOVE,
                 handlers.handle_move,

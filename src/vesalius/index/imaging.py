@@ -751,3 +751,38 @@ def snapshot(session: Session) -> list[tuple[Any, ...]]:
         .order_by(Instance.sop_instance_uid)
     )
     return [tuple(r) for r in rows]
+
+
+def instances_by_uid(session: Session, uids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """SOP Instance UID -> (SOP Class UID, Study Instance UID) of the indexed ones among *uids*."""
+    found: dict[str, tuple[str, str]] = {}
+    unique = list(dict.fromkeys(u for u in uids if u))
+    for start in range(0, len(unique), 500):
+        rows = session.execute(
+            select(Instance.sop_instance_uid, Instance.sop_class_uid, Study.study_instance_uid)
+            .join(Series, Instance.series_pk == Series.id)
+            .join(Study, Series.study_pk == Study.id)
+            .where(Instance.sop_instance_uid.in_(unique[start : start + 500]))
+        )
+        for sop_uid, sop_class, study_uid in rows:
+            found[sop_uid] = (sop_class, study_uid)
+    return found
+
+
+def settle_named_studies(session: Session, study_uids: Sequence[str]) -> list[SettledStudy]:
+    """Declare stable now the named studies that are not stable yet (a ``study_stable``
+    change for each, in this transaction): the study said it is complete."""
+    if not study_uids:
+        return []
+    rows = session.execute(
+        select(Study.id, Study.study_instance_uid, Patient.patient_id, Study.num_instances)
+        .join(Patient, Study.patient_pk == Patient.id)
+        .where(Study.stable_at.is_(None), Study.study_instance_uid.in_(list(study_uids)))
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows:
+        return []
+    now = changes.utcnow()
+    session.execute(update(Study).where(Study.id.in_([r[0] for r in rows])).values(stable_at=now))
+    changes.record(session, [NewChange(ChangeKind.STUDY_STABLE, r[2], r[1]) for r in rows])
+    return [SettledStudy(r[1], r[2], int(r[3])) for r in rows]
