@@ -95,6 +95,14 @@ def statement(settings: Settings) -> dict[str, Any]:
                 for m in query_retrieve
             ],
             *[{**item, "service": "C-STORE"} for item in _uids(storage)],
+            {
+                "name": _name(negotiation.STORAGE_COMMITMENT),
+                "uid": negotiation.STORAGE_COMMITMENT,
+                "service": "N-ACTION, N-EVENT-REPORT (Push Model; the report on the same "
+                "association while it is open, else on a new one to the [[remote_ae]] with the "
+                "SCP role proposed)",
+                "transfer_syntaxes": list(supported[negotiation.STORAGE_COMMITMENT]),
+            },
         ],
         "sop_classes_scu": [
             {**item, "service": "C-STORE (C-GET and C-MOVE sub-operations)"}
