@@ -8,7 +8,10 @@ with the peer's answer. ``on = "stable"`` forwards the whole study once it is st
 
 A study is stable when no instance arrived for ``stable_after_s``; the periodic job
 ``studies.stability`` declares it (a ``study_stable`` change in the feed and a
-``StudyStable`` event).
+``StudyStable`` event). It is declared earlier, with reason "complete", when it says it is
+complete: every series holds as many instances as it announces (Images in Acquisition), or a
+storage commitment request named only instances that are all archived
+(:mod:`vesalius.dimse.commitment`).
 """
 
 from __future__ import annotations
@@ -239,6 +242,11 @@ def settle(payload: dict[str, Any], context: jobs.JobContext) -> None:
         container.events.publish(
             StudyStable(study.study_instance_uid, study.patient_id or None, study.num_instances)
         )
+    # Earlier when a study says it is complete: as many instances as its series announce.
+    with container.db.read() as session:
+        complete = imaging.announced_complete(session)
+    if complete:
+        container.archive.declare_complete(complete)
 
 
 jobs.register(FORWARD, forward, max_attempts=8, lease_s=600)

@@ -54,3 +54,42 @@ def test_dicomweb_client_delete(api: RunningWeb) -> None:
     DICOMwebClient(url=api.url + "/dicom-web").delete_study(study)
     assert httpx.get(f"{api.url}/dicom-web/studies/{study}/metadata").status_code == 404
     assert api.archive.totals().studies == 2
+
+
+def test_a_study_that_announces_its_count_is_complete_early(api: RunningWeb) -> None:
+    from dicomgen import make_dataset, to_bytes
+    from vesalius import jobs
+    from vesalius.events import StudyStable
+    from vesalius.routing import settle
+
+    container = api.container
+    seen: list[StudyStable] = []
+    container.events.subscribe(StudyStable, seen.append)
+    context = jobs.JobContext(0, "studies.stability", 1, container)
+    first = make_dataset(ImagesInAcquisition=3)
+    study, series = first.StudyInstanceUID, first.SeriesInstanceUID
+    others = [
+        make_dataset(StudyInstanceUID=study, SeriesInstanceUID=series, ImagesInAcquisition=3)
+        for _ in range(2)
+    ]
+    for ds in (first, others[0]):
+        container.archive.store(to_bytes(ds))
+    settle({}, context)
+    detail = httpx.get(f"{api.url}/api/studies/{study}").json()
+    assert detail["stable"] is False and detail["num_instances"] == 2
+    assert detail["series"] == [
+        {
+            "series_instance_uid": series,
+            "num_instances": 2,
+            "announced_instances": 3,
+            "complete": False,
+        }
+    ]
+    container.archive.store(to_bytes(others[1]))
+    settle({}, context)  # long before stable_after_s (60 s)
+    detail = httpx.get(f"{api.url}/api/studies/{study}").json()
+    assert detail["stable"] is True and detail["stable_at"]
+    assert detail["series"][0]["complete"] is True
+    assert container.events.drain()
+    assert [(e.study_instance_uid, e.reason) for e in seen] == [(study, "complete")]
+    assert httpx.get(f"{api.url}/api/studies/1.2.3.404").status_code == 404

@@ -144,6 +144,7 @@ RULES: tuple[Rule, ...] = (
     # -- archive API -------------------------------------------------------------------------
     _rule(READ, "/api/studies/*/archive", P.IMAGES_DOWNLOAD, "download"),
     _rule("DELETE", "/api/studies/*", P.IMAGES_DELETE, "delete"),
+    _rule(READ, "/api/studies/*", P.IMAGES_READ, "view"),
     _rule(READ, "/api/worklist", P.WORKLIST_READ, "search"),
     _rule(READ, "/api/patients/*", P.IMAGES_READ, "view"),
     # -- research records --------------------------------------------------------------------

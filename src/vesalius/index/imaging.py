@@ -786,3 +786,101 @@ def settle_named_studies(session: Session, study_uids: Sequence[str]) -> list[Se
     session.execute(update(Study).where(Study.id.in_([r[0] for r in rows])).values(stable_at=now))
     changes.record(session, [NewChange(ChangeKind.STUDY_STABLE, r[2], r[1]) for r in rows])
     return [SettledStudy(r[1], r[2], int(r[3])) for r in rows]
+
+
+_IMAGES_IN_ACQUISITION = "00201002"
+
+
+def _announced(session: Session, series_pks: Sequence[int]) -> dict[int, int]:
+    """Series pk -> the Images in Acquisition (0020,1002) its first instance announces."""
+    if not series_pks:
+        return {}
+    first = (
+        select(func.min(Instance.id))
+        .where(Instance.series_pk.in_(list(series_pks)))
+        .group_by(Instance.series_pk)
+    )
+    announced: dict[int, int] = {}
+    for pk, text in session.execute(
+        select(Instance.series_pk, Instance.metadata_json).where(Instance.id.in_(first))
+    ):
+        if not text or f'"{_IMAGES_IN_ACQUISITION}"' not in text:
+            continue
+        values = dicomjson.loads(text).get(_IMAGES_IN_ACQUISITION, {}).get("Value") or []
+        try:
+            count = int(values[0])
+        except (IndexError, TypeError, ValueError):
+            continue
+        if count > 0:
+            announced[pk] = count
+    return announced
+
+
+def announced_complete(session: Session, limit: int = 200) -> list[str]:
+    """Studies not stable yet whose every series announces how many images it has (Images in
+    Acquisition, taken per series: one acquisition per series, the common case) and holds
+    at least that many: they said they are complete."""
+    studies = dict(
+        session.execute(
+            select(Study.id, Study.study_instance_uid)
+            .where(Study.stable_at.is_(None))
+            .order_by(Study.updated_at.desc())
+            .limit(limit)
+        ).all()
+    )
+    if not studies:
+        return []
+    series = session.execute(
+        select(Series.id, Series.study_pk, Series.num_instances).where(
+            Series.study_pk.in_(list(studies))
+        )
+    ).all()
+    announced = _announced(session, [s[0] for s in series])
+    complete = set(studies)
+    for pk, study_pk, count in series:
+        wanted = announced.get(pk)
+        if wanted is None or count < wanted:
+            complete.discard(study_pk)
+    return sorted(studies[pk] for pk in complete)
+
+
+@dataclass(frozen=True)
+class SeriesCompleteness:
+    series_instance_uid: str
+    num_instances: int
+    announced_instances: int | None
+
+
+@dataclass(frozen=True)
+class StudyCompleteness:
+    study_instance_uid: str
+    num_instances: int
+    stable: bool
+    stable_at: Any
+    last_instance_at: Any
+    series: list[SeriesCompleteness]
+
+
+def study_completeness(session: Session, study_uid: str) -> StudyCompleteness | None:
+    """Whether a study is stable (complete), and what its series announce; None: no study."""
+    study = session.execute(
+        select(Study.id, Study.num_instances, Study.stable_at, Study.updated_at).where(
+            Study.study_instance_uid == study_uid
+        )
+    ).first()
+    if study is None:
+        return None
+    series = session.execute(
+        select(Series.id, Series.series_instance_uid, Series.num_instances)
+        .where(Series.study_pk == study[0])
+        .order_by(Series.id)
+    ).all()
+    announced = _announced(session, [s[0] for s in series])
+    return StudyCompleteness(
+        study_uid,
+        int(study[1]),
+        study[2] is not None,
+        study[2],
+        study[3],
+        [SeriesCompleteness(s[1], int(s[2]), announced.get(s[0])) for s in series],
+    )

@@ -1,4 +1,5 @@
-"""Deleting and downloading studies, series and instances (``/api/studies/...``).
+"""A study's completeness; deleting and downloading studies, series and instances
+(``/api/studies/...``).
 
 Deletion goes through the archive (rows, then files). Downloads are zip files streamed while
 they are written: stored entries (DICOM rarely deflates well), data descriptors instead of a
@@ -17,6 +18,7 @@ from fastapi.responses import StreamingResponse
 from vesalius.archive import metadata
 from vesalius.archive.service import Archive
 from vesalius.errors import NotFound
+from vesalius.index import imaging
 from vesalius.index.imaging import InstanceRecord
 from vesalius.web.dicomweb.common import archive_of, problem
 
@@ -41,6 +43,48 @@ def metadata_check(archive: Archive, study: str, series: str | None, sop: str | 
         metadata.check_exists(archive, study, series, sop)
     except NotFound as exc:
         raise problem(404, str(exc)) from None
+
+
+@router.get(
+    "/{study}",
+    summary="A study's counts and completeness",
+    description=(
+        "`stable` is true once the study is complete: no instance arrived for `stable_after_s`, "
+        "or it said it is complete (every series holds the Images in Acquisition it "
+        "announces, or a storage commitment request found all its instances). Each series "
+        "lists `announced_instances` where its instances carry Images in Acquisition."
+    ),
+    responses=_NOT_FOUND,
+)
+def study_detail(request: Request, study: str) -> dict[str, Any]:
+    archive = archive_of(request)
+    with archive.db.read() as session:
+        found = imaging.study_completeness(session, study)
+    if found is None:
+        raise problem(404, f"no study {study}")
+    return {
+        "study_instance_uid": found.study_instance_uid,
+        "num_instances": found.num_instances,
+        "num_series": len(found.series),
+        "stable": found.stable,
+        "stable_at": _iso(found.stable_at),
+        "last_instance_at": _iso(found.last_instance_at),
+        "series": [
+            {
+                "series_instance_uid": s.series_instance_uid,
+                "num_instances": s.num_instances,
+                "announced_instances": s.announced_instances,
+                "complete": None
+                if s.announced_instances is None
+                else s.num_instances >= s.announced_instances,
+            }
+            for s in found.series
+        ],
+    }
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat() + "Z"
 
 
 @router.delete("/{study}", summary="Delete a study (files and index rows)", responses=_NOT_FOUND)
