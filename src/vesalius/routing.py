@@ -6,6 +6,12 @@ C-STORE or to a ``[[dicomweb_server]]`` by STOW-RS. Every forward is a job
 (``route.forward``): it retries with backoff when the peer refuses or is away, and ends dead
 with the peer's answer. ``on = "stable"`` forwards the whole study once it is stable.
 
+Forward jobs are made from the change feed, not from events: the ``route.catchup`` job reads
+the changes past each route's watermark, enqueues the forwards they call for and moves the
+watermark in one transaction. Events (``InstanceStored``, ``StudyStable``) only wake it
+soon; it also runs every few seconds and at start-up. So a crash between a store's commit and
+its forward loses nothing, and a change becomes a forward job once.
+
 A study is stable when no instance arrived for ``stable_after_s``; the periodic job
 ``studies.stability`` declares it (a ``study_stable`` change in the feed and a
 ``StudyStable`` event). It is declared earlier, with reason "complete", when it says it is
@@ -17,6 +23,8 @@ storage commitment request named only instances that are all archived
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,11 +33,13 @@ from typing import Any
 from pydicom.datadict import dictionary_VR, keyword_dict
 
 from vesalius import jobs
+from vesalius.dicom import dicomjson
 from vesalius.dicom.dicomjson import DicomJson
 from vesalius.dicom.matching import Constraint, MatchingError, matches, parse_constraint
 from vesalius.events import InstanceStored, StudyStable
-from vesalius.index import imaging
-from vesalius.index.changes import utcnow
+from vesalius.index import changes, imaging
+from vesalius.index import routes as route_state
+from vesalius.index.changes import ChangeKind, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -249,52 +259,127 @@ def settle(payload: dict[str, Any], context: jobs.JobContext) -> None:
         container.archive.declare_complete(complete)
 
 
-jobs.register(FORWARD, forward, max_attempts=8, lease_s=600)
-jobs.register(STABILITY, settle, max_attempts=3, lease_s=120)
-jobs.schedule(STABILITY, every_s=2, payload={})
+# -- from the change feed to forward jobs --------------------------------------------------------
+
+CATCHUP = "route.catchup"
+CATCHUP_EVERY_S = 5
+BATCH = 500
+_INSTANCE_KINDS = {ChangeKind.INSTANCE_STORED.value, ChangeKind.INSTANCE_REPLACED.value}
 
 
-def setup(plugin: Any) -> None:
-    """Subscribe the routes of the settings to the archive's events."""
-    container = plugin.container
+def _catch_up_batch(session: Any, routes: list[CompiledRoute], fold: bool) -> int:
+    """Turn the changes past the routes' watermarks into forward jobs, and move the
+    watermarks, in one transaction; returns how many changes were read."""
+    names = [r.name for r in routes]
+    marks = route_state.lock_watermarks(session, names)
+    batch = changes.changes_since(session, min(marks.values()), BATCH)
+    if not batch:
+        return 0
+    data = route_state.instance_data(
+        session, [c.sop_uid for c in batch if c.kind in _INSTANCE_KINDS and c.sop_uid]
+    )
+    for change in batch:
+        for route in routes:
+            if change.seq <= marks[route.name]:
+                continue
+            if route.on == "instance" and change.kind in _INSTANCE_KINDS:
+                row = data.get(change.sop_uid or "")
+                if row is None or row[1] == "reindex":  # deleted since, or a rebuild
+                    continue
+                if route_matches(route, dicomjson.loads(row[0]), row[1], fold_pn=fold):
+                    jobs.enqueue(
+                        session,
+                        FORWARD,
+                        {"route": route.name, "study": change.study_uid, "sop": change.sop_uid},
+                        dedupe_key=f"route:{route.name}:{change.sop_uid}"[:191],
+                    )
+            elif route.on == "stable" and change.kind == ChangeKind.STUDY_STABLE.value:
+                first = imaging.first_instance_json(session, change.study_uid or "")
+                if (
+                    first is not None
+                    and route.calling_ae is None
+                    and route_matches(route, first, None, fold_pn=fold)
+                ):
+                    jobs.enqueue(
+                        session,
+                        FORWARD,
+                        {"route": route.name, "study": change.study_uid},
+                        dedupe_key=f"route:{route.name}:{change.study_uid}"[:191],
+                    )
+    route_state.move_watermarks(session, names, batch[-1].seq)
+    return len(batch)
+
+
+class _Nudge:
+    """Wakes the catch-up soon after a store, at most one job queued per burst of stores."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.dirty = False
+        self.running = False
+        self.enqueued_at = 0.0
+
+    def poke(self, db: Any) -> None:
+        with self.lock:
+            self.dirty = True
+            now = time.monotonic()
+            if self.running or now - self.enqueued_at < 0.2:
+                return  # the running catch-up (or the one just queued) will read it
+            self.enqueued_at = now
+        jobs.enqueue(db, CATCHUP, {}, dedupe_key=CATCHUP)
+
+
+_nudge = _Nudge()
+
+
+def catch_up(payload: dict[str, Any], context: jobs.JobContext) -> None:
+    """The ``route.catchup`` job: forward what the feed holds past each route's watermark.
+
+    Queued after stores (the events only wake it), every few seconds, and at start-up: a
+    forward is never lost to a crash between a store's commit and its job, and a change is
+    turned into a job once (the watermark moves in the same transaction).
+    """
+    container = context.container
     routes = compile_routes(container.settings)
     if not routes:
         return
     fold = container.settings.case_insensitive_pn
+    with _nudge.lock:
+        _nudge.running = True
+    try:
+        while True:
+            with _nudge.lock:
+                _nudge.dirty = False
+            while container.db.run_write(lambda s: _catch_up_batch(s, routes, fold)) >= BATCH:
+                pass
+            with _nudge.lock:
+                if not _nudge.dirty:
+                    break
+    finally:
+        with _nudge.lock:
+            _nudge.running = False
+            _nudge.enqueued_at = 0.0
 
-    def on_instance(event: InstanceStored) -> None:
-        for route in routes:
-            if route.on == "instance" and route_matches(
-                route, event.data, event.origin, fold_pn=fold
-            ):
-                jobs.enqueue(
-                    container.db,
-                    FORWARD,
-                    {
-                        "route": route.name,
-                        "study": event.study_instance_uid,
-                        "sop": event.sop_instance_uid,
-                    },
-                    dedupe_key=f"route:{route.name}:{event.sop_instance_uid}"[:191],
-                )
 
-    def on_stable(event: StudyStable) -> None:
-        stable_routes = [r for r in routes if r.on == "stable"]
-        if not stable_routes:
-            return
-        with container.db.read() as session:
-            data = imaging.first_instance_json(session, event.study_instance_uid)
-        if data is None:
-            return
-        origin = None
-        for route in stable_routes:
-            if route.calling_ae is None and route_matches(route, data, origin, fold_pn=fold):
-                jobs.enqueue(
-                    container.db,
-                    FORWARD,
-                    {"route": route.name, "study": event.study_instance_uid},
-                    dedupe_key=f"route:{route.name}:{event.study_instance_uid}"[:191],
-                )
+jobs.register(FORWARD, forward, max_attempts=8, lease_s=600)
+jobs.register(STABILITY, settle, max_attempts=3, lease_s=120)
+jobs.register(CATCHUP, catch_up, max_attempts=3, lease_s=300)
+jobs.schedule(STABILITY, every_s=2, payload={})
+jobs.schedule(CATCHUP, every_s=CATCHUP_EVERY_S, payload={})
 
-    plugin.subscribe(InstanceStored, on_instance)
-    plugin.subscribe(StudyStable, on_stable)
+
+def setup(plugin: Any) -> None:
+    """Give new routes their watermark and wake the catch-up when the archive changes."""
+    container = plugin.container
+    routes = compile_routes(container.settings)
+    if not routes:
+        return
+    container.db.run_write(
+        lambda session: route_state.ensure_watermarks(session, [r.name for r in routes])
+    )
+
+    def on_change(event: Any) -> None:
+        _nudge.poke(container.db)
+
+    plugin.subscribe(InstanceStored, on_change)
+    plugin.subscribe(StudyStable, on_change)

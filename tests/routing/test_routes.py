@@ -116,7 +116,8 @@ def test_a_peer_down_then_up_gets_the_instance_once(
     with archive(make_settings, f"sqlite:///{tmp_path / 'i.sqlite'}", port, route=routes) as c:
         stored = c.archive.store(make_file(Modality="CT"), origin="SCANNER1")
         assert c.events.drain()
-        wait_for(lambda: (forward_jobs(c)[0].last_error or "") != "")
+        # The forward job is made from the change feed by route.catchup, shortly after.
+        wait_for(lambda: any(j.last_error for j in forward_jobs(c)))
         [job] = forward_jobs(c)
         assert "could not be reached" in (job.last_error or "")
         assert job.state in ("queued", "running")
@@ -163,3 +164,51 @@ def test_bad_routes_are_refused_in_words(route: dict[str, Any], message: str) ->
             remote_ae=[{"name": "scp", "ae_title": "STORESCP", "host": "127.0.0.1", "port": 104}],
             route=[route],
         )
+
+
+def test_stores_whose_forward_was_never_queued_are_forwarded_once_after_a_restart(
+    make_settings: Any, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crash window between a store's commit and its forward: the rows and the change
+    feed are there, no job is. The next start reads the feed past the route's watermark."""
+    from vesalius import routing
+    from vesalius.index.jobs_models import RouteWatermark
+
+    port = free_port()
+    routes = [{"name": "ct", "match": {"Modality": "CT"}, "to": "scp"}]
+    settings = make_settings(
+        database_url=database_url,
+        remote_ae=[{"name": "scp", "ae_title": "STORESCP", "host": "127.0.0.1", "port": port}],
+        route=routes,
+    )
+    first = build(settings, migrate=True)  # the route gets its watermark here
+    with monkeypatch.context() as patch:
+        patch.setattr(routing._nudge, "poke", lambda db: None)  # "crashed" before the enqueue
+        lost = [first.archive.store(make_file(Modality=m)) for m in ("CT", "CT", "MR")]
+        assert first.events.drain()
+    with first.db.read() as session:
+        assert jobs_sql.list_jobs(session) == []
+    first.close()
+
+    with storescp(port, tmp_path / "in") as folder:
+        second = build(settings)
+        runner = JobRunner(second, poll_s=0.05, retry_base_s=0.3).start()
+        try:
+            wait_for(lambda: len(received(folder)) == 2)
+            later = second.archive.store(make_file(Modality="CT"))
+            wait_for(lambda: len(received(folder)) == 3)
+            wait_for(lambda: {j.state for j in forward_jobs(second)} == {"done"})
+            # Several catch-ups later (every 5 s and after each store), still once each.
+            time.sleep(6)
+            assert second.events.drain()
+            names = sorted(p.name for p in received(folder))
+            sent = [lost[0].sop_instance_uid, lost[1].sop_instance_uid, later.sop_instance_uid]
+            assert len(names) == 3
+            assert all(any(s in n for n in names) for s in sent)
+            assert len(forward_jobs(second)) == 3
+            with second.db.read() as session:
+                mark = session.get(RouteWatermark, "ct")
+                assert mark is not None and mark.last_seq == changes.latest_seq(session)
+        finally:
+            runner.stop()
+            second.close()

@@ -1,4 +1,5 @@
-"""The durable job queue: jobs and the state of periodic schedules (``0004_events_jobs_changes``).
+"""The durable job queue: jobs and the state of periodic schedules (``0004_events_jobs_changes``),
+and how far each forwarding route has read the change feed (``0007_route_watermarks``).
 
 A job is claimed by a runner with a lease (``lease_owner`` until ``lease_until``); a runner
 that dies leaves a lease that expires, and another runner takes the job again. A finished job
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Index, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vesalius.index.models import MYSQL_TABLE, Base, LongText
@@ -48,3 +49,18 @@ class JobSchedule(Base):
 
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     next_run_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class RouteWatermark(Base):
+    """The last change of the feed a ``[[route]]`` has turned into forward jobs.
+
+    Moved in the transaction that enqueues those jobs, so a change is forwarded once, and a
+    crash between a store's commit and its forward job loses nothing (``route.catchup``).
+    """
+
+    __tablename__ = "route_watermarks"
+    __table_args__ = (MYSQL_TABLE,)
+
+    route: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
