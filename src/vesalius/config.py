@@ -125,7 +125,9 @@ class RemotePacs(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    name: str = Field(description="A short name: `vesalius indexer push --source NAME`.")
+    name: str = Field(
+        description="A short name: `vesalius mirror sync NAME`, the worklist's source."
+    )
     dicomweb_url: str | None = Field(
         default=None, description="The PACS's DICOMweb root, e.g. http://pacs:8042/dicom-web."
     )
@@ -542,8 +544,17 @@ class Settings(BaseModel):
     remote_pacs: list[RemotePacs] = Field(
         default_factory=list,
         description=(
-            "Remote PACS whose studies this site indexes ([[remote_pacs]] tables: name, and "
-            "dicomweb_url with username/password or token)."
+            "Remote PACS whose studies this site mirrors into its worklist and indexes "
+            "([[remote_pacs]] tables: name, and dicomweb_url with username/password or "
+            "token, or ae_title, host and port)."
+        ),
+    )
+    mirror_interval_s: float = Field(
+        default=300.0,
+        ge=1,
+        description=(
+            "Seconds between scheduled syncs of each [[remote_pacs]] into the worklist "
+            "(`vesalius mirror sync` does one at once)."
         ),
     )
     indexer_batch_size: int = Field(

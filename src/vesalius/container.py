@@ -12,6 +12,7 @@ from vesalius.config import Settings
 from vesalius.events import EventBus
 from vesalius.federation.central import Central
 from vesalius.federation.jobs import push_soon_hook
+from vesalius.federation.mirror import Mirror
 from vesalius.index.engine import Database
 from vesalius.index.migrate import upgrade
 from vesalius.records.service import Records
@@ -31,6 +32,7 @@ class Container:
     central: Central
     events: EventBus
     plugins: list[Any] = field(default_factory=list)  # vesalius.plugins.PluginContext
+    mirror: Mirror | None = None  # the [[remote_pacs]] mirror (set by build)
 
     def close(self) -> None:
         self.archive.close()
@@ -57,6 +59,7 @@ def build(settings: Settings, *, migrate: bool = False, load_plugins: bool = Tru
     auth = Auth(settings, db, audit)
     central = Central(settings, db)
     container = Container(settings, db, blobs, archive, records, audit, auth, central, events)
+    container.mirror = Mirror(settings, db)
     if load_plugins:
         # The shipped plugins (the records' link to new studies, routing), then the installed
         # and configured ones; raises PluginError naming a plugin that cannot be loaded.

@@ -121,7 +121,7 @@ def indexer_push(
         str | None,
         typer.Option(
             "--source",
-            help="Index the remote PACS of this name ([[remote_pacs]]) instead of this archive.",
+            help="Index the remote PACS of this name (\\[\\[remote_pacs]]), not this archive.",
         ),
     ] = None,
     retries: Annotated[

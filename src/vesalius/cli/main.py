@@ -14,6 +14,7 @@ from rich.console import Console
 from vesalius import __version__
 from vesalius.cli import federation as federation_cli
 from vesalius.cli import jobs as jobs_cli
+from vesalius.cli import mirror as mirror_cli
 from vesalius.cli import records as records_cli
 from vesalius.cli import users as users_cli
 from vesalius.config import ConfigError, Settings, load_settings, unknown_environment
@@ -39,6 +40,7 @@ app.add_typer(users_cli.app, name="user")
 app.add_typer(jobs_cli.app, name="jobs")
 app.add_typer(federation_cli.central_app, name="central")
 app.add_typer(federation_cli.indexer_app, name="indexer")
+app.add_typer(mirror_cli.mirror_app, name="mirror")
 
 err = Console(stderr=True)
 out = Console()

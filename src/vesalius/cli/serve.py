@@ -66,6 +66,7 @@ def run(settings: Settings) -> None:
         container.close()
         raise SystemExit(2) from None
     federation_jobs.install(container)  # the push to a central index, when this is a site
+    federation_jobs.install_mirror(container)  # the [[remote_pacs]] syncs and retrievals
     runner = JobRunner(container).start() if settings.jobs_enabled else None
     try:
         _host, port = dicom.start()

@@ -76,3 +76,34 @@ def push_soon_hook(settings: Any) -> Any:
         jobs.enqueue(session, PUSH, {}, run_at=run_at, dedupe_key=SOON)
 
     return soon
+
+
+def install_mirror(container: Any) -> None:
+    """Register the mirror's jobs: a sync of each ``[[remote_pacs]]`` every
+    ``mirror_interval_s`` (one schedule per remote), and the retrieval of remote studies."""
+    from vesalius import jobs
+    from vesalius.federation.mirror import RETRIEVE, SYNC
+
+    settings = container.settings
+    mirror = container.mirror
+    if not settings.remote_pacs:
+        return
+
+    def sync(payload: dict[str, Any]) -> None:
+        mirror.sync(str(payload["source"]))
+
+    def retrieve(payload: dict[str, Any], context: Any) -> None:
+        mirror.run_retrieval(int(payload["retrieval"]), context.container.archive)
+
+    jobs.register(SYNC, sync, max_attempts=3, lease_s=3600.0)
+    # One attempt: a retrieval that fails says why on its row; the user starts it again.
+    jobs.register(RETRIEVE, retrieve, max_attempts=1, lease_s=6 * 3600.0)
+    for pacs in settings.remote_pacs:
+        jobs.schedule(
+            SYNC, settings.mirror_interval_s, {"source": pacs.name}, name=f"{SYNC}:{pacs.name}"
+        )
+    log.info(
+        "mirroring %s into the worklist (every %.0f s)",
+        ", ".join(p.name for p in settings.remote_pacs),
+        settings.mirror_interval_s,
+    )

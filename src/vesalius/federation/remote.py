@@ -19,10 +19,25 @@ from vesalius.config import RemotePacs
 from vesalius.federation.records import RecordError, StudyRecord, parse_record
 
 PAGE = 1000
+MAX_INSTANCES = 1_000_000
+UIDS_PER_REQUEST = 40  # UIDs in one QIDO-RS query string (about 2.6 kB)
 MAX_STUDIES = 10_000_000
 INCLUDE = (
     "PatientID,PatientName,StudyInstanceUID,StudyDate,StudyTime,StudyDescription,"
     "ModalitiesInStudy,NumberOfStudyRelatedSeries,NumberOfStudyRelatedInstances"
+)
+
+
+FIND_KEYWORDS = (
+    "StudyInstanceUID",
+    "PatientID",
+    "PatientName",
+    "StudyDate",
+    "StudyTime",
+    "StudyDescription",
+    "ModalitiesInStudy",
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
 )
 
 
@@ -115,43 +130,51 @@ class QidoSource:
     def close(self) -> None:
         self.client.close()
 
-    def studies(self, center: str | None) -> Iterator[StudyRecord]:
+    def _search(self, path: str, params: list[tuple[str, str]], what: str) -> list[Any]:
+        """One QIDO-RS request; its answer as a list (empty for 204), or a RemoteError."""
+        name = self.pacs.name
+        try:
+            answer = self.client.get(path, params=params)
+        except httpx.HTTPError as exc:
+            raise RemoteError(
+                f"remote PACS {name!r} ({self.pacs.dicomweb_url}) cannot be reached: "
+                f"{exc or type(exc).__name__}"
+            ) from None
+        if answer.status_code == 204:
+            return []
+        if answer.status_code != 200:
+            raise RemoteError(
+                f"remote PACS {name!r} answered {answer.status_code} to a {what}: "
+                f"{answer.text[:200]}"
+            )
+        try:
+            page = answer.json()
+        except ValueError:
+            raise RemoteError(
+                f"remote PACS {name!r} answered a {what} with something that is not JSON"
+            ) from None
+        if not isinstance(page, list):
+            raise RemoteError(f"remote PACS {name!r} answered a {what} with no list")
+        return page
+
+    def study_items(
+        self, keywords: tuple[str, ...] | None = None, date_from: str | None = None
+    ) -> Iterator[Any]:
+        """Every study the PACS lists (from *date_from*, ``YYYYMMDD``, when given), as the
+        DICOM JSON it answered, a page at a time; each item is still untrusted."""
         name = self.pacs.name
         offset = 0
         previous_first: Any = None
         while True:
-            try:
-                # includefield repeated, one attribute each: some servers (Orthanc) ignore a
-                # comma-separated list
-                params = [("limit", str(PAGE)), ("offset", str(offset))]
-                params += [("includefield", keyword) for keyword in INCLUDE.split(",")]
-                answer = self.client.get("/studies", params=params)
-            except httpx.HTTPError as exc:
-                raise RemoteError(
-                    f"remote PACS {name!r} ({self.pacs.dicomweb_url}) cannot be reached: "
-                    f"{exc or type(exc).__name__}"
-                ) from None
-            if answer.status_code == 204:
-                return
-            if answer.status_code != 200:
-                raise RemoteError(
-                    f"remote PACS {name!r} answered {answer.status_code} to a study search: "
-                    f"{answer.text[:200]}"
-                )
-            try:
-                page = answer.json()
-            except ValueError:
-                raise RemoteError(
-                    f"remote PACS {name!r} answered a study search with something that is not JSON"
-                ) from None
-            if not isinstance(page, list):
-                raise RemoteError(f"remote PACS {name!r} answered a study search with no list")
-            for index, item in enumerate(page):
-                try:
-                    yield record_from_dicom_json(item, center, f"study {offset + index}")
-                except RecordError as exc:
-                    raise RemoteError(f"remote PACS {name!r} answered garbage: {exc}") from None
-            first = _first(page[0], "0020000D") if page else None
+            # includefield repeated, one attribute each: some servers (Orthanc) ignore a
+            # comma-separated list
+            params = [("limit", str(PAGE)), ("offset", str(offset))]
+            params += [("includefield", k) for k in (keywords or tuple(INCLUDE.split(",")))]
+            if date_from:
+                params.append(("StudyDate", f"{date_from}-"))
+            page = self._search("/studies", params, "study search")
+            yield from page
+            first = _first(page[0], "0020000D") if page and isinstance(page[0], dict) else None
             if offset and first is not None and first == previous_first:
                 raise RemoteError(
                     f"remote PACS {name!r} ignores the offset of a study search (the same page "
@@ -164,6 +187,41 @@ class QidoSource:
             if offset > MAX_STUDIES:
                 raise RemoteError(f"remote PACS {name!r} lists more than {MAX_STUDIES} studies")
 
+    def series_items(self, study_uid: str, keywords: tuple[str, ...]) -> list[Any]:
+        """The series of one study, as the DICOM JSON the PACS answered (untrusted)."""
+        params = [("includefield", k) for k in keywords]
+        return self._search(f"/studies/{study_uid}/series", params, "series search")
+
+    def series_of_studies(self, study_uids: list[str], keywords: tuple[str, ...]) -> list[Any]:
+        """The series of several studies, by UID list matching (PS3.18 8.3.4.1), a few dozen
+        studies per request; the caller checks each study got its series (a server without
+        list matching answers fewer)."""
+        found: list[Any] = []
+        for start in range(0, len(study_uids), UIDS_PER_REQUEST):
+            chunk = study_uids[start : start + UIDS_PER_REQUEST]
+            params = [("StudyInstanceUID", ",".join(chunk)), ("limit", str(MAX_INSTANCES))]
+            params += [("includefield", k) for k in ("StudyInstanceUID", *keywords)]
+            try:
+                found += self._search("/series", params, "series search")
+            except RemoteError as exc:
+                if " answered 4" in str(exc):  # no list matching here: one study at a time
+                    continue
+                raise
+        return found
+
+    def instance_items(self, study_uid: str) -> list[Any]:
+        """The instances of one study (SeriesInstanceUID, SOPInstanceUID; untrusted)."""
+        params = [("includefield", "SeriesInstanceUID"), ("limit", str(MAX_INSTANCES))]
+        return self._search(f"/studies/{study_uid}/instances", params, "instance search")
+
+    def studies(self, center: str | None) -> Iterator[StudyRecord]:
+        name = self.pacs.name
+        for index, item in enumerate(self.study_items()):
+            try:
+                yield record_from_dicom_json(item, center, f"study {index}")
+            except RecordError as exc:
+                raise RemoteError(f"remote PACS {name!r} answered garbage: {exc}") from None
+
 
 class FindSource:
     """Lists a remote PACS's studies with one study-level C-FIND (Study Root)."""
@@ -174,61 +232,101 @@ class FindSource:
         self.pacs = pacs
         self.calling_ae = calling_ae
         self.timeout_s = timeout_s
+        self._assoc: Any = None
 
     def close(self) -> None:
-        pass
+        if self._assoc is not None and self._assoc.is_established:
+            self._assoc.release()
+        self._assoc = None
 
-    def studies(self, center: str | None) -> Iterator[StudyRecord]:
-        from pydicom import Dataset
+    @property
+    def where(self) -> str:
+        pacs = self.pacs
+        return f"remote PACS {pacs.name!r} ({pacs.ae_title}@{pacs.host}:{pacs.port})"
+
+    def _associate(self) -> Any:
         from pynetdicom import AE
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
 
         pacs = self.pacs
-        where = f"remote PACS {pacs.name!r} ({pacs.ae_title}@{pacs.host}:{pacs.port})"
         ae = AE(ae_title=self.calling_ae)
         ae.add_requested_context(FIND)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
         assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.ae_title)
         if not assoc.is_established:
-            raise RemoteError(f"{where} cannot be reached or refused the association")
+            raise RemoteError(f"{self.where} cannot be reached or refused the association")
+        return assoc
+
+    def _find(self, assoc: Any, level: str, keys: dict[str, Any]) -> Iterator[Any]:
+        """One C-FIND at *level*; each pending answer as DICOM JSON (untrusted)."""
+        from pydicom import Dataset
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
+
+        where = self.where
         query = Dataset()
-        query.QueryRetrieveLevel = "STUDY"
-        for keyword in (
-            "StudyInstanceUID",
-            "PatientID",
-            "PatientName",
-            "StudyDate",
-            "StudyTime",
-            "StudyDescription",
-            "ModalitiesInStudy",
-            "NumberOfStudyRelatedSeries",
-            "NumberOfStudyRelatedInstances",
-        ):
-            setattr(query, keyword, "")
+        query.QueryRetrieveLevel = level
+        for keyword, value in keys.items():
+            setattr(query, keyword, value)
         count = 0
+        for status, identifier in assoc.send_c_find(query, FIND):
+            if status is None or "Status" not in status:
+                raise RemoteError(f"{where} stopped answering the C-FIND (timed out or gone)")
+            code = int(status.Status)
+            if code in (0xFF00, 0xFF01):
+                if identifier is None:
+                    raise RemoteError(f"{where} sent a pending answer without a dataset")
+                try:
+                    item = identifier.to_json_dict()
+                except Exception as exc:
+                    raise RemoteError(f"{where} answered garbage: {exc}") from None
+                yield item
+                count += 1
+                if count > MAX_STUDIES:
+                    raise RemoteError(f"{where} lists more than {MAX_STUDIES} studies")
+            elif code == 0x0000:
+                return
+            else:
+                raise RemoteError(f"{where} ended the C-FIND with status 0x{code:04X}")
+
+    def study_items(
+        self, keywords: tuple[str, ...] | None = None, date_from: str | None = None
+    ) -> Iterator[Any]:
+        """Every study of one study-level C-FIND (from *date_from* when given), as DICOM
+        JSON (untrusted), over an association of its own."""
+        keys = {k: "" for k in (keywords or FIND_KEYWORDS)}
+        keys["StudyInstanceUID"] = ""
+        if date_from:
+            keys["StudyDate"] = f"{date_from}-"
+        assoc = self._associate()
         try:
-            for status, identifier in assoc.send_c_find(query, FIND):
-                if status is None or "Status" not in status:
-                    raise RemoteError(f"{where} stopped answering the C-FIND (timed out or gone)")
-                code = int(status.Status)
-                if code in (0xFF00, 0xFF01):
-                    if identifier is None:
-                        raise RemoteError(f"{where} sent a pending answer without a dataset")
-                    try:
-                        item = identifier.to_json_dict()
-                    except Exception as exc:
-                        raise RemoteError(f"{where} answered garbage: {exc}") from None
-                    try:
-                        yield record_from_dicom_json(item, center, f"study {count}")
-                    except RecordError as exc:
-                        raise RemoteError(f"{where} answered garbage: {exc}") from None
-                    count += 1
-                    if count > MAX_STUDIES:
-                        raise RemoteError(f"{where} lists more than {MAX_STUDIES} studies")
-                elif code == 0x0000:
-                    return
-                else:
-                    raise RemoteError(f"{where} ended the C-FIND with status 0x{code:04X}")
+            yield from self._find(assoc, "STUDY", keys)
         finally:
             if assoc.is_established:
                 assoc.release()
+
+    def series_items(self, study_uid: str, keywords: tuple[str, ...]) -> list[Any]:
+        """The series of one study (one C-FIND on an association kept for the next ones)."""
+        if self._assoc is None or not self._assoc.is_established:
+            self._assoc = self._associate()
+        keys = {k: "" for k in keywords}
+        keys["StudyInstanceUID"] = study_uid
+        return list(self._find(self._assoc, "SERIES", keys))
+
+    def series_of_studies(self, study_uids: list[str], keywords: tuple[str, ...]) -> list[Any]:
+        """The series of several studies: C-FINDs with UID list matching, 100 at a time (one
+        C-FIND per study costs a round trip each)."""
+        if self._assoc is None or not self._assoc.is_established:
+            self._assoc = self._associate()
+        found: list[Any] = []
+        for start in range(0, len(study_uids), 100):
+            keys: dict[str, Any] = {k: "" for k in keywords}
+            keys["StudyInstanceUID"] = study_uids[start : start + 100]
+            found += list(self._find(self._assoc, "SERIES", keys))
+        return found
+
+    def studies(self, center: str | None) -> Iterator[StudyRecord]:
+        for count, item in enumerate(self.study_items()):
+            try:
+                yield record_from_dicom_json(item, center, f"study {count}")
+            except RecordError as exc:
+                raise RemoteError(f"{self.where} answered garbage: {exc}") from None

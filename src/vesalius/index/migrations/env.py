@@ -5,6 +5,7 @@ from alembic import context
 from vesalius.index import (  # noqa: F401  (register tables)
     federation_models,
     jobs_models,
+    mirror_models,
     people_models,
     records_models,
 )
