@@ -163,6 +163,9 @@ RULES: tuple[Rule, ...] = (
     _rule(READ, "/api/federation/studies", P.FEDERATION_SEARCH, "search"),
     _rule(READ, "/federation/dicom-web/studies", P.FEDERATION_SEARCH, "search"),
     _rule(READ, "/federation", P.FEDERATION_SEARCH, page=True),
+    # -- remote PACS mirror: fetching a study into the archive is a store -------------------
+    _rule("POST", "/api/remote/*/retrieve", P.IMAGES_STORE, "store"),
+    _rule(READ, "/api/remote*", P.IMAGES_READ, "view"),
     # -- people and audit --------------------------------------------------------------------
     _rule(READ + " " + WRITE + " DELETE", "/api/me*", P.AUTHENTICATED),
     _rule(READ, "/api/users*", P.USERS_MANAGE),

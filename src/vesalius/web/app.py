@@ -15,6 +15,7 @@ from vesalius.web.api import changes as changes_api
 from vesalius.web.api import federation as federation_api
 from vesalius.web.api import jobs as jobs_api
 from vesalius.web.api import records as records_api
+from vesalius.web.api import remote as remote_api
 from vesalius.web.api import studies as studies_api
 from vesalius.web.api import users as users_api
 from vesalius.web.api import worklist as worklist_api
@@ -67,6 +68,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(changes_api.router)
     app.include_router(jobs_api.router)
     app.include_router(federation_api.router)
+    app.include_router(remote_api.router)
     app.include_router(portal.router)
     app.include_router(viewer.router)
     app.include_router(apidocs.router)

@@ -30,6 +30,7 @@ def filters_from(
     date_to: str | None,
     sort: str,
     page: int,
+    source: str | None = None,
 ) -> WorklistFilters:
     return WorklistFilters(
         text=(q or "").strip()[:64] or None,
@@ -38,6 +39,7 @@ def filters_from(
         date_to=normalize_date(date_to, "to"),
         sort="name" if sort == "name" else "last_study_date",
         page=page,
+        source=(source or "").strip()[:64] or None,
     )
 
 
@@ -52,8 +54,16 @@ def search(
     date_to: Annotated[str | None, Query(alias="to", description="Study date to")] = None,
     sort: Annotated[Literal["last_study_date", "name"], Query()] = "last_study_date",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    source: Annotated[
+        str | None,
+        Query(description="'local' (this archive), a remote PACS's name, or all when left out"),
+    ] = None,
 ) -> dict[str, Any]:
-    filters = filters_from(q, modality, date_from, date_to, sort, page)
+    filters = filters_from(q, modality, date_from, date_to, sort, page, source)
+    if filters.source is not None:
+        known = ["local"] + [p.name for p in request.app.state.container.settings.remote_pacs]
+        if filters.source not in known:
+            raise HTTPException(422, f"unknown source {filters.source!r}: use {', '.join(known)}")
     with request.app.state.container.db.read() as session:
         result = worklist.search_patients(session, filters)
     return {

@@ -16,7 +16,7 @@ from vesalius.archive.query import build_query
 from vesalius.dicom import dicomjson
 from vesalius.dicom.dicomjson import DicomJson
 from vesalius.dicom.levels import Level
-from vesalius.errors import InvalidQuery
+from vesalius.errors import InvalidQuery, NotFound
 from vesalius.web.dicomweb import formatter
 from vesalius.web.dicomweb.common import (
     DICOMWEB_TAG,
@@ -28,7 +28,13 @@ from vesalius.web.dicomweb.common import (
 
 router = APIRouter(tags=[DICOMWEB_TAG])
 
-CONTROL = frozenset({"limit", "offset", "includefield", "fuzzymatching", "accept", "charset"})
+CONTROL = frozenset(
+    {"limit", "offset", "includefield", "fuzzymatching", "accept", "charset", "source"}
+)
+# Where a study is held, in each study-level answer: a private element of Vesalius's
+# ("local", or the name of the [[remote_pacs]] whose mirror lists it).
+SOURCE_CREATOR = "00090010"
+SOURCE_TAG = "00091010"
 
 _PARAMETERS_DOC: list[dict[str, Any]] = [
     {
@@ -46,6 +52,17 @@ _PARAMETERS_DOC: list[dict[str, Any]] = [
         "required": False,
         "schema": {"type": "boolean"},
         "description": "Accepted; matching is always literal (a Warning header says so).",
+    },
+    {
+        "name": "source",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": (
+            "Studies only: 'local' (held here) or a remote PACS's name (mirrored, not held "
+            "here until retrieved); both when left out. Each study names its source in the "
+            "private element (0009,1010) of creator VESALIUS."
+        ),
     },
 ]
 _OPENAPI = {
@@ -68,6 +85,7 @@ class SearchParams:
         self.include_all = False
         self.limit: int | None = None
         self.offset = 0
+        self.source: str | None = None
         self.warnings: list[str] = []
 
 
@@ -92,6 +110,8 @@ def parse_search(request: Request) -> SearchParams:
                 params.limit = _int_param("limit", value)
             elif lowered == "offset":
                 params.offset = _int_param("offset", value)
+            elif lowered == "source":
+                params.source = value.strip() or None
             elif lowered == "includefield":
                 for field in (f.strip() for f in value.split(",")):
                     if not field:
@@ -136,8 +156,15 @@ def parse_search(request: Request) -> SearchParams:
 
 
 def _generated(
-    result: DicomJson, level: Level, base: str, wanted: set[str] | None
+    result: DicomJson, level: Level, base: str, wanted: set[str] | None, source: str = "local"
 ) -> dict[str, dict[str, Any]]:
+    if source != "local":
+        # mirrored from a remote PACS: not retrievable here until it has been retrieved
+        return {
+            "00080056": {"vr": "CS", "Value": ["OFFLINE"]},
+            SOURCE_CREATOR: {"vr": "LO", "Value": ["VESALIUS"]},
+            SOURCE_TAG: {"vr": "LO", "Value": [source]},
+        }
     study = dicomjson.first_string(result, "StudyInstanceUID")
     series = dicomjson.first_string(result, "SeriesInstanceUID") if level.depth >= 2 else None
     sop = dicomjson.first_string(result, "SOPInstanceUID") if level.depth >= 3 else None
@@ -146,6 +173,9 @@ def _generated(
         out["00081190"] = {"vr": "UR", "Value": [formatter.retrieve_url(base, study, series, sop)]}
     if wanted is None or "00080056" in wanted:
         out["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
+    if level is Level.STUDY:
+        out[SOURCE_CREATOR] = {"vr": "LO", "Value": ["VESALIUS"]}
+        out[SOURCE_TAG] = {"vr": "LO", "Value": [source]}
     return out
 
 
@@ -172,18 +202,28 @@ def search(
         query = build_query(level, query_keys, limit=params.limit, offset=params.offset)
     except InvalidQuery as exc:
         raise problem(400, str(exc)) from None
-    results = archive_of(request).find(query)
+    if params.source is not None and (level is not Level.STUDY or study_uid is not None):
+        raise problem(400, "source= applies to the study search (/studies) only")
+    if level is Level.STUDY:
+        mirror = request.app.state.container.mirror
+        try:
+            sourced = mirror.find_studies(archive_of(request), query, params.source)
+        except NotFound as exc:
+            raise problem(400, f"source={params.source!r}: {exc}") from None
+    else:
+        sourced = [(r, "local") for r in archive_of(request).find(query)]
     base = dicomweb_url(request)
     if params.include_all:
         tags: list[str] | None = None
     else:
         tags = sorted(
             {dicomjson.tag_key(k) if tag_for_keyword(k) is not None else k for k in wanted_keywords}
+            | ({SOURCE_CREATOR, SOURCE_TAG} if level is Level.STUDY else set())
         )
     wanted = None if tags is None else set(tags)
     answers = []
-    for result in results:
-        answer = formatter.select(result, tags, _generated(result, level, base, wanted))
+    for result, source in sourced:
+        answer = formatter.select(result, tags, _generated(result, level, base, wanted, source))
         if tags is None and level is Level.IMAGE:
             sop = dicomjson.first_string(result, "SOPInstanceUID")
             url = formatter.retrieve_url(

@@ -148,7 +148,8 @@ def home(request: Request) -> Response:
 
 @router.get("/worklist")
 def worklist_page(request: Request) -> Response:
-    return page(request, "worklist.html")
+    remotes = [p.name for p in request.app.state.container.settings.remote_pacs]
+    return page(request, "worklist.html", remote_sources=remotes)
 
 
 # ":path": an ID may hold "/" (sent as %2F, decoded before routing) or be empty.
@@ -176,7 +177,9 @@ def study_page(request: Request, study: str, series: str | None = None) -> Respo
         patient_id = worklist.patient_of_study(session, study)
         found = worklist.patient_studies(session, patient_id) if patient_id is not None else None
     studies = found.studies if found is not None else []
-    shown = next((s for s in studies if s.study_instance_uid == study), None)
+    shown = next(
+        (s for s in studies if s.study_instance_uid == study and s.source == "local"), None
+    )
     if found is None or shown is None:
         raise HTTPException(404, f"There is no study with the UID {study!r}.")
     uids = [s.series_instance_uid for s in shown.series]

@@ -14,13 +14,14 @@
     const data = await V.api("GET", "/api/worklist?" + params);
     if (mine !== seq) return;
     last = data;
-    body.replaceChildren(...data.patients.map((p) => V.el("tr", { "data-patient": p.patient_id },
+    body.replaceChildren(...data.patients.map((p) => V.el("tr", { "data-patient": p.patient_id, "data-source": p.source },
       V.el("td", {}, V.el("a", { href: "/patients/" + encodeURIComponent(p.patient_id) }, V.person(p.name) || "(no name)")),
       p.patient_id ? V.el("td", {}, p.patient_id) : V.el("td", { class: "muted" }, "(empty)"),
       V.el("td", {}, V.date(p.birth_date)), V.el("td", {}, p.sex || ""),
       V.el("td", { class: "num" }, p.num_studies), V.el("td", {}, V.date(p.last_study_date)),
       V.el("td", { class: "description" }, p.last_study_description || ""),
-      V.el("td", {}, V.modalities(p.last_study_modalities)))));
+      V.el("td", {}, V.modalities(p.last_study_modalities)),
+      V.el("td", { class: p.source === "local" ? "source" : "source remote" }, p.source === "local" ? "this archive" : p.source))));
     const total = data.total_is_exact ? data.total : `${data.total}+`;
     status.textContent = `${total} patient${data.total === 1 ? "" : "s"}`;
     document.getElementById("page").textContent = `page ${data.page}`;
