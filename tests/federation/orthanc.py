@@ -78,6 +78,7 @@ def running_orthanc(workdir: Path) -> Iterator[Orthanc]:
         "DicomCheckCalledAet": False,
         "DicomAlwaysAllowFind": True,
         "DicomAlwaysAllowEcho": True,
+        "DicomAlwaysAllowGet": True,
         "SaveJobs": False,
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
     }
