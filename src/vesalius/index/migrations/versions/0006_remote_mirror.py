@@ -1,8 +1,11 @@
 """remote PACS mirror: remote patients, studies and series, sync state, retrievals
 
 Revision ID: 0006
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-02 15:47:46
+
+Numbered 0006 as assigned, but applied after 0007 (route watermarks), which landed first and
+revises 0005: databases already at 0007 go on to 0006, the head.
 """
 
 from collections.abc import Sequence
@@ -12,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import mysql
 
 revision: str = "0006"
-down_revision: str | None = "0005"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
