@@ -237,6 +237,8 @@ def test_orthanc_mirrored_into_the_worklist(
         assert post(site, f"/api/remote/pacs/studies/{uid()}/retrieve").status_code == 404
     finally:
         site.stop()
+    forgotten = site.run(["mirror", "forget", "dimse"])
+    assert "Removed 2 studies of dimse" in forgotten.stdout, forgotten.stdout
 
 
 def ours(node: Node, study: str, tags: dict[str, str]) -> bytes:

@@ -98,6 +98,9 @@ def test_remote_study_listed_retrieved_and_opened(site: tuple[str, Container, Or
             assert page.locator("#worklist tbody tr").count() == 1
             page.click("#worklist tbody tr[data-patient=REM1] a")
             page.wait_for_url(re.compile(r".*/patients/REM1$"))
+            # a remote study opened by its URL leads to its patient's page, to retrieve it
+            page.goto(f"{url}/studies/1.2.826.0.1.3680043.10.543.2")
+            page.wait_for_url(re.compile(r".*/patients/REM1$"))
             cards = page.locator("section.study.remote")
             assert cards.count() == 2
             assert "On the remote PACS orthanc" in cards.first.inner_text()

@@ -154,3 +154,17 @@ def retrieve(
             err.print(f"[red]Retrieval failed:[/red] {exc}")
             raise typer.Exit(1) from None
     out.print(f"Retrieved study {study} from {name}: {row.done} instances; it is local now.")
+
+
+@mirror_app.command("forget")
+def forget(
+    name: Annotated[str, typer.Argument(help="The remote PACS's name, as its rows show it.")],
+    config: ConfigOption = None,
+) -> None:
+    """Remove a remote PACS's mirrored patients, studies and series from the worklist (for
+    a remote no longer configured; a configured one comes back at its next sync)."""
+    from vesalius.index import mirror as sql
+
+    with _container(config) as container:
+        removed = container.db.run_write(lambda s: sql.forget_source(s, name))
+    out.print(f"Removed {removed} studies of {name} from the worklist.")

@@ -320,9 +320,10 @@ class Mirror:
         if changed:
             uids = [s.study_instance_uid for s in changed]
             for item in source.series_of_studies(uids, SERIES_KEYWORDS):
-                owner = _uid(
-                    dicomjson.first_string(_dataset_json(item, "a series"), "StudyInstanceUID")
-                )
+                # whose series it is (the item itself is checked by series_from_item)
+                element = item.get("0020000D") if isinstance(item, dict) else None
+                values = element.get("Value") if isinstance(element, dict) else None
+                owner = _uid(values[0]) if isinstance(values, list) and values else None
                 if owner is not None:
                     grouped.setdefault(owner, []).append(item)
         for study in changed:

@@ -372,3 +372,14 @@ def patient_of_study(session: Session, study_uid: str) -> str | None:
         .where(Study.study_instance_uid == study_uid)
     ).first()
     return None if row is None else str(row[0])
+
+
+def patient_of_remote_study(session: Session, study_uid: str) -> str | None:
+    """The Patient ID of a study only a remote PACS holds (the mirror), or ``None``."""
+    row = session.execute(
+        select(RemotePatient.patient_id)
+        .join(RemoteStudy, RemoteStudy.patient_pk == RemotePatient.id)
+        .where(RemoteStudy.study_instance_uid == study_uid)
+        .limit(1)
+    ).first()
+    return None if row is None else str(row[0])

@@ -181,6 +181,10 @@ def study_page(request: Request, study: str, series: str | None = None) -> Respo
         (s for s in studies if s.study_instance_uid == study and s.source == "local"), None
     )
     if found is None or shown is None:
+        with request.app.state.container.db.read() as session:
+            remote = worklist.patient_of_remote_study(session, study)
+        if remote is not None:  # only a remote PACS holds it: its patient page retrieves it
+            return RedirectResponse(f"/patients/{display.url_part(remote)}", status_code=303)
         raise HTTPException(404, f"There is no study with the UID {study!r}.")
     uids = [s.series_instance_uid for s in shown.series]
     initial = series if series in uids else (uids[0] if uids else "")
