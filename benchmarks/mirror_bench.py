@@ -33,9 +33,10 @@ import httpx
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from vesalius.config import load_settings
+from vesalius.config import RemotePacs, load_settings
 from vesalius.container import build
-from vesalius.federation.mirror import Mirror
+from vesalius.federation.mirror import SERIES_KEYWORDS, Mirror
+from vesalius.federation.remote import QidoSource
 
 PLUGIN_DIRS = (Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc"))
 
@@ -157,6 +158,7 @@ def time_orthanc_listing(url: str, dicom_port: int) -> dict[str, tuple[float, in
     out["Orthanc /tools/find (expanded)"] = (time.perf_counter() - started, len(found))
     started = time.perf_counter()
     listed, offset = 0, 0
+    uids: list[str] = []
     with httpx.Client(timeout=600) as client:
         while True:
             page = client.get(
@@ -166,9 +168,19 @@ def time_orthanc_listing(url: str, dicom_port: int) -> dict[str, tuple[float, in
             ).json()
             listed += len(page)
             offset += len(page)
+            uids += [item["0020000D"]["Value"][0] for item in page]
             if len(page) < 1000:
                 break
     out["Orthanc QIDO-RS /studies, pages of 1000"] = (time.perf_counter() - started, listed)
+    # what the mirror asks next: the series of every study, 40 study UIDs a request
+    source = QidoSource(RemotePacs(name="x", dicomweb_url=f"{url}/dicom-web"), timeout_s=600)
+    started = time.perf_counter()
+    series = source.series_of_studies(uids, SERIES_KEYWORDS)
+    source.close()
+    out["Orthanc QIDO-RS /series of every study, 40 UIDs a request"] = (
+        time.perf_counter() - started,
+        len(series),
+    )
     from pydicom import Dataset as Query
     from pynetdicom import AE
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
@@ -224,7 +236,11 @@ def main() -> None:
             rows.append(("Vesalius first sync (full), QIDO-RS", first.seconds, first.listed))
             again = mirror.sync("qido")
             rows.append(
-                ("Vesalius incremental sync, nothing new, QIDO-RS", again.seconds, again.listed)
+                (
+                    f"Vesalius incremental sync, nothing new ({again.written} written), QIDO-RS",
+                    again.seconds,
+                    again.listed,
+                )
             )
             upload(url, 10_000_000, 10, time.monotonic() + 120, today=True)
             later = mirror.sync("qido")
@@ -240,7 +256,7 @@ def main() -> None:
         finally:
             container.close()
         print()
-        print("| what | seconds | studies listed | studies/s |")
+        print("| what | seconds | studies (series) listed | per second |")
         print("| --- | ---: | ---: | ---: |")
         for what, seconds, count in rows:
             rate = count / seconds if seconds else 0

@@ -393,3 +393,34 @@ def test_a_remote_that_misbehaves_leaves_nothing_half_applied(
         assert state.studies == 1000
     finally:
         container.close()
+
+
+def test_serve_syncs_every_mirror_interval(tmp_path: Path, orthanc: Orthanc) -> None:
+    first = make_dataset(PatientID="SCH1", PatientName="SCHEDULED^ONE")
+    orthanc.store(to_bytes(first))
+    site = Node(
+        tmp_path,
+        "site",
+        VESALIUS_REMOTE_PACS=f'[{{name = "pacs", dicomweb_url = "{orthanc.dicomweb}"}}]',
+        VESALIUS_MIRROR_INTERVAL_S="1",
+    )
+    site.start()
+    try:
+
+        def mirrored(count: int) -> dict[str, Any]:
+            deadline = time.monotonic() + 60
+            while True:
+                [pacs] = site.get("/api/remote")
+                if pacs["studies"] == count or time.monotonic() > deadline:
+                    return dict(pacs)
+                time.sleep(0.3)
+
+        pacs = mirrored(1)
+        assert pacs["studies"] == 1 and pacs["last_error"] is None, pacs
+        today = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+        orthanc.store(to_bytes(make_dataset(PatientID="SCH2", StudyDate=today)))
+        assert mirrored(2)["studies"] == 2
+        assert set(worklist(site, source="pacs")) == {("SCH1", "pacs"), ("SCH2", "pacs")}
+    finally:
+        site.stop()
+    assert any("mirroring pacs into the worklist" in line for line in site.log)

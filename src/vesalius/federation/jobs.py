@@ -90,12 +90,20 @@ def install_mirror(container: Any) -> None:
         return
 
     def sync(payload: dict[str, Any]) -> None:
-        mirror.sync(str(payload["source"]))
+        from vesalius.federation.mirror import MirrorError
+
+        try:
+            mirror.sync(str(payload["source"]))
+        except MirrorError as exc:
+            # Said in the log and kept as the remote's last_error (`vesalius mirror status`,
+            # GET /api/remote); the next scheduled sync is the retry, so a remote that is
+            # down for a day leaves no trail of dead jobs.
+            log.warning("%s", exc)
 
     def retrieve(payload: dict[str, Any], context: Any) -> None:
         mirror.run_retrieval(int(payload["retrieval"]), context.container.archive)
 
-    jobs.register(SYNC, sync, max_attempts=3, lease_s=3600.0)
+    jobs.register(SYNC, sync, max_attempts=2, lease_s=3600.0)
     # One attempt: a retrieval that fails says why on its row; the user starts it again.
     jobs.register(RETRIEVE, retrieve, max_attempts=1, lease_s=6 * 3600.0)
     for pacs in settings.remote_pacs:
