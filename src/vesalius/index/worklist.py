@@ -16,7 +16,7 @@ from sqlalchemy import and_, exists, func, literal, literal_column, or_, select,
 from sqlalchemy.orm import Session
 
 from vesalius.dicom.matching import fold_text
-from vesalius.index.mirror_models import RemotePatient, RemoteSeries, RemoteStudy
+from vesalius.index.mirror_models import MirrorState, RemotePatient, RemoteSeries, RemoteStudy
 from vesalius.index.models import Patient, Series, Study
 
 _LocalSeries = Series
@@ -311,6 +311,8 @@ def patient_studies(session: Session, patient_id: str) -> PatientStudies | None:
             RemotePatient.patient_birth_date,
             RemotePatient.patient_sex,
         )
+        # the sources named first, so that the (source, patient_id) unique index finds them
+        .where(RemotePatient.source.in_(select(MirrorState.source)))
         .where(RemotePatient.patient_id == patient_id)
         .order_by(RemotePatient.id)
     ).all()
