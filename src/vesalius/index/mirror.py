@@ -125,17 +125,6 @@ def known_digests(session: Session, source: str, uids: Sequence[str]) -> dict[st
     return {uid: digest for uid, digest in rows}
 
 
-def local_study_uids(session: Session, uids: Sequence[str]) -> set[str]:
-    """Which of these studies this archive holds itself."""
-    if not uids:
-        return set()
-    return set(
-        session.execute(
-            select(Study.study_instance_uid).where(Study.study_instance_uid.in_(list(uids)))
-        ).scalars()
-    )
-
-
 def _patient_row(source: str, study: MirroredStudy) -> dict[str, Any]:
     values = _patient_values(study.data)
     values.pop("attributes")
@@ -531,8 +520,12 @@ def find_remote_studies(
         RemoteStudy.num_instances,
         RemoteStudy.modalities_in_study,
     ).join(RemotePatient, RemoteStudy.patient_pk == RemotePatient.id)
+    # the patient's source named, so that a PatientID is looked up in the unique
+    # (source, patient_id) index
     if source is not None:
-        query = query.where(RemoteStudy.source == source)
+        query = query.where(RemoteStudy.source == source, RemotePatient.source == source)
+    else:
+        query = query.where(RemotePatient.source.in_(select(MirrorState.source)))
     for constraint in constraints:
         if remote_is_indexed(constraint.keyword):
             query = query.where(_remote_condition(constraint, fold_pn=fold_pn))
@@ -555,20 +548,6 @@ def find_remote_studies(
         )
         found.append(RemoteMatch(name, data))
     return found
-
-
-def count_remote_studies(
-    session: Session, constraints: Sequence[Constraint], *, fold_pn: bool, source: str | None
-) -> int:
-    query = select(func.count(RemoteStudy.id)).join(
-        RemotePatient, RemoteStudy.patient_pk == RemotePatient.id
-    )
-    if source is not None:
-        query = query.where(RemoteStudy.source == source)
-    for constraint in constraints:
-        if remote_is_indexed(constraint.keyword):
-            query = query.where(_remote_condition(constraint, fold_pn=fold_pn))
-    return int(session.execute(query).scalar_one())
 
 
 # -- retrievals ----------------------------------------------------------------------------------
