@@ -225,6 +225,21 @@ class Settings(BaseModel):
             "mysql+pymysql://... Default: SQLite in the data folder."
         ),
     )
+    sqlite_synchronous: Literal["normal", "full"] = Field(
+        default="normal",
+        description=(
+            "How the embedded SQLite index reaches the disk. normal: a stored file is flushed "
+            "before its rows commit, the index log is flushed in the background (see "
+            "index_flush_interval_s) and start-up re-indexes what a power cut lost, so an "
+            "instance costs one disk flush; full: every commit is flushed too."
+        ),
+    )
+    index_flush_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="With sqlite_synchronous = normal: the most time between index log flushes.",
+    )
     storage_dir: Path | None = Field(
         default=None, description="Folder for stored files. Default: <data_dir>/storage."
     )

@@ -44,7 +44,11 @@ class Container:
 def build(settings: Settings, *, migrate: bool = False, load_plugins: bool = True) -> Container:
     """Open the index and the blob store; apply migrations first when *migrate* is set."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.effective_database_url)
+    db = Database(
+        settings.effective_database_url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        flush_interval=settings.index_flush_interval_s,
+    )
     if migrate:
         upgrade(db.engine)
     blobs = open_store(settings.effective_storage_dir)

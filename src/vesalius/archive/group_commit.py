@@ -97,7 +97,7 @@ class GroupCommit:
                     outcomes.append((False, exc))
 
         try:
-            self.db.run_write(write)
+            self.db.run_write(write, durable=False)  # the files are durable: see durability.py
         except BaseException as exc:
             log.warning("a group commit of %d instances failed: %s", len(batch), exc)
             for _, future in batch:

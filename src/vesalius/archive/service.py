@@ -52,6 +52,9 @@ from vesalius.storage.spool import Spool
 log = logging.getLogger(__name__)
 
 DICOM_PREFIX = "dicom/"
+# How long before the index log's last flush start-up looks for unindexed files: more than the
+# time from a file put in place to its rows' commit, even on a busy machine.
+RECOVERY_MARGIN_S = 120.0
 
 
 class StoreStatus(StrEnum):
@@ -74,13 +77,20 @@ class StoreOutcome:
         return self.status in (StoreStatus.STORED, StoreStatus.REPLACED)
 
 
-def blob_key_for(parsed: ParsedInstance) -> str:
-    """A key that never collides: grouped by study, unique per write."""
+def blob_key_for(parsed: ParsedInstance, now: float | None = None) -> str:
+    """A key that never collides: the hour it was written (UTC), then the study; unique per
+    write. The hour lets start-up find the files written since the index log's last flush
+    (:meth:`Archive.recover_unflushed`) without walking the whole store."""
     h = hashlib.sha1(parsed.study_instance_uid.encode()).hexdigest()
     return (
-        f"{DICOM_PREFIX}{h[:2]}/{h[2:4]}/{h[4:16]}/"
+        f"{hour_prefix(time.time() if now is None else now)}{h[:12]}/"
         f"{parsed.sop_instance_uid}.{secrets.token_hex(4)}.dcm"
     )
+
+
+def hour_prefix(moment: float) -> str:
+    """``dicom/YYYY/MM/DD/HH/``: where the files stored in that hour (UTC) go."""
+    return time.strftime(f"{DICOM_PREFIX}%Y/%m/%d/%H/", time.gmtime(moment))
 
 
 @dataclass(frozen=True)
@@ -591,6 +601,44 @@ class Archive:
                 if min_age > 0 and now - self.blob_mtime(key) < min_age:
                     continue
                 yield key
+
+    def recover_unflushed(self, since: float, margin: float = RECOVERY_MARGIN_S) -> list[str]:
+        """Index the stored files a power cut may have left without their rows.
+
+        *since* is when the index log was last flushed (:mod:`vesalius.index.durability`);
+        every file stored from *margin* seconds before it is checked, through the hour folders
+        of its key. Files whose SOP Instance UID is indexed with them are skipped; the others
+        are indexed, or removed when they cannot be (:meth:`repair_orphan`). Returns the keys
+        indexed again.
+        """
+        start = since - margin
+        recovered: list[str] = []
+        hour = start - start % 3600
+        while hour <= time.time():
+            for key in self.blobs.iter_keys(hour_prefix(hour)):
+                if self.blob_changed(key) < start or self._indexed_with(key):
+                    continue
+                reason = self.repair_orphan(key)
+                if reason is None:
+                    recovered.append(key)
+                else:
+                    log.warning("a file stored before a crash was removed: %s (%s)", key, reason)
+            hour += 3600
+        return recovered
+
+    def _indexed_with(self, key: str) -> bool:
+        sop_uid = key.rsplit("/", 1)[-1].rsplit(".", 2)[0]
+        with self.db.read() as session:
+            existing = imaging.get_instance(session, sop_uid)
+        return existing is not None and existing.blob_key == key
+
+    def blob_changed(self, key: str) -> float:
+        """When a stored file was put in place (its inode's change time; now if unknown)."""
+        path = self.blobs.local_path(key)
+        try:
+            return path.stat().st_ctime if path is not None else time.time()
+        except FileNotFoundError:
+            return 0.0
 
     def blob_mtime(self, key: str) -> float:
         """When a stored file was last modified (0 when the store cannot say; now if gone)."""

@@ -33,6 +33,7 @@ def open_container(settings: Settings) -> Container:
     """Open the archive; migrate the embedded SQLite index, check a server database's."""
     is_sqlite = settings.effective_database_url.startswith("sqlite")
     container = build(settings, migrate=is_sqlite)
+    _recover_unflushed(container)
     if not is_sqlite:
         current, head = current_revision(container.db.engine), head_revision()
         if current != head:
@@ -144,6 +145,30 @@ def _run_workers(settings: Settings) -> int:
         time.sleep(0.2)
     log.info("stopped")
     return status
+
+
+def _recover_unflushed(container: Container) -> None:
+    """Re-index what a power cut took from the index's unflushed log, then start flushing it.
+
+    Only the serving process records its flushes (see :mod:`vesalius.index.durability`), so
+    the files stored since the last recorded one are still there to check.
+    """
+    index_log = container.db.log
+    if index_log is None:
+        return
+    since = index_log.flushed_at()
+    # The workers of `serve` with workers > 1 share the ports: their parent recovered before
+    # starting them, and one must not index the files a sibling is about to commit.
+    if since is not None and not container.settings.reuse_port:
+        recovered = container.archive.recover_unflushed(since)
+        if recovered:
+            log.warning(
+                "re-indexed %d instance(s) stored before the last stop whose rows had not "
+                "reached the disk (a power cut?)",
+                len(recovered),
+            )
+    index_log.flush()
+    index_log.start()
 
 
 def _sweep_temporaries(container: Container) -> None:

@@ -1,9 +1,11 @@
 """One engine per process, and the sessions the services use.
 
-SQLite is tuned for a server: WAL journal, full fsync on commit (an acknowledged store must
-survive a power cut), a busy timeout, case-sensitive LIKE (DICOM matching is case-sensitive
-unless folded columns are used), foreign keys, and ``BEGIN IMMEDIATE`` for write transactions
-so two writers queue instead of failing on a lock upgrade.
+SQLite is tuned for a server: WAL journal, ``synchronous=NORMAL`` by default (the log is
+flushed in the background, and a power cut loses nothing acknowledged: see
+:mod:`vesalius.index.durability`) or ``FULL`` (a flush per commit), a busy timeout,
+case-sensitive LIKE (DICOM matching is case-sensitive unless folded columns are used), foreign
+keys, and ``BEGIN IMMEDIATE`` for write transactions so two writers queue instead of failing on
+a lock upgrade.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from vesalius.index.durability import IndexLog
+
 _WRITE_OPTION = "vesalius_write"
 T = TypeVar("T")
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, sqlite_synchronous: str = "full", **kwargs: Any) -> Engine:
     """Create the engine for an index URL, with the per-dialect settings Vesalius relies on."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -34,7 +38,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 60}, **kwargs
         )
-        _tune_sqlite(engine)
+        _tune_sqlite(engine, sqlite_synchronous)
         return engine
     if parsed.get_backend_name() in ("mysql", "mariadb"):
         query = dict(parsed.query)
@@ -63,14 +67,17 @@ def is_retryable(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) in _RETRYABLE_PG
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _tune_sqlite(engine: Engine, synchronous: str) -> None:
+    if synchronous.upper() not in ("NORMAL", "FULL"):
+        raise ValueError(f"sqlite_synchronous must be normal or full, not {synchronous!r}")
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
         for pragma in (
             "journal_mode=WAL",
-            "synchronous=FULL",
+            f"synchronous={synchronous.upper()}",
             "busy_timeout=60000",
             "foreign_keys=ON",
             "case_sensitive_like=ON",
@@ -94,10 +101,18 @@ class Database:
     ...     session.execute(text("select 1")).scalar()  # doctest: +SKIP
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self, url: str, *, sqlite_synchronous: str = "normal", flush_interval: float = 1.0
+    ) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, sqlite_synchronous)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        # The log a power cut could lose the tail of (see vesalius.index.durability).
+        self.log: IndexLog | None = None
+        database = self.engine.url.database
+        lazy = self.is_sqlite and sqlite_synchronous.lower() == "normal"
+        if lazy and database and database != ":memory:":
+            self.log = IndexLog(Path(database).resolve(), flush_interval)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(
             self.engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
@@ -112,23 +127,34 @@ class Database:
             yield session
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """A session whose work is committed when the block ends without error."""
+    def write(self, *, durable: bool = True) -> Iterator[Session]:
+        """A session whose work is committed when the block ends without error.
+
+        The commit is on the disk when the block ends. Only the store pipeline passes
+        ``durable=False``: its files are on the disk before its rows commit, and start-up
+        re-indexes them after a power cut (see :mod:`vesalius.index.durability`).
+        """
         lock = self._sqlite_write_lock
         if lock is not None:
             lock.acquire()
         try:
             with self._write() as session, session.begin():
                 yield session
+            if self.log is not None:
+                self.log.note_commit()
+                if durable:
+                    self.log.flush(record=False)
         finally:
             if lock is not None:
                 lock.release()
 
-    def run_write(self, work: Callable[[Session], T], attempts: int = 5) -> T:
+    def run_write(
+        self, work: Callable[[Session], T], attempts: int = 5, *, durable: bool = True
+    ) -> T:
         """Run *work* in a write transaction, again after a deadlock or lock timeout."""
         for attempt in range(1, attempts + 1):
             try:
-                with self.write() as session:
+                with self.write(durable=durable) as session:
                     return work(session)
             except DBAPIError as exc:
                 if attempt == attempts or not is_retryable(exc):
@@ -136,5 +162,13 @@ class Database:
                 time.sleep(random.uniform(0.005, 0.05) * attempt)
         raise AssertionError("unreachable")
 
+    def make_durable(self) -> None:
+        """Flush what was committed so far to the disk (before a committed change removes a
+        file). A no-op where every commit is durable already (FULL, server databases)."""
+        if self.log is not None:
+            self.log.flush(record=False)
+
     def dispose(self) -> None:
+        if self.log is not None:
+            self.log.stop()
         self.engine.dispose()

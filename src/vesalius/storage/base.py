@@ -55,8 +55,9 @@ class BlobStore(Protocol):
         """A filesystem path of the blob if the store has one (for zero-copy sending)."""
         ...
 
-    def iter_keys(self) -> Iterator[str]:
-        """Every key in the store (used to rebuild the index)."""
+    def iter_keys(self, prefix: str = "") -> Iterator[str]:
+        """Every key in the store, or under a folder *prefix* ending in ``/`` (used to
+        rebuild the index, and to find the files of an hour)."""
         ...
 
     def stale_temporaries(self, everywhere: bool = False) -> list[Path]:

@@ -136,8 +136,9 @@ class FilesystemBlobStore:
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 
-    def iter_keys(self) -> Iterator[str]:
-        for dirpath, dirs, files in os.walk(self.root):
+    def iter_keys(self, prefix: str = "") -> Iterator[str]:
+        top = self._path(prefix.rstrip("/")) if prefix else self.root
+        for dirpath, dirs, files in os.walk(top):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
                 if name.startswith("."):
