@@ -87,6 +87,9 @@ class GroupCommit:
 
         def write(session: Session) -> None:
             outcomes.clear()  # run_write may retry the whole batch after a deadlock
+            if len(batch) == 1:  # alone, a failure may roll back the whole transaction
+                outcomes.append((True, batch[0][0](session)))
+                return
             for step, _ in batch:
                 try:
                     with session.begin_nested():
@@ -99,6 +102,9 @@ class GroupCommit:
         try:
             self.db.run_write(write, durable=False)  # the files are durable: see durability.py
         except BaseException as exc:
+            if len(batch) == 1 and not isinstance(exc, OperationalError):
+                batch[0][1].set_exception(exc)  # its own failure (a duplicate, a conflict)
+                return
             log.warning("a group commit of %d instances failed: %s", len(batch), exc)
             for _, future in batch:
                 future.set_exception(exc)

@@ -7,6 +7,8 @@ URL when it answers.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Iterable
 from typing import Any
 
@@ -44,6 +46,7 @@ def loads(text: str | bytes) -> Any:
     return orjson.loads(text)
 
 
+@functools.lru_cache(maxsize=4096)
 def tag_key(keyword_or_tag: str | int) -> str:
     """The 8-hex-digit tag string for a keyword or tag.
 

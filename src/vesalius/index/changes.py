@@ -28,6 +28,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from vesalius.index.models import ChangeCounter, ChangeLog
+from vesalius.index.prepared import Prepared
 
 
 class ChangeKind(StrEnum):
@@ -82,6 +83,12 @@ _BUMP = (
 )
 _BUMP_RETURNING = _BUMP.returning(ChangeCounter.last_seq)
 _LAST = select(ChangeCounter.last_seq).where(ChangeCounter.id == 1)
+_INSERT = insert(ChangeLog)
+_COLUMNS = ("seq", "created_at", "kind", "patient_id", "study_uid", "series_uid", "sop_uid")
+_BUMP_FAST = Prepared(_BUMP)
+_BUMP_RETURNING_FAST = Prepared(_BUMP_RETURNING)
+_LAST_FAST = Prepared(_LAST)
+_INSERT_FAST = Prepared(_INSERT, _COLUMNS)
 
 
 def record(session: Session, changes: Sequence[NewChange]) -> int:
@@ -90,27 +97,28 @@ def record(session: Session, changes: Sequence[NewChange]) -> int:
         return latest_seq(session)
     conn = session.connection()
     if conn.dialect.update_returning:
-        last = conn.execute(_BUMP_RETURNING, {"b_n": len(changes)}).scalar_one()
+        cursor = _BUMP_RETURNING_FAST.run(conn, {"b_n": len(changes)})
     else:
-        conn.execute(_BUMP, {"b_n": len(changes)})
-        last = conn.execute(_LAST).scalar_one()
+        _BUMP_FAST.run(conn, {"b_n": len(changes)}).close()
+        cursor = _LAST_FAST.run(conn)
+    (last,) = cursor.fetchone()
+    cursor.close()
     first = last - len(changes) + 1
     now = utcnow()
-    conn.execute(
-        insert(ChangeLog),
-        [
-            {
-                "seq": first + number,
-                "created_at": now,
-                "kind": change.kind.value,
-                "patient_id": _cut(change.patient_id),
-                "study_uid": _cut(change.study_uid),
-                "series_uid": _cut(change.series_uid),
-                "sop_uid": _cut(change.sop_uid),
-            }
-            for number, change in enumerate(changes)
-        ],
-    )
+    rows = [
+        {
+            "seq": first + number,
+            "created_at": now,
+            "kind": change.kind.value,
+            "patient_id": _cut(change.patient_id),
+            "study_uid": _cut(change.study_uid),
+            "series_uid": _cut(change.series_uid),
+            "sop_uid": _cut(change.sop_uid),
+        }
+        for number, change in enumerate(changes)
+    ]
+    for row in rows:
+        _INSERT_FAST.run(conn, row).close()
     return int(last)
 
 

@@ -30,6 +30,7 @@ from vesalius.index import changes
 from vesalius.index.changes import ChangeKind, NewChange
 from vesalius.index.lookup import condition, is_indexed
 from vesalius.index.models import Instance, Patient, Series, Study
+from vesalius.index.prepared import Prepared
 from vesalius.storage.base import BlobInfo
 
 log = logging.getLogger(__name__)
@@ -185,35 +186,71 @@ _STUDY_LOOKUP = select(Study.id, Study.patient_pk).where(
 )
 
 
-# The statements of every store, built once: building them costs more than running them.
-_INSERT_INSTANCE = Instance.__table__.insert()
-_COUNT_SERIES = (
+# The statements of every store, built once (building them costs more than running them) and
+# run on the driver's cursor (see vesalius.index.prepared).
+_INSTANCE_COLUMNS = (
+    "sop_instance_uid",
+    "series_pk",
+    "transfer_syntax_uid",
+    "blob_key",
+    "size",
+    "sha256",
+    "origin",
+    "sop_class_uid",
+    "instance_number",
+    "metadata_json",
+)
+_INSERT_INSTANCE = Prepared(Instance.__table__.insert(), _INSTANCE_COLUMNS)
+_INSERT_INSTANCE_RETURNING = Prepared(
+    Instance.__table__.insert().returning(Instance.id), _INSTANCE_COLUMNS
+)
+_SERIES_LOOKUP_FAST = Prepared(_SERIES_LOOKUP)
+_COUNT_SERIES = Prepared(
     update(Series)
     .where(Series.id == bindparam("b_pk"))
     .values(num_instances=Series.num_instances + 1)
 )
 _COUNT_STUDY = {
-    new_series: update(Study)
-    .where(Study.id == bindparam("b_pk"))
-    .values(
-        num_instances=Study.num_instances + 1,
-        updated_at=bindparam("b_now"),
-        stable_at=None,
-        **({"num_series": Study.num_series + 1} if new_series else {}),
+    new_series: Prepared(
+        update(Study)
+        .where(Study.id == bindparam("b_pk"))
+        .values(
+            num_instances=Study.num_instances + 1,
+            updated_at=bindparam("b_now"),
+            stable_at=None,
+            **({"num_series": Study.num_series + 1} if new_series else {}),
+        )
     )
     for new_series in (False, True)
 }
 _COUNT_PATIENT = {
-    (new_series, new_study): update(Patient)
-    .where(Patient.id == bindparam("b_pk"))
-    .values(
-        num_instances=Patient.num_instances + 1,
-        **({"num_series": Patient.num_series + 1} if new_series else {}),
-        **({"num_studies": Patient.num_studies + 1} if new_study else {}),
+    (new_series, new_study): Prepared(
+        update(Patient)
+        .where(Patient.id == bindparam("b_pk"))
+        .values(
+            num_instances=Patient.num_instances + 1,
+            **({"num_series": Patient.num_series + 1} if new_series else {}),
+            **({"num_studies": Patient.num_studies + 1} if new_study else {}),
+        )
     )
     for new_series in (False, True)
     for new_study in (False, True)
 }
+
+
+def _run(statement: Prepared, conn: Connection, params: dict[str, Any]) -> None:
+    statement.run(conn, params).close()
+
+
+def _insert_instance(conn: Connection, values: dict[str, Any]) -> int:
+    if conn.dialect.name == "postgresql":
+        cursor = _INSERT_INSTANCE_RETURNING.run(conn, values)
+        new_id = cursor.fetchone()[0]
+    else:
+        cursor = _INSERT_INSTANCE.run(conn, values)
+        new_id = cursor.lastrowid
+    cursor.close()
+    return int(new_id)
 
 
 def add_instance(
@@ -236,7 +273,9 @@ def add_instance(
     sop_uid = first_string(data, "SOPInstanceUID") or ""
     new_study = new_series = False
     study_date = None
-    found = conn.execute(_SERIES_LOOKUP, {"uid": series_uid}).first()
+    cursor = _SERIES_LOOKUP_FAST.run(conn, {"uid": series_uid})
+    found = cursor.fetchone()
+    cursor.close()
     if found is not None:
         series_pk, study_pk, patient_pk, owner_uid = found
         _check_series_owner(data, series_uid, owner_uid, study_uid)
@@ -277,8 +316,8 @@ def add_instance(
             ).one()
             _check_series_owner(data, series_uid, owner_uid, study_uid)
 
-    instance_id: int = conn.execute(
-        _INSERT_INSTANCE,
+    instance_id = _insert_instance(
+        conn,
         {
             "sop_instance_uid": sop_uid,
             "series_pk": series_pk,
@@ -289,10 +328,10 @@ def add_instance(
             "origin": (origin or "")[:255] or None,
             **_instance_values(data),
         },
-    ).inserted_primary_key[0]
-    conn.execute(_COUNT_SERIES, {"b_pk": series_pk})
-    conn.execute(_COUNT_STUDY[new_series], {"b_pk": study_pk, "b_now": changes.utcnow()})
-    conn.execute(_COUNT_PATIENT[new_series, new_study], {"b_pk": patient_pk})
+    )
+    _run(_COUNT_SERIES, conn, {"b_pk": series_pk})
+    _run(_COUNT_STUDY[new_series], conn, {"b_pk": study_pk, "b_now": changes.utcnow()})
+    _run(_COUNT_PATIENT[new_series, new_study], conn, {"b_pk": patient_pk})
     if new_series:
         _refresh_modalities(session, study_pk)
     if new_study and study_date:
