@@ -8,7 +8,6 @@ URL when it answers.
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Iterable
 from typing import Any
 
