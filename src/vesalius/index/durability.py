@@ -63,11 +63,15 @@ class IndexLog:
         with self._lock:
             began = time.time()
             writes = self._writes
-            for path in (self.wal, self.database):
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    continue
+            # The log only: what a checkpoint moved into the database file was flushed by the
+            # checkpoint. And never open and close the database file itself: closing any
+            # descriptor of it drops the process's POSIX locks that SQLite holds on it (SQLite
+            # keeps no such locks on the log; its WAL locks live in the -shm file).
+            try:
+                fd = os.open(self.wal, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = -1  # no log yet, or removed at the last close: nothing to flush
+            if fd >= 0:
                 try:
                     os.fsync(fd)
                 finally:
