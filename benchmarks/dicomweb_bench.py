@@ -14,8 +14,12 @@ measurement. Then, on the same data:
   as stored (``transfer-syntax=*``), reading the streamed answer;
 * ``/metadata`` of the big series (ms), first call and median of the next ones.
 
-Every figure is printed for both servers with the ratio Orthanc / Vesalius for times (above 1:
-Vesalius is faster) and Vesalius / Orthanc for rates (above 1: Vesalius is faster).
+Every figure is the median of ``--rounds`` rounds (fresh servers each round, their order
+flipped every round), printed for both servers with the ratio Orthanc / Vesalius for times
+(above 1: Vesalius is faster) and Vesalius / Orthanc for rates (above 1: Vesalius is faster):
+the median of the per-round ratios, so that a noisy machine slows both sides of a ratio alike.
+The STOW-RS rows also get a **limit**: how many files of that instance size this disk makes
+durable per second (written, fsync'd, renamed, folder fsync'd), measured in the same rounds.
 
 Examples
 --------
@@ -49,6 +53,7 @@ from _common import (
     VesaliusLauncher,
     default_vesalius_command,
     find_orthanc_plugin,
+    fsync_limit,
     generate_data,
 )
 
@@ -220,24 +225,50 @@ def measure(
 RATES = ("stow_big_instances_per_s", "stow_small_instances_per_s", "wado_study_mb_per_s")
 
 
-def report(results: list[Results]) -> dict[str, Any]:
-    by = {r.server: r for r in results}
-    keys = list(results[0].figures)
+# The STOW-RS rows that get a limit row: the disk's durable writes of files of that size.
+LIMIT_SIZES = ("stow_big_instances_per_s", "stow_small_instances_per_s")
+
+
+def report(rounds: list[dict[str, Results]], limits: dict[str, list[float]]) -> dict[str, Any]:
+    """Print medians over the rounds, the median per-round ratio, and the limit rows."""
+    servers = list(rounds[0])
+    keys = list(rounds[0][servers[0]].figures)
+
+    def median(server: str, key: str) -> float:
+        return statistics.median(r[server].figures.get(key, float("nan")) for r in rounds)
+
+    both = "vesalius" in servers and "orthanc" in servers
     print()
-    print(f"{'measure':34} " + " ".join(f"{r.server:>12}" for r in results) + "   ratio")
+    print(
+        f"{'measure (median of ' + str(len(rounds)) + ' rounds)':34} "
+        + " ".join(f"{name:>12}" for name in servers)
+        + "   ratio   of limit"
+    )
     ratios: dict[str, float] = {}
     for key in keys:
-        row = f"{key:34} " + " ".join(f"{r.figures.get(key, float('nan')):12.2f}" for r in results)
-        if "vesalius" in by and "orthanc" in by and key != "wado_study_mb":
-            v, o = by["vesalius"].figures[key], by["orthanc"].figures[key]
-            ratio = v / o if key in RATES else o / v
-            ratios[key] = ratio
-            row += f"   {ratio:6.2f}x"
+        row = f"{key:34} " + " ".join(f"{median(name, key):12.2f}" for name in servers)
+        if both and key != "wado_study_mb":
+            paired = []
+            for r in rounds:
+                v, o = r["vesalius"].figures[key], r["orthanc"].figures[key]
+                paired.append(v / o if key in RATES else o / v)
+            ratios[key] = statistics.median(paired)
+            row += f"   {ratios[key]:6.2f}x"
+        if key in limits and "vesalius" in servers:
+            row += f"   {median('vesalius', key) / statistics.median(limits[key]):6.0%}"
         print(row)
-    print("\nratio > 1 means Vesalius is faster (rates: V/O, times: O/V)")
+        if key in limits:
+            print(f"{'  limit (durable files/s)':34} {statistics.median(limits[key]):12.2f}")
+    print("\nratio > 1 means Vesalius is faster (rates: V/O, times: O/V); each ratio is the")
+    print("median of the per-round ratios; 'of limit' is Vesalius' rate over the disk's limit")
     return {
-        "servers": {r.server: {"version": r.version, **r.figures} for r in results},
+        "servers": {
+            name: {"version": rounds[0][name].version, **{k: median(name, k) for k in keys}}
+            for name in servers
+        },
         "ratios": ratios,
+        "limits": {key: statistics.median(values) for key, values in limits.items()},
+        "rounds": [{name: result.figures for name, result in r.items()} for r in rounds],
     }
 
 
@@ -300,6 +331,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=30, help="QIDO calls per query (median)")
     parser.add_argument("--meta-repeat", type=int, default=5, help="/metadata calls (median)")
     parser.add_argument("--retrieve-repeat", type=int, default=3, help="study retrieves (median)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (median; fresh servers)")
     parser.add_argument("--servers", default="vesalius,orthanc", help="which servers, in order")
     parser.add_argument("--database-url", help="Vesalius index (default: SQLite in a temp folder)")
     parser.add_argument("--vesalius-cmd", nargs="+", help="command that runs `vesalius serve`")
@@ -346,14 +378,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             data.big_series = str(  # type: ignore[attr-defined]
                 dcmread(_files(big)[0], stop_before_pixels=True).SeriesInstanceUID
             )
-            results = []
-            for name in [s.strip() for s in args.servers.split(",") if s.strip()]:
-                print(f"{name}:")
-                with _server(name, args, dcmtk, root) as (base, version, auth):
-                    result = Results(name, version)
-                    measure(name, base, data, args, result, auth)
-                    results.append(result)
-            summary = report(results)
+            names = [s.strip() for s in args.servers.split(",") if s.strip()]
+            rounds: list[dict[str, Results]] = []
+            limits: dict[str, list[float]] = {key: [] for key in LIMIT_SIZES}
+            for number in range(args.rounds):
+                order = names if number % 2 == 0 else names[::-1]
+                this: dict[str, Results] = {}
+                for key, dataset in (
+                    ("stow_big_instances_per_s", big),
+                    ("stow_small_instances_per_s", small),
+                ):
+                    size = dataset.nbytes // max(1, len(_files(dataset)))
+                    limits[key].append(fsync_limit(root / "limit", size))
+                for name in order:
+                    print(f"round {number + 1}/{args.rounds}, {name}:")
+                    with _server(name, args, dcmtk, root) as (base, version, auth):
+                        result = Results(name, version)
+                        measure(name, base, data, args, result, auth)
+                        this[name] = result
+                rounds.append(this)
+            summary = report(rounds, limits)
             summary["data"] = {
                 "small_studies": args.studies,
                 "big_series_instances": args.series_instances,
