@@ -109,9 +109,26 @@ class Association:
     def _who(self) -> str:
         return f"{self.requestor.ae_title or '?'}@{self.requestor.address}"
 
+    async def _readexactly(self, length: int, timeout: float | None) -> bytes:
+        """``readexactly`` under a timeout that raises ``TimeoutError``.
+
+        A timer that fails the stream costs a few microseconds; ``asyncio.wait_for`` wraps each
+        read in a task of its own, several times per instance. A stream failed by the timer
+        stays failed: the association ends anyway.
+        """
+        if timeout is None:
+            return await self.reader.readexactly(length)
+        timer = asyncio.get_running_loop().call_later(
+            timeout, self.reader.set_exception, TimeoutError()
+        )
+        try:
+            return await self.reader.readexactly(length)
+        finally:
+            timer.cancel()
+
     async def _read_header(self, timeout: float | None) -> tuple[int, int]:
         try:
-            raw = await asyncio.wait_for(self.reader.readexactly(6), timeout)
+            raw = await self._readexactly(6, timeout)
         except TimeoutError:
             raise Aborted(f"nothing received for {timeout:.0f} s") from None
         except asyncio.IncompleteReadError as exc:
@@ -125,9 +142,7 @@ class Association:
 
     async def _read(self, length: int) -> bytes:
         try:
-            return await asyncio.wait_for(
-                self.reader.readexactly(length), self.settings.network_timeout
-            )
+            return await self._readexactly(length, self.settings.network_timeout)
         except TimeoutError:
             raise PduError("a PDU stalled mid-way", pdu.ABORT_NOT_SPECIFIED) from None
         except asyncio.IncompleteReadError:
