@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -82,7 +83,6 @@ def modality_server(
     request: pytest.FixtureRequest, sqlite_container: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Any]:
     """The archive with the modality listed (a role to store, and its own SCP's address)."""
-    from conftest import RunningDicom
     from vesalius.dimse.server import DicomServer
 
     container = sqlite_container
@@ -97,7 +97,12 @@ def modality_server(
     # in-process SCP standing in for the modality (pynetdicom's thread target then fails).
     monkeypatch.setattr(pynetdicom_config, "PASS_CONTEXTVARS", False)
     try:
-        yield RunningDicom(host, dicom_port, container.settings.ae_title, container), port
+        # What conftest's RunningDicom holds; not imported from it: under xdist another
+        # folder's conftest may be the module named `conftest` by the time this runs.
+        running = SimpleNamespace(
+            host=host, port=dicom_port, ae_title=container.settings.ae_title, container=container
+        )
+        yield running, port
     finally:
         server.stop()
 
