@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from worklist_bench import populate
@@ -100,23 +101,42 @@ def stop(process: subprocess.Popen[str]) -> None:
         process.kill()
 
 
-def bench_search(url: str, token: str, rounds: int) -> dict[str, float]:
+def _label(search: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in search.items()) or "(no filter)"
+
+
+def _p95(times: list[float]) -> float:
+    ordered = sorted(times)
+    return ordered[max(0, int(len(ordered) * 0.95 + 0.5) - 1)]
+
+
+def bench_search(url: str, token: str, rounds: int) -> dict[str, Any]:
+    """Every search *rounds* times (after one warm-up round); overall and per search p50/p95."""
     times: list[float] = []
+    kinds: dict[str, list[float]] = {_label(s): [] for s in SEARCHES}
+    totals: dict[str, int] = {}
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
         for search in SEARCHES:
-            client.get("/api/federation/studies", params=search).raise_for_status()
+            answer = client.get("/api/federation/studies", params=search)
+            answer.raise_for_status()
+            totals[_label(search)] = answer.json()["total"]
         for _ in range(rounds):
             for search in SEARCHES:
                 start = time.perf_counter()
                 response = client.get("/api/federation/studies", params=search)
-                times.append(time.perf_counter() - start)
+                elapsed = time.perf_counter() - start
                 response.raise_for_status()
-    times.sort()
+                times.append(elapsed)
+                kinds[_label(search)].append(elapsed)
     return {
         "requests": len(times),
         "p50_ms": statistics.median(times) * 1000,
-        "p95_ms": times[int(len(times) * 0.95) - 1] * 1000,
-        "max_ms": times[-1] * 1000,
+        "p95_ms": _p95(times) * 1000,
+        "max_ms": max(times) * 1000,
+        "kinds": {
+            label: (totals[label], statistics.median(ts) * 1000, _p95(ts) * 1000)
+            for label, ts in kinds.items()
+        },
     }
 
 
@@ -216,6 +236,9 @@ def main() -> None:
                 f"{search['requests']} requests: p50 {search['p50_ms']:.1f} ms, "
                 f"p95 {search['p95_ms']:.1f} ms, max {search['max_ms']:.1f} ms"
             )
+            print(f"  {'search':<40} {'total':>7} {'p50 ms':>8} {'p95 ms':>8}")
+            for label, (total, p50, p95) in search["kinds"].items():
+                print(f"  {label:<40} {total:>7} {p50:>8.1f} {p95:>8.1f}")
             if args.delay:
                 delays = bench_delay(tmp, url, key2, token, runs=5)
                 print(

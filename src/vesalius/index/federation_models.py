@@ -1,6 +1,6 @@
 """Federation: the central index's sites and study records, and a site's push watermarks.
 
-Schema changes go through Alembic (``0005_federation``).
+Schema changes go through Alembic (``0005_federation``, ``0008_central_search``).
 """
 
 from __future__ import annotations
@@ -51,8 +51,17 @@ class FederationStudy(Base):
         # Every search is of live records, so the indexes lead with ``deleted``; they carry
         # the sort keys and the modalities so that a search counts and sorts its matches from
         # the index alone and reads only the rows of the page it returns.
+        # On PostgreSQL the ID and name are indexed with the pattern operator class, so that a
+        # prefix wildcard (``DOE^J*``, ``P0012*``) is an index range whatever the database's
+        # collation (a LIKE uses a default-collation index only under the C locale); equality
+        # uses it too (``0008_central_search``).
         Index(
-            "ix_federation_studies_patient_id", "deleted", "patient_id", "study_date", "study_time"
+            "ix_federation_studies_patient_id",
+            "deleted",
+            "patient_id",
+            "study_date",
+            "study_time",
+            postgresql_ops={"patient_id": "varchar_pattern_ops"},
         ),
         Index(
             "ix_federation_studies_name_folded",
@@ -61,6 +70,7 @@ class FederationStudy(Base):
             "study_date",
             "study_time",
             "modalities",
+            postgresql_ops={"patient_name_folded": "varchar_pattern_ops"},
         ),
         Index("ix_federation_studies_date", "deleted", "study_date", "study_time", "modalities"),
         Index("ix_federation_studies_study_iuid", "study_iuid"),
