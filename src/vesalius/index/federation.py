@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, false, func, insert, or_, select, update
+from sqlalchemy import and_, delete, false, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from vesalius.dicom.matching import Constraint
@@ -290,16 +290,40 @@ def _search_conditions(filters: CentralFilters, fold_pn: bool) -> list[Any]:
         conditions.append(
             matcher_sql(filters.study_date.matcher, FederationStudy.study_date, fold=False)
         )
-    if filters.modalities:
-        conditions.append(
-            or_(*[FederationStudy.modalities.like(f"%|{m}|%") for m in filters.modalities])
-        )
     return conditions
+
+
+def _modality_values(session: Session, modalities: Sequence[str]) -> list[str]:
+    """The stored ``modalities`` values (``|CT|PT|``) of live records naming any of these.
+
+    A modality can sit anywhere in the value, so a LIKE on it would read every record; the
+    values themselves are few, and a loose scan of the modality index (a recursive query, one
+    index probe per distinct value) lists them, so that the search is ``modalities IN (...)``:
+    index ranges.
+    """
+    column = FederationStudy.modalities
+    live = FederationStudy.deleted == false()
+    values = select(func.min(column).label("value")).where(live).cte("values", recursive=True)
+    following = select(func.min(column)).where(live, column > values.c.value).scalar_subquery()
+    values = values.union_all(select(following).where(values.c.value.is_not(None)))
+    wanted = [f"|{m}|" for m in modalities]
+    return [
+        value
+        for value in session.execute(
+            select(values.c.value).where(values.c.value.is_not(None))
+        ).scalars()
+        if any(m in value for m in wanted)
+    ]
 
 
 def search(session: Session, filters: CentralFilters, *, fold_pn: bool) -> CentralPage:
     """A page of live study records matching *filters*, newest study first, and the total."""
     conditions = _search_conditions(filters, fold_pn)
+    if filters.modalities:
+        values = _modality_values(session, filters.modalities)
+        if not values:
+            return CentralPage()
+        conditions.append(FederationStudy.modalities.in_(values))
     if filters.sites:
         site_pks = list(
             session.execute(

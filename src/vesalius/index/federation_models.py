@@ -73,6 +73,11 @@ class FederationStudy(Base):
             postgresql_ops={"patient_name_folded": "varchar_pattern_ops"},
         ),
         Index("ix_federation_studies_date", "deleted", "study_date", "study_time", "modalities"),
+        # A modality search lists the distinct values holding it from this index, then reads
+        # the ranges of those values (``0008_central_search``).
+        Index(
+            "ix_federation_studies_modalities", "deleted", "modalities", "study_date", "study_time"
+        ),
         Index("ix_federation_studies_study_iuid", "study_iuid"),
         MYSQL_TABLE,
     )

@@ -1,12 +1,13 @@
 """central search: the patient ID and name indexes of federation_studies use the pattern
-operator class on PostgreSQL, so that a prefix wildcard is an index range in any collation
+operator class on PostgreSQL, so that a prefix wildcard is an index range in any collation;
+an index leading with the modalities, for a modality search
 
 Revision ID: 0008
 Revises: 0006
 Create Date: 2026-12-02 16:55:00
 
-Only PostgreSQL changes: SQLite (with ``case_sensitive_like``) and MySQL/MariaDB (binary
-collation) already use these indexes for a prefix LIKE.
+The operator classes change on PostgreSQL only: SQLite (with ``case_sensitive_like``) and
+MySQL/MariaDB (binary collation) already use these indexes for a prefix LIKE.
 """
 
 from collections.abc import Sequence
@@ -49,7 +50,13 @@ def _recreate(pattern: bool) -> None:
 
 def upgrade() -> None:
     _recreate(pattern=True)
+    op.create_index(
+        "ix_federation_studies_modalities",
+        "federation_studies",
+        ["deleted", "modalities", "study_date", "study_time"],
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_federation_studies_modalities", table_name="federation_studies")
     _recreate(pattern=False)
