@@ -149,7 +149,7 @@ class ForwardError(Exception):
 def _send_dimse(container: Any, peer: Any, records: list[Any]) -> None:
     from pydicom import dcmread
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-    from pynetdicom import AE
+    from pynetdicom import AE, _config
 
     from vesalius.dimse.handlers import tls_args_for
 
@@ -170,11 +170,18 @@ def _send_dimse(container: Any, peer: Any, records: list[Any]) -> None:
             f"{peer.ae_title} at {peer.host}:{peer.port} "
             + ("rejected the association" if assoc.is_rejected else "could not be reached")
         )
+    # A stored file the peer takes in its own syntax is sent as it is on disk, in chunks of
+    # the peer's PDU size: neither parsed nor held whole in memory.
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
     try:
         for record in records:
-            with container.archive.open(record) as fh:
-                dataset = dcmread(fh)
-            status = assoc.send_c_store(dataset)
+            path = container.archive.blobs.local_path(record.blob_key)
+            if path is not None and (record.sop_class_uid, record.transfer_syntax_uid) in accepted:
+                status = assoc.send_c_store(path)
+            else:
+                with container.archive.open(record) as fh:
+                    status = assoc.send_c_store(dcmread(fh))
             code = int(status.Status) if "Status" in status else None
             if code is None:
                 raise ForwardError(f"{peer.ae_title} did not answer the C-STORE")
