@@ -106,9 +106,7 @@ def vesalius(
     peers = f'{{name="benchmark", ae_title="{SCU_AET}", role="admin"}}'
     env = {}
     if scp_port is not None:
-        peers += (
-            f', {{name="scp", ae_title="{STORESCP_AET}", host="{LOOPBACK}", port={scp_port}}}'
-        )
+        peers += f', {{name="scp", ae_title="{STORESCP_AET}", host="{LOOPBACK}", port={scp_port}}}'
     env["VESALIUS_REMOTE_AE"] = f"[{peers}]"
     if route is not None:
         env["VESALIUS_ROUTE"] = route

@@ -9,8 +9,9 @@ with the peer's answer. ``on = "stable"`` forwards the whole study once it is st
 Forward jobs are made from the change feed, not from events: the ``route.catchup`` job reads
 the changes past each route's watermark, enqueues the forwards they call for and moves the
 watermark in one transaction. Events (``InstanceStored``, ``StudyStable``) only wake it
-soon; it also runs every few seconds and at start-up. So a crash between a store's commit and
-its forward loses nothing, and a change becomes a forward job once.
+soon (a pass at most every half second); it also runs every few seconds and at start-up. So a
+crash between a store's commit and its forward loses nothing, and a change becomes a forward
+job once.
 
 A study is stable when no instance arrived for ``stable_after_s``; the periodic job
 ``studies.stability`` declares it (a ``study_stable`` change in the feed and a
@@ -36,6 +37,7 @@ from vesalius import jobs
 from vesalius.dicom import dicomjson
 from vesalius.dicom.dicomjson import DicomJson
 from vesalius.dicom.matching import Constraint, MatchingError, matches, parse_constraint
+from vesalius.errors import NotFound
 from vesalius.events import InstanceStored, StudyStable
 from vesalius.index import changes, imaging
 from vesalius.index import routes as route_state
@@ -234,7 +236,17 @@ def forward(payload: dict[str, Any], context: jobs.JobContext) -> None:
     route = next((r for r in settings.route if r.name == payload["route"]), None)
     if route is None:
         raise ForwardError(f"route {payload['route']!r} is no longer in the settings")
-    records = container.archive.instances_of(payload["study"], None, payload.get("sop"))
+    if "instances" in payload:  # a batch from the change feed; one association for all
+        records = []
+        for study, sop in payload["instances"]:
+            try:
+                records += container.archive.instances_of(study, None, sop)
+            except NotFound:
+                log.info("route %s: %s was deleted before it was forwarded", route.name, sop)
+        if not records:
+            return
+    else:
+        records = container.archive.instances_of(payload["study"], None, payload.get("sop"))
     peer = next((ae for ae in settings.remote_ae if ae.name == route.to), None)
     if peer is not None:
         _send_dimse(container, peer, records)
@@ -242,10 +254,10 @@ def forward(payload: dict[str, Any], context: jobs.JobContext) -> None:
         server = next(s for s in settings.dicomweb_server if s.name == route.to)
         _send_stow(container, server, records)
     log.info(
-        "route %s: %d instance(s) of study %s sent to %s",
+        "route %s: %d instance(s) of %d study(ies) sent to %s",
         route.name,
         len(records),
-        payload["study"],
+        len({r.study_instance_uid for r in records}),
         route.to,
     )
 
@@ -271,6 +283,7 @@ def settle(payload: dict[str, Any], context: jobs.JobContext) -> None:
 CATCHUP = "route.catchup"
 CATCHUP_EVERY_S = 5
 BATCH = 500
+FORWARD_BATCH = 50  # instances per forward job (one association; a STOW-RS body in memory)
 _INSTANCE_KINDS = {ChangeKind.INSTANCE_STORED.value, ChangeKind.INSTANCE_REPLACED.value}
 
 
@@ -285,6 +298,8 @@ def _catch_up_batch(session: Any, routes: list[CompiledRoute], fold: bool) -> in
     data = route_state.instance_data(
         session, [c.sop_uid for c in batch if c.kind in _INSTANCE_KINDS and c.sop_uid]
     )
+    instances: dict[str, list[tuple[str | None, str | None]]] = {r.name: [] for r in routes}
+    first_seq: dict[str, int] = {}
     for change in batch:
         for route in routes:
             if change.seq <= marks[route.name]:
@@ -294,12 +309,8 @@ def _catch_up_batch(session: Any, routes: list[CompiledRoute], fold: bool) -> in
                 if row is None or row[1] == "reindex":  # deleted since, or a rebuild
                     continue
                 if route_matches(route, dicomjson.loads(row[0]), row[1], fold_pn=fold):
-                    jobs.enqueue(
-                        session,
-                        FORWARD,
-                        {"route": route.name, "study": change.study_uid, "sop": change.sop_uid},
-                        dedupe_key=f"route:{route.name}:{change.sop_uid}"[:191],
-                    )
+                    instances[route.name].append((change.study_uid, change.sop_uid))
+                    first_seq.setdefault(route.name, change.seq)
             elif route.on == "stable" and change.kind == ChangeKind.STUDY_STABLE.value:
                 first = imaging.first_instance_json(session, change.study_uid or "")
                 if (
@@ -313,59 +324,73 @@ def _catch_up_batch(session: Any, routes: list[CompiledRoute], fold: bool) -> in
                         {"route": route.name, "study": change.study_uid},
                         dedupe_key=f"route:{route.name}:{change.study_uid}"[:191],
                     )
+    for name, found in instances.items():
+        for start in range(0, len(found), FORWARD_BATCH):
+            chunk = found[start : start + FORWARD_BATCH]
+            jobs.enqueue(
+                session,
+                FORWARD,
+                {"route": name, "instances": chunk},
+                dedupe_key=f"route:{name}:from:{first_seq[name]}:{start}"[:191],
+            )
     route_state.move_watermarks(session, names, batch[-1].seq)
     return len(batch)
 
 
-class _Nudge:
-    """Wakes the catch-up soon after a store, at most one job queued per burst of stores."""
+def catch_up_all(container: Any, routes: list[CompiledRoute]) -> None:
+    """Read the feed past the routes' watermarks up to its end, a batch per transaction."""
+    fold = container.settings.case_insensitive_pn
+    while container.db.run_write(lambda s: _catch_up_batch(s, routes, fold)) >= BATCH:
+        pass
 
-    def __init__(self) -> None:
+
+class _Catcher:
+    """Catches up in this process soon after its own stores: a thread woken by the events,
+    one pass (one transaction) at most every ``MIN_GAP_S``, so that a burst of stores costs
+    a couple of transactions a second, not one per instance. It ends when idle."""
+
+    MIN_GAP_S = 0.5
+    IDLE_S = 30.0
+
+    def __init__(self, container: Any, routes: list[CompiledRoute]) -> None:
+        self.container = container
+        self.routes = routes
+        self.wake = threading.Event()
         self.lock = threading.Lock()
-        self.dirty = False
-        self.running = False
-        self.enqueued_at = 0.0
+        self.thread: threading.Thread | None = None
 
-    def poke(self, db: Any) -> None:
+    def poke(self) -> None:
+        self.wake.set()
         with self.lock:
-            self.dirty = True
-            now = time.monotonic()
-            if self.running or now - self.enqueued_at < 0.2:
-                return  # the running catch-up (or the one just queued) will read it
-            self.enqueued_at = now
-        jobs.enqueue(db, CATCHUP, {}, dedupe_key=CATCHUP)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="route-catchup", daemon=True)
+                self.thread.start()
 
-
-_nudge = _Nudge()
+    def _run(self) -> None:
+        while True:
+            if not self.wake.wait(self.IDLE_S):
+                with self.lock:
+                    if not self.wake.is_set():
+                        self.thread = None
+                        return
+            self.wake.clear()
+            try:
+                catch_up_all(self.container, self.routes)
+            except Exception:
+                log.exception("routing could not read the change feed; the periodic job retries")
+            time.sleep(self.MIN_GAP_S)
 
 
 def catch_up(payload: dict[str, Any], context: jobs.JobContext) -> None:
     """The ``route.catchup`` job: forward what the feed holds past each route's watermark.
 
-    Queued after stores (the events only wake it), every few seconds, and at start-up: a
-    forward is never lost to a crash between a store's commit and its job, and a change is
-    turned into a job once (the watermark moves in the same transaction).
+    It runs every few seconds on one node, and at start-up: stores of other nodes, and a
+    crash between a store's commit and its forward, are caught up here; this process's own
+    stores are caught up sooner by :class:`_Catcher`.
     """
-    container = context.container
-    routes = compile_routes(container.settings)
-    if not routes:
-        return
-    fold = container.settings.case_insensitive_pn
-    with _nudge.lock:
-        _nudge.running = True
-    try:
-        while True:
-            with _nudge.lock:
-                _nudge.dirty = False
-            while container.db.run_write(lambda s: _catch_up_batch(s, routes, fold)) >= BATCH:
-                pass
-            with _nudge.lock:
-                if not _nudge.dirty:
-                    break
-    finally:
-        with _nudge.lock:
-            _nudge.running = False
-            _nudge.enqueued_at = 0.0
+    routes = compile_routes(context.container.settings)
+    if routes:
+        catch_up_all(context.container, routes)
 
 
 jobs.register(FORWARD, forward, max_attempts=8, lease_s=600)
@@ -385,8 +410,10 @@ def setup(plugin: Any) -> None:
         lambda session: route_state.ensure_watermarks(session, [r.name for r in routes])
     )
 
+    catcher = _Catcher(container, routes)
+
     def on_change(event: Any) -> None:
-        _nudge.poke(container.db)
+        catcher.poke()
 
     plugin.subscribe(InstanceStored, on_change)
     plugin.subscribe(StudyStable, on_change)

@@ -4,6 +4,7 @@ it is stable; settings that name unknown peers or malformed rules are refused in
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -183,7 +184,7 @@ def test_stores_whose_forward_was_never_queued_are_forwarded_once_after_a_restar
     )
     first = build(settings, migrate=True)  # the route gets its watermark here
     with monkeypatch.context() as patch:
-        patch.setattr(routing._nudge, "poke", lambda db: None)  # "crashed" before the enqueue
+        patch.setattr(routing._Catcher, "poke", lambda self: None)  # "crashed" before it
         lost = [first.archive.store(make_file(Modality=m)) for m in ("CT", "CT", "MR")]
         assert first.events.drain()
     with first.db.read() as session:
@@ -205,7 +206,8 @@ def test_stores_whose_forward_was_never_queued_are_forwarded_once_after_a_restar
             sent = [lost[0].sop_instance_uid, lost[1].sop_instance_uid, later.sop_instance_uid]
             assert len(names) == 3
             assert all(any(s in n for n in names) for s in sent)
-            assert len(forward_jobs(second)) == 3
+            queued = [json.loads(j.payload)["instances"] for j in forward_jobs(second)]
+            assert sorted(sop for batch in queued for _, sop in batch) == sorted(sent)
             with second.db.read() as session:
                 mark = session.get(RouteWatermark, "ct")
                 assert mark is not None and mark.last_seq == changes.latest_seq(session)
