@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import statistics
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    _LIVE,
     LOOPBACK,
     SCU_AET,
     BenchError,
@@ -90,6 +92,15 @@ def wait_files(folder: Path, count: int, timeout: float) -> list[float]:
         time.sleep(0.05)
 
 
+def server_cpu_s() -> float:
+    """CPU seconds (user + system, all threads) of the running Vesalius server so far."""
+    procs = [p for p in _LIVE if p.name == "Vesalius" and p.pid is not None]
+    if not procs:
+        return float("nan")
+    fields = Path(f"/proc/{procs[0].pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def ingest(dcmtk: Dcmtk, endpoint: Endpoint, folder: Path, timeout: float) -> float:
     cmd = [
         dcmtk.tool("storescu"), "-aet", SCU_AET, "-aec", endpoint.aet, "+sd", "+r",
@@ -125,8 +136,9 @@ ROUTES = {
 
 def measure_ingest(
     args: argparse.Namespace, dcmtk: Dcmtk, work: Path, folder: Path, count: int
-) -> dict[str, list[float]]:
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     rates: dict[str, list[float]] = {name: [] for name in ROUTES}
+    cpu_ms: dict[str, list[float]] = {name: [] for name in ROUTES}
     names = list(ROUTES)
     for round_no in range(args.rounds):
         order = names[round_no % len(names) :] + names[: round_no % len(names)]
@@ -135,13 +147,22 @@ def measure_ingest(
             with storescp(dcmtk, received) as port:
                 launcher = vesalius(args, dcmtk, work, port, ROUTES[name])
                 with launcher.run() as endpoint:
+                    time.sleep(2)  # start-up work (first schedules) out of the way
+                    cpu = server_cpu_s()
                     took = ingest(dcmtk, endpoint, folder, args.timeout)
                     if name == "route, forwarding":
                         wait_files(received, count, args.timeout)  # before the next run
+                    time.sleep(1.5)  # the last catch-up passes
+                    cpu = server_cpu_s() - cpu
             shutil.rmtree(received, ignore_errors=True)
             rates[name].append(count / took)
-            print(f"  round {round_no + 1} {name:>18}: {count / took:7.1f} inst/s", file=sys.stderr)
-    return rates
+            cpu_ms[name].append(1000 * cpu / count)
+            print(
+                f"  round {round_no + 1} {name:>18}: {count / took:7.1f} inst/s, "
+                f"{1000 * cpu / count:5.2f} ms CPU/inst",
+                file=sys.stderr,
+            )
+    return rates, cpu_ms
 
 
 def measure_forward(
@@ -231,16 +252,21 @@ def main() -> int:
         folder = data.parts[0]
         count = data.instances
         if args.only in (None, "ingest"):
-            rates = measure_ingest(args, dcmtk, work, folder, count)
+            rates, cpu_ms = measure_ingest(args, dcmtk, work, folder, count)
             base = rates["none"]
             results["ingest"] = rates
+            results["server_cpu_ms_per_instance"] = cpu_ms
             print(f"\nIngest, {count} instances, 1 association, {args.rounds} rounds")
-            print("| configuration | inst/s per round | ratio to no route, per round |")
-            print("| --- | --- | --- |")
+            print(
+                "| configuration | inst/s per round | ratio to no route, per round "
+                "| server CPU ms/instance per round |"
+            )
+            print("| --- | --- | --- | --- |")
             for name, values in rates.items():
                 ratios = [v / b for v, b in zip(values, base, strict=True)]
                 per_round = ", ".join(f"{v:.1f}" for v in values)
-                print(f"| {name} | {per_round} | {', '.join(f'{r:.3f}' for r in ratios)} |")
+                cpu = ", ".join(f"{c:.2f}" for c in cpu_ms[name])
+                print(f"| {name} | {per_round} | {', '.join(f'{r:.3f}' for r in ratios)} | {cpu} |")
             print()
         if args.only in (None, "forward"):
             forward = measure_forward(args, dcmtk, work, folder, count)

@@ -151,9 +151,9 @@ class ForwardError(Exception):
 def _send_dimse(container: Any, peer: Any, records: list[Any]) -> None:
     from pydicom import dcmread
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-    from pynetdicom import AE, _config
+    from pynetdicom import AE, _config, evt
 
-    from vesalius.dimse.handlers import tls_args_for
+    from vesalius.dimse.handlers import set_nodelay, tls_args_for
 
     ae = AE(ae_title=container.settings.ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
@@ -166,7 +166,13 @@ def _send_dimse(container: Any, peer: Any, records: list[Any]) -> None:
         ae.add_requested_context(sop_class, syntaxes[:8])
     # A peer marked `tls = true` gets a TLS association, as C-MOVE does.
     tls_args = tls_args_for(peer, container.settings)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
+    assoc = ae.associate(
+        peer.host,
+        peer.port,
+        ae_title=peer.ae_title,
+        tls_args=tls_args,
+        evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)],  # no Nagle stall after each message
+    )
     if not assoc.is_established:
         raise ForwardError(
             f"{peer.ae_title} at {peer.host}:{peer.port} "
