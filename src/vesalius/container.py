@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +34,12 @@ class Container:
     events: EventBus
     plugins: list[Any] = field(default_factory=list)  # vesalius.plugins.PluginContext
     mirror: Mirror | None = None  # the [[remote_pacs]] mirror (set by build)
+    # Called first by close(): what plugins started (threads) stops here.
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
+        for closer in self.closers:
+            closer()
         self.archive.close()
         self.events.close()
         self.audit.close()

@@ -8,10 +8,10 @@ with the peer's answer. ``on = "stable"`` forwards the whole study once it is st
 
 Forward jobs are made from the change feed, not from events: the ``route.catchup`` job reads
 the changes past each route's watermark, enqueues the forwards they call for and moves the
-watermark in one transaction. Events (``InstanceStored``, ``StudyStable``) only wake it
-soon (a pass at most every half second); it also runs every few seconds and at start-up. So a
-crash between a store's commit and its forward loses nothing, and a change becomes a forward
-job once.
+watermark in one transaction. A thread of each process looks at the feed's newest number
+every half second and catches up when it moved; the job also runs every few seconds on one node
+and at start-up. So a crash between a store's commit and its forward loses nothing, and a change
+becomes a forward job once.
 
 A study is stable when no instance arrived for ``stable_after_s``; the periodic job
 ``studies.stability`` declares it (a ``study_stable`` change in the feed and a
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,7 +37,7 @@ from vesalius.dicom import dicomjson
 from vesalius.dicom.dicomjson import DicomJson
 from vesalius.dicom.matching import Constraint, MatchingError, matches, parse_constraint
 from vesalius.errors import NotFound
-from vesalius.events import InstanceStored, StudyStable
+from vesalius.events import StudyStable
 from vesalius.index import changes, imaging
 from vesalius.index import routes as route_state
 from vesalius.index.changes import ChangeKind, utcnow
@@ -351,48 +350,50 @@ def catch_up_all(container: Any, routes: list[CompiledRoute]) -> None:
 
 
 class _Catcher:
-    """Catches up in this process soon after its own stores: a thread woken by the events,
-    one pass (one transaction) at most every ``MIN_GAP_S``, so that a burst of stores costs
-    a couple of transactions a second, not one per instance. It ends when idle."""
+    """Catches up soon after this process's (or another node's) stores: a thread that looks at
+    the feed's newest number every ``POLL_S`` (one small read) and makes a pass when it moved.
 
-    MIN_GAP_S = 0.5
-    IDLE_S = 30.0
+    No event subscription: the stores' hot path does not wake anything, and a burst of stores
+    costs about two transactions a second, not one per instance.
+    """
+
+    POLL_S = 0.5
 
     def __init__(self, container: Any, routes: list[CompiledRoute]) -> None:
         self.container = container
         self.routes = routes
-        self.wake = threading.Event()
-        self.lock = threading.Lock()
-        self.thread: threading.Thread | None = None
+        self.stop_event = threading.Event()
+        self.seen = -1
+        self.thread = threading.Thread(target=self._run, name="route-catchup", daemon=True)
 
-    def poke(self) -> None:
-        self.wake.set()
-        with self.lock:
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="route-catchup", daemon=True)
-                self.thread.start()
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=30)
+
+    def poll(self) -> None:
+        with self.container.db.read() as session:
+            latest = changes.latest_seq(session)
+        if latest != self.seen:
+            catch_up_all(self.container, self.routes)
+            self.seen = latest
 
     def _run(self) -> None:
-        while True:
-            if not self.wake.wait(self.IDLE_S):
-                with self.lock:
-                    if not self.wake.is_set():
-                        self.thread = None
-                        return
-            self.wake.clear()
+        while not self.stop_event.wait(self.POLL_S):
             try:
-                catch_up_all(self.container, self.routes)
+                self.poll()
             except Exception:
                 log.exception("routing could not read the change feed; the periodic job retries")
-            time.sleep(self.MIN_GAP_S)
 
 
 def catch_up(payload: dict[str, Any], context: jobs.JobContext) -> None:
     """The ``route.catchup`` job: forward what the feed holds past each route's watermark.
 
-    It runs every few seconds on one node, and at start-up: stores of other nodes, and a
-    crash between a store's commit and its forward, are caught up here; this process's own
-    stores are caught up sooner by :class:`_Catcher`.
+    It runs every few seconds on one node, and at start-up (a crash between a store's commit
+    and its forward is caught up here); each process's :class:`_Catcher` is quicker.
     """
     routes = compile_routes(context.container.settings)
     if routes:
@@ -407,7 +408,7 @@ jobs.schedule(CATCHUP, every_s=CATCHUP_EVERY_S, payload={})
 
 
 def setup(plugin: Any) -> None:
-    """Give new routes their watermark and wake the catch-up when the archive changes."""
+    """Give new routes their watermark and start this process's catch-up thread."""
     container = plugin.container
     routes = compile_routes(container.settings)
     if not routes:
@@ -417,9 +418,5 @@ def setup(plugin: Any) -> None:
     )
 
     catcher = _Catcher(container, routes)
-
-    def on_change(event: Any) -> None:
-        catcher.poke()
-
-    plugin.subscribe(InstanceStored, on_change)
-    plugin.subscribe(StudyStable, on_change)
+    container.closers.append(catcher.stop)
+    catcher.start()

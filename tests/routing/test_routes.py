@@ -182,9 +182,9 @@ def test_stores_whose_forward_was_never_queued_are_forwarded_once_after_a_restar
         remote_ae=[{"name": "scp", "ae_title": "STORESCP", "host": "127.0.0.1", "port": port}],
         route=routes,
     )
-    first = build(settings, migrate=True)  # the route gets its watermark here
     with monkeypatch.context() as patch:
-        patch.setattr(routing._Catcher, "poke", lambda self: None)  # "crashed" before it
+        patch.setattr(routing._Catcher, "start", lambda self: None)  # "crashes" before it reads
+        first = build(settings, migrate=True)  # the route gets its watermark here
         lost = [first.archive.store(make_file(Modality=m)) for m in ("CT", "CT", "MR")]
         assert first.events.drain()
     with first.db.read() as session:
