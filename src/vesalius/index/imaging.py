@@ -157,22 +157,54 @@ def _instance_values(data: DicomJson) -> dict[str, Any]:
     }
 
 
+# The get-or-create statements of patients, studies and series, built on first use: the
+# lookup by unique key, and the insert of each set of columns (see vesalius.index.prepared).
+_LOOKUPS: dict[Any, Prepared] = {}
+_INSERTS: dict[tuple[Any, tuple[str, ...], bool], Prepared] = {}
+
+
+def _lookup_id(conn: Connection, model: Any, key_column: Any, key: str) -> int | None:
+    statement = _LOOKUPS.get(key_column)
+    if statement is None:
+        statement = _LOOKUPS[key_column] = Prepared(
+            select(model.id).where(key_column == bindparam("key"))
+        )
+    cursor = statement.run(conn, {"key": key})
+    row = cursor.fetchone()
+    cursor.close()
+    return None if row is None else int(row[0])
+
+
+def _insert_row(conn: Connection, model: Any, values: dict[str, Any]) -> int:
+    returning = conn.dialect.name == "postgresql"
+    columns = tuple(values)
+    statement = _INSERTS.get((model, columns, returning))
+    if statement is None:
+        insert = model.__table__.insert()
+        statement = _INSERTS[model, columns, returning] = Prepared(
+            insert.returning(model.id) if returning else insert, columns
+        )
+    cursor = statement.run(conn, values)
+    new_id = cursor.fetchone()[0] if returning else cursor.lastrowid
+    cursor.close()
+    return int(new_id)
+
+
 def _get_or_create(
     conn: Connection, model: Any, key_column: Any, key: str, values: dict[str, Any]
 ) -> tuple[int, bool]:
     """The id of the row with this unique key, creating it; True when it was created."""
-    found = conn.execute(select(model.id).where(key_column == key)).scalar()
+    found = _lookup_id(conn, model, key_column, key)
     if found is not None:
         return found, False
     try:
         with conn.begin_nested():
-            new_id = conn.execute(
-                model.__table__.insert().values({key_column.key: key, **values})
-            ).inserted_primary_key[0]
+            new_id = _insert_row(conn, model, {key_column.key: key, **values})
         return new_id, True
     except IntegrityError:
         # Another association created it between our select and insert.
-        found = conn.execute(select(model.id).where(key_column == key)).scalar_one()
+        found = _lookup_id(conn, model, key_column, key)
+        assert found is not None, f"{model.__name__} {key} neither inserted nor found"
         return found, False
 
 
@@ -188,22 +220,6 @@ _STUDY_LOOKUP = select(Study.id, Study.patient_pk).where(
 
 # The statements of every store, built once (building them costs more than running them) and
 # run on the driver's cursor (see vesalius.index.prepared).
-_INSTANCE_COLUMNS = (
-    "sop_instance_uid",
-    "series_pk",
-    "transfer_syntax_uid",
-    "blob_key",
-    "size",
-    "sha256",
-    "origin",
-    "sop_class_uid",
-    "instance_number",
-    "metadata_json",
-)
-_INSERT_INSTANCE = Prepared(Instance.__table__.insert(), _INSTANCE_COLUMNS)
-_INSERT_INSTANCE_RETURNING = Prepared(
-    Instance.__table__.insert().returning(Instance.id), _INSTANCE_COLUMNS
-)
 _SERIES_LOOKUP_FAST = Prepared(_SERIES_LOOKUP)
 _COUNT_SERIES = Prepared(
     update(Series)
@@ -243,14 +259,7 @@ def _run(statement: Prepared, conn: Connection, params: dict[str, Any]) -> None:
 
 
 def _insert_instance(conn: Connection, values: dict[str, Any]) -> int:
-    if conn.dialect.name == "postgresql":
-        cursor = _INSERT_INSTANCE_RETURNING.run(conn, values)
-        new_id = cursor.fetchone()[0]
-    else:
-        cursor = _INSERT_INSTANCE.run(conn, values)
-        new_id = cursor.lastrowid
-    cursor.close()
-    return int(new_id)
+    return _insert_row(conn, Instance, values)
 
 
 def add_instance(
