@@ -120,6 +120,8 @@ class Accessed(Event):
     outcome: str = "ok"
     address: str | None = None
     at: datetime = field(default_factory=_now)
+    user_agent: str | None = None
+    detail: str | None = None
 
 
 E = TypeVar("E", bound=Event)
@@ -137,6 +139,7 @@ class EventBus:
 
     def __init__(self, capacity: int = 2_000) -> None:
         self._subscribers: list[tuple[type[Event], Handler, str]] = []
+        self._inline: list[tuple[type[Event], Handler, str]] = []  # replaced, never mutated
         self._lock = threading.Lock()
         self._queue: queue.Queue[Event | None] = queue.Queue(maxsize=capacity)
         self._thread: threading.Thread | None = None
@@ -145,22 +148,50 @@ class EventBus:
         self.failures = 0  # handler errors so far (for tests and the health page)
         self.dropped = 0
 
-    def subscribe(self, event_type: type[E], handler: Callable[[E], Any], name: str = "") -> None:
-        """Call *handler* with every event of *event_type* (or a subclass) from now on."""
+    def subscribe(
+        self,
+        event_type: type[E],
+        handler: Callable[[E], Any],
+        name: str = "",
+        *,
+        inline: bool = False,
+    ) -> None:
+        """Call *handler* with every event of *event_type* (or a subclass) from now on.
+
+        Handlers run on the dispatcher thread, and an event is dropped when they fall far
+        behind. An *inline* handler runs in the publisher's thread before ``publish`` returns
+        and never misses an event: for quick handlers that must see every one (the audit
+        trail's, which only queues the record for its writer). Failures are isolated either way.
+        """
         label = name or getattr(handler, "__qualname__", repr(handler))
         with self._lock:
-            self._subscribers.append((event_type, handler, label))
+            if inline:
+                self._inline = [*self._inline, (event_type, handler, label)]
+            else:
+                self._subscribers.append((event_type, handler, label))
 
     def unsubscribe(self, handler: Handler) -> None:
         with self._lock:
             self._subscribers = [s for s in self._subscribers if s[1] is not handler]
+            self._inline = [s for s in self._inline if s[1] is not handler]
 
     @property
     def has_subscribers(self) -> bool:
-        return bool(self._subscribers)
+        return bool(self._subscribers or self._inline)
+
+    def wants(self, *event_types: type[Event]) -> bool:
+        """Whether any handler subscribes to one of *event_types* (or to a base class)."""
+        return any(
+            issubclass(wanted, event_type)
+            for event_type, _, _ in (*self._inline, *self._subscribers)
+            for wanted in event_types
+        )
 
     def publish(self, event: Event) -> None:
         """Queue *event* for its subscribers (call only after the cause has committed)."""
+        for event_type, handler, label in self._inline:
+            if isinstance(event, event_type):
+                self._call(handler, label, event)
         if not self._subscribers:
             return
         self._start()
@@ -219,14 +250,16 @@ class EventBus:
         with self._lock:
             subscribers = list(self._subscribers)
         for event_type, handler, label in subscribers:
-            if not isinstance(event, event_type):
-                continue
-            started = time.monotonic()
-            try:
-                handler(event)
-            except Exception:
-                self.failures += 1
-                log.exception("event handler %s failed on %r (isolated)", label, event)
-            took = time.monotonic() - started
-            if took > SLOW_HANDLER_S:
-                log.warning("event handler %s took %.1f s on %r", label, took, event)
+            if isinstance(event, event_type):
+                self._call(handler, label, event)
+
+    def _call(self, handler: Handler, label: str, event: Event) -> None:
+        started = time.monotonic()
+        try:
+            handler(event)
+        except Exception:
+            self.failures += 1
+            log.exception("event handler %s failed on %r (isolated)", label, event)
+        took = time.monotonic() - started
+        if took > SLOW_HANDLER_S:
+            log.warning("event handler %s took %.1f s on %r", label, took, event)

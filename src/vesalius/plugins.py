@@ -7,9 +7,10 @@ through which it subscribes to events, filters incoming instances, adds HTTP rou
 container. Job kinds and periodic jobs are registered with :mod:`vesalius.jobs` (at import or
 in ``setup``). A module attribute ``cli`` (a ``typer.Typer``) becomes ``vesalius <name> ...``.
 
-Shipped with Vesalius and loaded first: ``vesalius.records.plugin`` (a new study gives its
-research subject an imaging session) and ``vesalius.routing`` (``[[route]]`` forwarding and
-study completeness). See ``docs/plugins.md`` for a complete example.
+Shipped with Vesalius and loaded first: ``vesalius.auth.audit_plugin`` (the audit trail:
+writes every ``Accessed`` event), ``vesalius.records.plugin`` (a new study gives its research
+subject an imaging session) and ``vesalius.routing`` (``[[route]]`` forwarding and study
+completeness). See ``docs/plugins.md`` for a complete example.
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ from vesalius.config import Settings
 log = logging.getLogger(__name__)
 
 GROUP = "vesalius.plugins"
-BUILTIN = (("records", "vesalius.records.plugin"), ("routing", "vesalius.routing"))
+BUILTIN = (
+    ("audit", "vesalius.auth.audit_plugin"),
+    ("records", "vesalius.records.plugin"),
+    ("routing", "vesalius.routing"),
+)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -48,10 +53,13 @@ class PluginContext:
     def settings(self) -> Settings:
         return self.container.settings  # type: ignore[no-any-return]
 
-    def subscribe(self, event_type: type, handler: Callable[[Any], Any]) -> None:
-        """Call *handler* after commit with every event of *event_type* (isolated)."""
+    def subscribe(
+        self, event_type: type, handler: Callable[[Any], Any], *, inline: bool = False
+    ) -> None:
+        """Call *handler* after commit with every event of *event_type* (isolated); *inline*:
+        in the publisher's thread, never dropped (see ``EventBus.subscribe``)."""
         label = f"{self.name}.{getattr(handler, '__name__', 'handler')}"
-        self.container.events.subscribe(event_type, handler, label)
+        self.container.events.subscribe(event_type, handler, label, inline=inline)
 
     def add_filter(self, instance_filter: Callable[[Any], Any]) -> None:
         """Call *instance_filter* before each instance is stored (accept, Reject, Replace)."""

@@ -187,3 +187,34 @@ def test_subject_changes_and_accesses_are_events_too(sqlite_container: Container
     ]
     accessed = seen[-1]
     assert isinstance(accessed, Accessed) and accessed.actor == "dr.who"
+
+
+def test_the_audit_trail_is_a_shipped_plugin_that_misses_no_access(
+    sqlite_container: Container,
+) -> None:
+    """The trail is written by the `audit` plugin from `Accessed` events, inline: a queued
+    handler stuck behind a full queue (events dropped for it) loses the trail nothing, and a
+    failing inline handler of another plugin neither."""
+    from vesalius.auth.audit import AuditRecord
+    from vesalius.events import Accessed
+    from vesalius.index.people import AuditFilters
+
+    container = sqlite_container
+    assert "audit" in [p.name for p in container.plugins]
+    release = threading.Event()
+    container.events._queue.maxsize = 2  # a tiny queue, so that the stuck handler drops events
+    container.events.subscribe(Accessed, lambda event: release.wait(30), name="stuck")
+
+    def broken(event: Accessed) -> None:
+        raise RuntimeError("a broken inline handler")
+
+    container.events.subscribe(Accessed, broken, name="broken", inline=True)
+    try:
+        for number in range(40):
+            container.audit.record(AuditRecord("dr.who", "view", "http", f"/patients/P{number}"))
+        assert container.events.dropped > 0  # the queued handler missed events...
+    finally:
+        release.set()
+    trail = container.audit.search(AuditFilters(actor="dr.who", limit=100))
+    assert sorted(row["object"] for row in trail) == sorted(f"/patients/P{n}" for n in range(40))
+    assert container.events.failures >= 40  # ...and the broken one failed alone each time

@@ -32,7 +32,7 @@ HEMODYNAMIC = "1.2.840.10008.5.1.4.1.1.9.2.1"
 
 def test_the_installed_example_plugin_is_loaded(container: Container) -> None:
     names = [p.name for p in container.plugins]
-    assert names[:3] == ["records", "routing", "example"]
+    assert names[:4] == ["audit", "records", "routing", "example"]
     with pytest.raises(InstanceRejected, match="refused by example: modality HD is not"):
         container.archive.store(make_file(Modality="HD"))
     container.archive.store(make_file(Modality="CT"))

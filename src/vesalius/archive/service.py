@@ -288,7 +288,7 @@ class Archive:
 
     def _committed(self, committed: Sequence[Committed]) -> None:
         """Announce instances whose rows have committed (events: never before the commit)."""
-        if not self.events.has_subscribers:
+        if not self.events.wants(InstanceStored, StudyCreated):
             return
         for item in committed:
             parsed = item.parsed

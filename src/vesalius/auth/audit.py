@@ -76,19 +76,32 @@ class AuditLog:
         self.events: EventBus | None = None
 
     def record(self, event: AuditRecord) -> None:
-        """Queue *event*; it is written within moments, or at the next :meth:`flush`."""
-        if self.events is not None and self.events.has_subscribers:
-            self.events.publish(
-                Accessed(
-                    event.actor,
-                    event.action,
-                    event.protocol,
-                    event.object,
-                    event.study_uid,
-                    event.outcome,
-                    event.address,
-                )
+        """Announce an access as an ``Accessed`` event.
+
+        The shipped audit plugin (:mod:`vesalius.auth.audit_plugin`) subscribes inline, so the
+        event is queued for :meth:`write` before this returns and a :meth:`flush` after it
+        finds it written. Without an event bus (a bare log), it is written directly.
+        """
+        if self.events is None:
+            self.write(event)
+            return
+        self.events.publish(
+            Accessed(
+                event.actor,
+                event.action,
+                event.protocol,
+                event.object,
+                event.study_uid,
+                event.outcome,
+                event.address,
+                event.at.replace(tzinfo=UTC),  # the trail keeps UTC without a zone
+                event.user_agent,
+                event.detail,
             )
+        )
+
+    def write(self, event: AuditRecord) -> None:
+        """Queue *event* for the trail; it is written within moments, or at the next flush."""
         if self._thread is None:
             self._start()
         self._queue.put(event)
@@ -154,6 +167,22 @@ class AuditLog:
             self._queue.put(None)
             self._thread.join(timeout=10)
             self._thread = None
+
+
+def from_accessed(event: Accessed) -> AuditRecord:
+    """The trail's record of an ``Accessed`` event."""
+    return AuditRecord(
+        event.actor,
+        event.action,
+        event.protocol,
+        event.object,
+        event.study_instance_uid,
+        event.outcome,
+        event.address,
+        event.user_agent,
+        event.detail,
+        event.at.astimezone(UTC).replace(tzinfo=None) if event.at.tzinfo else event.at,
+    )
 
 
 def dimse_event(event: Any, action: str, obj: str | None, study_uid: str | None) -> AuditRecord:
