@@ -12,7 +12,7 @@ from vesalius.auth.audit import AuditLog
 from vesalius.config import Settings
 from vesalius.events import EventBus
 from vesalius.federation.central import Central
-from vesalius.federation.jobs import push_soon_hook
+from vesalius.federation.jobs import push_soon_hook, push_soon_on_changes
 from vesalius.federation.mirror import Mirror
 from vesalius.index.engine import Database
 from vesalius.index.migrate import upgrade
@@ -61,8 +61,10 @@ def build(settings: Settings, *, migrate: bool = False, load_plugins: bool = Tru
     archive = Archive(settings, db, blobs, events)
     records = Records(settings, db, blobs, archive)
     if settings.indexer_url:
-        # A site of a federation: a new study queues a push to the central index.
+        # A site of a federation: a new study queues a push to the central index ...
         archive.add_study_hook("federation.push_soon", push_soon_hook(settings))
+        # ... and so do instances added to an existing study, and deletions.
+        push_soon_on_changes(settings, db, events)
     audit = AuditLog(db, settings.audit_retention_days)
     audit.events = events
     auth = Auth(settings, db, audit)

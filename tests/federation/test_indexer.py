@@ -246,7 +246,7 @@ def test_serve_pushes_by_itself(tmp_path: Path, sqlite_central: Node) -> None:
         later = studies(tmp_path / "later", 1, "N")
         h1.run(["import", str(tmp_path / "later")])
         wait_for(lambda: len(found(central)) == 4)
-        # a deletion is not a new study: the interval brings it
+        # a deletion is pushed soon too (test below), or else on the interval
         assert h1.delete(f"/api/studies/{first[0]}").status_code in (200, 204)
         wait_for(lambda: {u for _, u, _ in found(central)} == {*first[1:], *later})
         assert any("pushed 1 records" in line for line in h1.log)
@@ -267,4 +267,40 @@ def test_a_rebuilt_index_is_pushed_whole_again(tmp_path: Path, sqlite_central: N
     assert "Pushed 2 study records" in again.stdout, again.stdout + again.stderr
     assert "pushing every study" in again.stderr
     assert [u for _, u, _ in found(sqlite_central)] == sorted(uids)
+    assert status(h1)["backlog_changes"] == 0
+
+
+def test_serve_pushes_soon_after_added_instances_and_deletions(
+    tmp_path: Path, sqlite_central: Node
+) -> None:
+    """An instance added to a known study, and a deletion, are pushed within moments of the
+    change (the typed events queue the debounced push), not on the interval."""
+    central = sqlite_central
+    h1 = site(tmp_path, central, "H1")
+    first = studies(tmp_path / "in", 2)
+    h1.run(["import", str(tmp_path / "in")])
+    h1.run(["indexer", "push"])
+    assert found(central) == sorted(("H1", u, 1) for u in first)
+    h1.env["VESALIUS_INDEXER_INTERVAL_S"] = "3600"
+    h1.start()
+    try:
+        # the schedule's first run (due at once) goes by; the next is an hour away
+        wait_for(
+            lambda: (
+                "federation.push"
+                in h1.run(["jobs", "list", "--kind", "federation.push", "--state", "done"]).stdout
+            )
+        )
+        # one more instance of the first study, imported by another process
+        more = make_dataset(
+            PatientID="P000", PatientName="PATIENT^NUMBER0", StudyInstanceUID=first[0]
+        )
+        write(tmp_path / "more", more)
+        h1.run(["import", str(tmp_path / "more")])
+        wait_for(lambda: ("H1", first[0], 2) in found(central))
+        # a deletion at the site, over its API
+        assert h1.delete(f"/api/studies/{first[1]}").status_code in (200, 204)
+        wait_for(lambda: found(central) == [("H1", first[0], 2)])
+    finally:
+        h1.stop()
     assert status(h1)["backlog_changes"] == 0

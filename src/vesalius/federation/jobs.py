@@ -4,7 +4,8 @@ With ``indexer_url`` set, :func:`install` registers the job kind ``federation.pu
 schedules it every ``indexer_interval_s`` (the safety net), and :func:`push_soon_hook` (wired
 by the container) makes every new study enqueue it, in the study's own write transaction, to
 run ``indexer_debounce_s`` later: studies stored together
-are pushed together, a few seconds after they were stored. One pending push at a time (a
+are pushed together, a few seconds after they were stored. :func:`push_soon_on_changes` does
+the same for instances added to existing studies and for deletions. One pending push at a time (a
 dedupe key); a push that fails is retried by the job runner with backoff, and the watermark
 never moves past what the central index did not acknowledge.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+import time
 from typing import Any
 
 from vesalius.federation.indexer import Indexer
@@ -76,6 +79,39 @@ def push_soon_hook(settings: Any) -> Any:
         jobs.enqueue(session, PUSH, {}, run_at=run_at, dedupe_key=SOON)
 
     return soon
+
+
+def push_soon_on_changes(settings: Any, db: Any, events: Any) -> None:
+    """Queue the debounced push when an existing study changes: an instance added to it
+    (``InstanceStored``) or instances deleted (``InstancesDeleted``).
+
+    A new study is queued by :func:`push_soon_hook`, in its own transaction. These events
+    come after commit, from whatever process stored or deleted (``serve``, ``import``); the
+    job is queued in the database, so a ``serve`` runs it. One attempt per debounce period
+    at most: a study arriving instance by instance queues one push, not one per instance (a
+    change that finds the push already running is seen by that push's backlog check).
+    """
+    from vesalius import jobs
+    from vesalius.events import InstancesDeleted, InstanceStored
+
+    lock = threading.Lock()
+    quiet_until = [0.0]
+
+    def soon(event: Any) -> None:
+        if isinstance(event, InstanceStored) and event.new_study:
+            return  # the study hook queued it
+        now = time.monotonic()
+        with lock:
+            if now < quiet_until[0]:
+                return
+            quiet_until[0] = now + settings.indexer_debounce_s
+        run_at = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(
+            seconds=settings.indexer_debounce_s
+        )
+        jobs.enqueue(db, PUSH, {}, run_at=run_at, dedupe_key=SOON)
+
+    events.subscribe(InstanceStored, soon, "federation.push_soon")
+    events.subscribe(InstancesDeleted, soon, "federation.push_soon")
 
 
 def install_mirror(container: Any) -> None:
