@@ -17,12 +17,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, select, update
+from sqlalchemy import Select, bindparam, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vesalius.dicom import dicomjson
 from vesalius.index.models import Patient, Study
+from vesalius.index.prepared import Prepared
 from vesalius.index.records_models import (
     AuxFile,
     BaselineDiagnosis,
@@ -44,8 +45,33 @@ def get_subject(session: Session, subject_id: str, *, lock: bool = False) -> Sub
     return session.execute(query).scalar_one_or_none()
 
 
+# The statements every new study runs (the imaging session hook), on the driver's cursor.
+_LOCK_SUBJECT = Prepared(select(Subject.id).where(Subject.id == bindparam("pk")).with_for_update())
+_SUBJECT_BY_ID = Prepared(select(Subject.id).where(Subject.subject_id == bindparam("sid")))
+_COUNT_ON = Prepared(
+    select(func.count())
+    .select_from(Event)
+    # position -1 marks the event being moved: it does not count
+    .where(
+        Event.subject_pk == bindparam("pk"),
+        Event.event_date == bindparam("day"),
+        Event.position >= 0,
+    )
+)
+_SESSION_EVENT = Prepared(select(Event.id).where(Event.session_study_uid == bindparam("uid")))
+
+
+def _one(session: Session, statement: Prepared, params: dict[str, Any]) -> Any:
+    """The first column of the first row (None when there is none)."""
+    session.flush()  # what session.execute would do first: pending ORM changes are seen
+    cursor = statement.run(session.connection(), params)
+    row = cursor.fetchone()
+    cursor.close()
+    return None if row is None else row[0]
+
+
 def lock_subject(session: Session, subject_pk: int) -> None:
-    session.execute(select(Subject.id).where(Subject.id == subject_pk).with_for_update())
+    _one(session, _LOCK_SUBJECT, {"pk": subject_pk})
 
 
 def insert_subject(session: Session, values: dict[str, Any]) -> Subject:
@@ -61,7 +87,7 @@ def get_or_create_subject(
     session: Session, subject_id: str, defaults: dict[str, Any]
 ) -> tuple[int, bool]:
     """The id of the subject, creating it; True when it was created."""
-    found = session.execute(select(Subject.id).where(Subject.subject_id == subject_id)).scalar()
+    found = _one(session, _SUBJECT_BY_ID, {"sid": subject_id})
     if found is not None:
         return found, False
     try:
@@ -181,14 +207,7 @@ def get_event(session: Session, subject_pk: int, event_id: int) -> Event | None:
 
 
 def _count_on(session: Session, subject_pk: int, day: dt.date) -> int:
-    return int(
-        session.execute(
-            select(func.count())
-            .select_from(Event)
-            # position -1 marks the event being moved: it does not count
-            .where(Event.subject_pk == subject_pk, Event.event_date == day, Event.position >= 0)
-        ).scalar_one()
-    )
+    return int(_one(session, _COUNT_ON, {"pk": subject_pk, "day": day}))
 
 
 def _open_slot(session: Session, subject_pk: int, day: dt.date, position: int | None) -> int:
@@ -333,9 +352,8 @@ def remove_link(session: Session, event_id: int, study_uid: str) -> bool:
 
 def session_event_for_study(session: Session, study_uid: str) -> int | None:
     """The imaging session event an arriving study created, if any."""
-    return session.execute(
-        select(Event.id).where(Event.session_study_uid == study_uid)
-    ).scalar_one_or_none()
+    found = _one(session, _SESSION_EVENT, {"uid": study_uid})
+    return None if found is None else int(found)
 
 
 def insert_session_event(
