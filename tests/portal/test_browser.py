@@ -246,7 +246,7 @@ def test_worklist_awkward_patients_and_audit_pages(web: RunningWeb, browser: Any
     row.wait_for()
     cells = row.locator("td").all_inner_texts()
     assert cells[0] == "Müller, José"
-    assert cells[5:] == ["2024-01-02", "Chest CT", "CT"]
+    assert cells[5:] == ["2024-01-02", "Chest CT", "CT", "this archive"]  # last: the source
     assert re.fullmatch(r"\d{4}-\d\d-\d\d", cells[2])
     (ARTIFACTS / "worklist.png").write_bytes(page.screenshot(full_page=True))
 
