@@ -10,9 +10,11 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from vesalius import jobs
 from vesalius.auth import tokens
 from vesalius.config import Settings
 from vesalius.dicom.matching import Constraint, MatchingError, parse_constraint
@@ -24,6 +26,10 @@ from vesalius.index.federation import Applied, CentralFilters, CentralPage, Site
 
 SITE_KEY_PREFIX = "vsk_"
 MAX_PAGE = 1000
+# Rows written by pushes after which the table's statistics are refreshed (a job), so that a
+# search right after a bulk push does not run on plans made for an empty table.
+ANALYZE_AFTER = 10_000
+ANALYZE_JOB = "central.analyze"
 
 
 def _now() -> datetime:
@@ -54,6 +60,7 @@ class Central:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
+        self._written = 0  # rows pushed since statistics were last asked for (this process)
 
     @property
     def enabled(self) -> bool:
@@ -98,15 +105,24 @@ class Central:
                 )
         for attempt in (1, 2):
             try:
-                return self.db.run_write(
+                applied = self.db.run_write(
                     lambda s: fed_index.apply_records(s, site.id, records, _now())
                 )
+                break
             except IntegrityError:
                 # Two pushes of the same site inserted the same study at once: run again,
                 # the second time it is an update.
                 if attempt == 2:
                     raise
-        raise AssertionError("unreachable")
+        self._written += applied.upserted + applied.deleted
+        if self._written >= ANALYZE_AFTER:
+            self._written = 0
+            jobs.enqueue(self.db, ANALYZE_JOB, {}, dedupe_key=ANALYZE_JOB)
+        return applied
+
+    def refresh_statistics(self) -> None:
+        """The ``central.analyze`` job: refresh the search's table statistics."""
+        self.db.run_write(fed_index.refresh_statistics)
 
     # -- search --------------------------------------------------------------------------------
 
@@ -137,3 +153,10 @@ def _constraint(keyword: str, vr: str, value: str | None) -> Constraint | None:
         return parse_constraint(keyword, vr, value)
     except MatchingError as exc:
         raise InvalidQuery(f"{keyword}: {exc}") from None
+
+
+def _refresh_statistics(payload: dict[str, Any], context: jobs.JobContext) -> None:
+    context.container.central.refresh_statistics()
+
+
+jobs.register(ANALYZE_JOB, _refresh_statistics, max_attempts=2)

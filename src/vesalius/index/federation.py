@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, false, func, insert, select, update
+from sqlalchemy import and_, delete, false, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from vesalius.dicom.matching import Constraint
@@ -539,3 +539,14 @@ def replace_remote_digests(
     rows = [{"source": source, "study_iuid": u, "digest": d} for u, d in acknowledged.items()]
     for start in range(0, len(rows), 1000):
         session.execute(insert(IndexerRemoteStudy), rows[start : start + 1000])
+
+
+def refresh_statistics(session: Session) -> None:
+    """Refresh the planner's statistics of the central index's studies table.
+
+    After a bulk push the table has none until autovacuum (PostgreSQL) or nobody (SQLite)
+    gathers them, and searches that count thousands of matches pick poor plans meanwhile.
+    """
+    table = FederationStudy.__tablename__
+    mysql = session.get_bind().dialect.name in ("mysql", "mariadb")
+    session.execute(text(f"ANALYZE TABLE {table}" if mysql else f"ANALYZE {table}"))
