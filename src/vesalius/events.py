@@ -175,10 +175,6 @@ class EventBus:
             self._subscribers = [s for s in self._subscribers if s[1] is not handler]
             self._inline = [s for s in self._inline if s[1] is not handler]
 
-    @property
-    def has_subscribers(self) -> bool:
-        return bool(self._subscribers or self._inline)
-
     def wants(self, *event_types: type[Event]) -> bool:
         """Whether any handler subscribes to one of *event_types* (or to a base class)."""
         return any(

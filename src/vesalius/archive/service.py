@@ -77,14 +77,13 @@ class StoreOutcome:
         return self.status in (StoreStatus.STORED, StoreStatus.REPLACED)
 
 
-def blob_key_for(parsed: ParsedInstance, now: float | None = None) -> str:
+def blob_key_for(parsed: ParsedInstance) -> str:
     """A key that never collides: the hour it was written (UTC), then the study; unique per
     write. The hour lets start-up find the files written since the index log's last flush
     (:meth:`Archive.recover_unflushed`) without walking the whole store."""
     h = hashlib.sha1(parsed.study_instance_uid.encode()).hexdigest()
     return (
-        f"{hour_prefix(time.time() if now is None else now)}{h[:12]}/"
-        f"{parsed.sop_instance_uid}.{secrets.token_hex(4)}.dcm"
+        f"{hour_prefix(time.time())}{h[:12]}/{parsed.sop_instance_uid}.{secrets.token_hex(4)}.dcm"
     )
 
 

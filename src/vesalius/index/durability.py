@@ -105,13 +105,13 @@ class IndexLog:
         if thread is not None:
             self._stop.set()
             thread.join()
-        if self._writes != self._flushed_writes:
+        if self.unflushed:
             with contextlib.suppress(OSError):
                 self.flush(record=thread is not None)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            if self._writes == self._flushed_writes:
+            if not self.unflushed:
                 continue
             try:
                 self.flush()

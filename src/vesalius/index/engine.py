@@ -29,7 +29,7 @@ _WRITE_OPTION = "vesalius_write"
 T = TypeVar("T")
 
 
-def make_engine(url: str, sqlite_synchronous: str = "full", **kwargs: Any) -> Engine:
+def make_engine(url: str, sqlite_synchronous: str = "normal", **kwargs: Any) -> Engine:
     """Create the engine for an index URL, with the per-dialect settings Vesalius relies on."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -161,12 +161,6 @@ class Database:
                     raise
                 time.sleep(random.uniform(0.005, 0.05) * attempt)
         raise AssertionError("unreachable")
-
-    def make_durable(self) -> None:
-        """Flush what was committed so far to the disk (before a committed change removes a
-        file). A no-op where every commit is durable already (FULL, server databases)."""
-        if self.log is not None:
-            self.log.flush(record=False)
 
     def dispose(self) -> None:
         if self.log is not None:

@@ -719,14 +719,22 @@ class SettledStudy:
 def settle_studies(session: Session, idle_since: Any, limit: int = 500) -> list[SettledStudy]:
     """Declare stable the studies without a new instance since *idle_since*; writes a
     ``study_stable`` change for each, in this transaction."""
-    rows = session.execute(
-        select(Study.id, Study.study_instance_uid, Patient.patient_id, Study.num_instances)
-        .join(Patient, Study.patient_pk == Patient.id)
-        .where(Study.stable_at.is_(None), Study.updated_at < idle_since)
-        .order_by(Study.updated_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+    return _settle(
+        session,
+        _UNSTABLE.where(Study.updated_at < idle_since).order_by(Study.updated_at).limit(limit),
+    )
+
+
+_UNSTABLE = (
+    select(Study.id, Study.study_instance_uid, Patient.patient_id, Study.num_instances)
+    .join(Patient, Study.patient_pk == Patient.id)
+    .where(Study.stable_at.is_(None))
+)
+
+
+def _settle(session: Session, query: Select[Any]) -> list[SettledStudy]:
+    """Mark stable the unstable studies *query* selects, with a ``study_stable`` change each."""
+    rows = session.execute(query.with_for_update(skip_locked=True)).all()
     if not rows:
         return []
     now = changes.utcnow()
@@ -822,18 +830,7 @@ def settle_named_studies(session: Session, study_uids: Sequence[str]) -> list[Se
     change for each, in this transaction): the study said it is complete."""
     if not study_uids:
         return []
-    rows = session.execute(
-        select(Study.id, Study.study_instance_uid, Patient.patient_id, Study.num_instances)
-        .join(Patient, Study.patient_pk == Patient.id)
-        .where(Study.stable_at.is_(None), Study.study_instance_uid.in_(list(study_uids)))
-        .with_for_update(skip_locked=True)
-    ).all()
-    if not rows:
-        return []
-    now = changes.utcnow()
-    session.execute(update(Study).where(Study.id.in_([r[0] for r in rows])).values(stable_at=now))
-    changes.record(session, [NewChange(ChangeKind.STUDY_STABLE, r[2], r[1]) for r in rows])
-    return [SettledStudy(r[1], r[2], int(r[3])) for r in rows]
+    return _settle(session, _UNSTABLE.where(Study.study_instance_uid.in_(list(study_uids))))
 
 
 _IMAGES_IN_ACQUISITION = "00201002"
