@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,6 +71,7 @@ class AuditLog:
         self._queue: queue.Queue[AuditRecord | object | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._hurry = threading.Event()  # cuts the writer's linger short (flush, close)
         # Set by the container: every recorded access is also an ``Accessed`` event.
         self.events: EventBus | None = None
 
@@ -117,17 +117,17 @@ class AuditLog:
     def _run(self) -> None:
         while True:
             first = self._queue.get()
-            batch: list[AuditRecord | object | None] = [first]
             # Linger a moment to gather what follows: a C-STORE stream then costs one commit
-            # (one disk flush) per batch instead of one per instance. flush() cuts it short.
-            deadline = time.monotonic() + LINGER_S
-            while len(batch) < BATCH and batch[-1] is not None and batch[-1] is not _HURRY:
-                remaining = deadline - time.monotonic()
+            # (one disk flush) per batch instead of one per instance. The writer sleeps on an
+            # event that only flush() and close() set, rather than waking at every queued
+            # record: a wake per record was a thread hand-off per stored instance.
+            if first is not None and first is not _HURRY and self._queue.qsize() < BATCH:
+                self._hurry.wait(LINGER_S)
+            self._hurry.clear()
+            batch: list[AuditRecord | object | None] = [first]
+            while len(batch) < BATCH and batch[-1] is not None:
                 try:
-                    if remaining > 0:
-                        batch.append(self._queue.get(timeout=remaining))
-                    else:
-                        batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             events = [e for e in batch if isinstance(e, AuditRecord)]
@@ -147,6 +147,7 @@ class AuditLog:
         """Wait until every event recorded so far is written."""
         if self._thread is not None:
             self._queue.put(_HURRY)
+            self._hurry.set()
             self._queue.join()
 
     def search(self, filters: AuditFilters) -> list[dict[str, Any]]:
@@ -165,6 +166,7 @@ class AuditLog:
     def close(self) -> None:
         if self._thread is not None:
             self._queue.put(None)
+            self._hurry.set()
             self._thread.join(timeout=10)
             self._thread = None
 
