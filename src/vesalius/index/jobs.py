@@ -105,6 +105,25 @@ def insert_job(
         return None
 
 
+def _ready(now: dt.datetime) -> Any:
+    """Queued and due, or running on a lease that has expired (its runner died)."""
+    return or_(
+        and_(Job.state == JobState.QUEUED.value, Job.run_at <= now),
+        and_(Job.state == JobState.RUNNING.value, Job.lease_until < now),
+    )
+
+
+def any_ready(session: Session, kinds: Sequence[str]) -> bool:
+    """Whether a job of *kinds* is ready: a read, so that an idle runner's poll takes no
+    write lock (on SQLite a write transaction, on every database a row lock)."""
+    if not kinds:
+        return False
+    found = session.execute(
+        select(Job.id).where(_ready(utcnow()), Job.kind.in_(kinds)).limit(1)
+    ).first()
+    return found is not None
+
+
 def claim(
     session: Session, owner: str, kinds: Sequence[str], limit: int, lease_s: dict[str, float]
 ) -> list[JobRow]:
@@ -112,10 +131,7 @@ def claim(
     if not kinds or limit <= 0:
         return []
     now = utcnow()
-    ready = or_(
-        and_(Job.state == JobState.QUEUED.value, Job.run_at <= now),
-        and_(Job.state == JobState.RUNNING.value, Job.lease_until < now),
-    )
+    ready = _ready(now)
     ids = list(
         session.execute(
             select(Job.id)

@@ -118,6 +118,9 @@ class JobRunner:
         kinds = registry.kinds()
         if free <= 0 or not kinds:
             return 0
+        with self.db.read() as session:
+            if not sql.any_ready(session, list(kinds)):
+                return 0
         self._claims += 1
         owner = f"{self.owner}/{self._claims}"
         lease = {name: kind.lease_s for name, kind in kinds.items()}
