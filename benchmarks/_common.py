@@ -917,6 +917,9 @@ class VesaliusLauncher:
                 # unlisted AE may only echo and store).
                 VESALIUS_REMOTE_AE=f'[{{name="benchmark", ae_title="{SCU_AET}", role="admin"}}]',
                 PYTHONUNBUFFERED="1",
+                # `make install-test` installs the test suite's example plugin in the same
+                # environment; its instance filter is not part of the archive being measured.
+                VESALIUS_DISABLED_PLUGINS='["example"]',
             )
             if self.database_url:
                 env["VESALIUS_DATABASE_URL"] = self.database_url

@@ -500,6 +500,14 @@ class Settings(BaseModel):
             "entry point group vesalius.plugins."
         ),
     )
+    disabled_plugins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Names of plugins not to load, although shipped or installed (an entry point "
+            "installed in the environment for another purpose, say): "
+            "VESALIUS_DISABLED_PLUGINS='[\"example\"]'."
+        ),
+    )
 
     viewer_dir: Path | None = Field(
         default=None,
@@ -735,6 +743,7 @@ _STRUCTURED = {
     "cors_origins",
     "unknown_ae_services",
     "plugins",
+    "disabled_plugins",
     "route",
     "dicomweb_server",
 }

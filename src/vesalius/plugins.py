@@ -96,18 +96,21 @@ class PluginContext:
 
 
 def discover(settings: Settings) -> list[tuple[str, str, str]]:
-    """(name, module, source) of every plugin to load: shipped, entry points, settings."""
+    """(name, module, source) of every plugin to load: shipped, entry points, settings,
+    less those the ``disabled_plugins`` setting names."""
     found: list[tuple[str, str, str]] = [(name, module, "shipped") for name, module in BUILTIN]
     for point in entry_points(group=GROUP):
         found.append((point.name, point.value.split(":")[0], "entry point"))
     for module in settings.plugins:
         found.append((module.rsplit(".", 1)[-1], module, "settings"))
+    disabled = {name.lower() for name in settings.disabled_plugins}
     seen: set[str] = set()
     unique = []
     for name, module, source in found:
-        if module not in seen:
+        name = name.lower().replace(".", "-")
+        if module not in seen and name not in disabled:
             seen.add(module)
-            unique.append((name.lower().replace(".", "-"), module, source))
+            unique.append((name, module, source))
     return unique
 
 

@@ -55,6 +55,17 @@ def test_the_installed_example_plugin_is_loaded(container: Container) -> None:
     assert rule_for("DELETE", "/plugins/example/counts") is None  # fail closed
 
 
+def test_a_disabled_plugin_is_not_loaded(make_settings: Any) -> None:
+    container = build(make_settings(disabled_plugins=["Example", "routing"]), migrate=True)
+    try:
+        names = [p.name for p in container.plugins]
+        assert names == ["audit", "records"]
+        container.archive.store(make_file(Modality="HD"))  # the example's filter is absent
+        assert container.archive.totals().instances == 1
+    finally:
+        container.close()
+
+
 def test_a_plugin_outside_plugins_cannot_claim_other_routes() -> None:
     from vesalius.auth.permissions import add_plugin_rule
 
