@@ -35,6 +35,10 @@ def make_engine(url: str, sqlite_synchronous: str = "normal", **kwargs: Any) -> 
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # LIFO: the connection used last is taken again, so its page cache stays warm and
+        # a quiet archive uses one or two connections rather than cycling through five.
+        if parsed.database and parsed.database != ":memory:":
+            kwargs.setdefault("pool_use_lifo", True)  # (a memory database has no queue pool)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 60}, **kwargs
         )
@@ -81,6 +85,9 @@ def _tune_sqlite(engine: Engine, synchronous: str) -> None:
             "busy_timeout=60000",
             "foreign_keys=ON",
             "case_sensitive_like=ON",
+            # Reads through a memory map instead of a pread() per page: profiling the store
+            # path found ~20 page re-reads per stored instance. Address space, not memory.
+            "mmap_size=1073741824",
         ):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
