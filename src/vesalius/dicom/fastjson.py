@@ -36,7 +36,7 @@ _NUMBERS = {
     "UV": "Q",
     "SV": "q",
 }
-_SIZES = {code: struct.calcsize(code) for code in _NUMBERS.values()}
+_SIZES = {code: struct.calcsize("<" + code) for code in _NUMBERS.values()}  # standard sizes
 _IS = re.compile(r"[+-]?[0-9]+")
 _DS = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _INFINITIES = (float("inf"), float("-inf"))
