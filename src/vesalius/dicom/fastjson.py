@@ -177,7 +177,8 @@ def _value_json(
             return item
         for part in parts:
             # pydicom's handling of empty components and of padding inside values differs
-            if not part or part[0] == " " or part[-1] == " ":
+            # by VR (a UID drops any white space around it, an AE spaces, a CS none)
+            if not part or part != part.strip():
                 raise Fallback
         item["Value"] = parts
     elif vr in _TEXT_SINGLE:
@@ -202,7 +203,7 @@ def _value_json(
             return item
         names = []
         for name in text.split("\\"):
-            if not name or "=" in name or "\0" in name or name != name.strip(" "):
+            if not name or "=" in name or "\0" in name or name != name.strip():
                 raise Fallback
             names.append({"Alphabetic": name})
         item["Value"] = names
