@@ -13,16 +13,23 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydicom import Dataset, dcmread
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from vesalius.dicom.dicomjson import BULK_PREFIX, DicomJson, dataset_to_json
+from vesalius.dicom.dicomjson import (
+    BULK_DATA_THRESHOLD,
+    BULK_PREFIX,
+    DicomJson,
+    dataset_to_json,
+    tag_key,
+)
+from vesalius.dicom.rawscan import NeedMore, Unusual, scan
 from vesalius.errors import InvalidInstance
 from vesalius.storage.spool import Spool
 
@@ -67,29 +74,17 @@ _DECODE_ERRORS = (
 )
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class ParsedInstance:
-    """A checked incoming instance: its dataset (without pixel data) and its JSON."""
+    """A checked incoming instance: its DICOM JSON (pixel data as a bulk data URI), its
+    transfer syntax and the UIDs it is filed under."""
 
-    dataset: Dataset
     json: DicomJson
     transfer_syntax_uid: str
-
-    @property
-    def sop_instance_uid(self) -> str:
-        return str(self.dataset.SOPInstanceUID)
-
-    @property
-    def sop_class_uid(self) -> str:
-        return str(self.dataset.SOPClassUID)
-
-    @property
-    def study_instance_uid(self) -> str:
-        return str(self.dataset.StudyInstanceUID)
-
-    @property
-    def series_instance_uid(self) -> str:
-        return str(self.dataset.SeriesInstanceUID)
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
 
     @property
     def uids(self) -> tuple[str, str, str, str]:
@@ -174,21 +169,89 @@ def parse_instance(data: bytes) -> ParsedInstance:
         With the reason: not DICOM, truncated, a required UID missing or malformed.
     """
     data = with_preamble(data)
+    try:
+        return _parse_fast(data, True, len(data))
+    except _NOT_FAST:
+        pass  # the pydicom path decides, and words any refusal
     return _parse(io.BytesIO(data), len(data))
+
+
+# The fast path leaves to the pydicom path: what it does not read exactly like pydicom
+# (Unusual, NeedMore), any refusal (the pydicom path words it), and should it have a bug,
+# anything else: a file is never refused, nor read differently, because of the fast path.
+_NOT_FAST = Exception
+
+# How much of a file the fast path reads first, and at most: a header rarely needs more.
+_HEAD_BYTES = 64 * 1024
+_MAX_HEAD_BYTES = 4 * 1024 * 1024
 
 
 def parse_file(path: Path, size: int | None = None) -> ParsedInstance:
     """Parse a DICOM Part 10 file on disk, reading only up to its pixel data."""
-    with open(path, "rb", buffering=65536) as fh:
+    with open(path, "rb", buffering=0) as fh:
         if size is None:
             size = fh.seek(0, io.SEEK_END)
             fh.seek(0)
-        return _parse(fh, size)
+        want = _HEAD_BYTES
+        head = fh.read(want)
+        while True:
+            try:
+                return _parse_fast(head, len(head) < want, size)
+            except NeedMore:
+                if want >= _MAX_HEAD_BYTES:
+                    break
+                head += fh.read(_MAX_HEAD_BYTES - want)
+                want = _MAX_HEAD_BYTES
+            except _NOT_FAST:
+                break
+        fh.seek(0)
+        return _parse(io.BufferedReader(fh, 65536), size)
 
 
 def parse_spool(spool: Spool) -> ParsedInstance:
     """Parse what was written into *spool* (see :func:`parse_file`)."""
     return parse_file(spool.path, spool.size)
+
+
+def _bulk_uri(tag: int) -> str:
+    return f"{BULK_PREFIX}{tag:08X}"
+
+
+def _parse_fast(data: bytes, complete: bool, size: int) -> ParsedInstance:
+    """The plain case, read without pydicom (see :mod:`vesalius.dicom.rawscan`).
+
+    Raises :class:`Unusual`, :class:`NeedMore` or :class:`InvalidInstance` (a refusal, which
+    the pydicom path words) whenever the pydicom path must decide.
+    """
+    scanned = scan(data, complete=complete, threshold=BULK_DATA_THRESHOLD, bulk=_bulk_uri)
+    json = scanned.json
+    for group, expected in ((json, _EXPECTED_VR), (scanned.meta, _EXPECTED_META_VR)):
+        for tag, want in expected.items():
+            item = group.get(f"{tag:08X}")
+            if item is not None and item["vr"] != want:
+                raise Unusual(f"{tag:08X} has VR {item['vr']}")
+    uids = [_single_string(json, keyword) for keyword in REQUIRED_UIDS]
+    _check_uids(uids, _single_string(scanned.meta, "MediaStorageSOPInstanceUID"))
+    if scanned.pixel_tag is not None:
+        tag = scanned.pixel_tag
+        vr = _pixel_vr(tag, scanned.pixel_vr, json)
+        available = size - scanned.pixel_offset
+        syntax = UID(scanned.transfer_syntax_uid)
+        _check_pixel_length(json, syntax, tag, scanned.pixel_length, available)
+        json[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": _bulk_uri(tag)}
+    return ParsedInstance(json, scanned.transfer_syntax_uid, *uids)
+
+
+def _single_string(json: DicomJson, keyword: str) -> str:
+    """The value of a string element as pydicom's ``str(ds.get(keyword, "") or "")`` gives
+    it (an element with several values is left to the pydicom path)."""
+    item = json.get(tag_key(keyword))
+    values = item.get("Value") if item is not None else None
+    if not values:
+        return ""
+    if len(values) != 1 or not isinstance(values[0], str):
+        raise Unusual(f"{keyword} has several values")
+    return values[0]
 
 
 def _parse(fp: BinaryIO, size: int) -> ParsedInstance:
@@ -215,7 +278,7 @@ def _parse_checked(fp: BinaryIO, size: int) -> ParsedInstance:
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if not syntax:
         raise InvalidInstance("the file has no Transfer Syntax UID (0002,0010) in its meta header")
-    pixel: tuple[int, str, int, int] | None = None
+    pixel: tuple[int, str | None, int, int] | None = None
     if syntax == DeflatedExplicitVRLittleEndian:
         # pydicom inflates the whole rest of the file itself; read it all (rare syntax)
         fp.seek(0)
@@ -226,33 +289,41 @@ def _parse_checked(fp: BinaryIO, size: int) -> ParsedInstance:
             pixel = _pixel_element(fp, at, ds)
     _check_vrs(ds)
     _check_complete(ds)
-    for keyword in REQUIRED_UIDS:
-        value = str(ds.get(keyword, "") or "").strip()
-        if not value:
-            raise InvalidInstance(f"{keyword} is missing or empty")
-        if not _LENIENT_UID.match(value):
-            raise InvalidInstance(f"{keyword} {value[:80]!r} is not a valid UID")
-    meta_sop = str(meta.get("MediaStorageSOPInstanceUID", "") or "")
-    if meta_sop and meta_sop != str(ds.SOPInstanceUID):
-        raise InvalidInstance(
-            f"the meta header's SOP Instance UID {meta_sop} differs from the dataset's "
-            f"{ds.SOPInstanceUID}"
-        )
+    uids = [str(ds.get(keyword, "") or "") for keyword in REQUIRED_UIDS]
+    _check_uids(uids, str(meta.get("MediaStorageSOPInstanceUID", "") or ""))
     try:
         json = dataset_to_json(ds)
     except Exception as exc:  # pydicom raises many kinds on malformed values
         raise InvalidInstance(f"an element cannot be decoded: {exc}") from None
     if pixel is not None:
-        tag, vr, length, value_at = pixel
-        _check_pixel_length(ds, tag, length, size - value_at)
+        tag, raw_vr, length, value_at = pixel
+        vr = _pixel_vr(tag, raw_vr, json)
+        _check_pixel_length(json, syntax, tag, length, size - value_at)
         json[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": f"{BULK_PREFIX}{tag:08X}"}
     elif _PIXEL_DATA in ds:
-        _check_pixel_data(ds, len(ds.get_item(_PIXEL_DATA).value or b""))
-    return ParsedInstance(dataset=ds, json=json, transfer_syntax_uid=str(syntax))
+        _check_pixel_data(json, syntax, len(ds.get_item(_PIXEL_DATA).value or b""))
+    return ParsedInstance(json, str(syntax), *uids)
 
 
-def _pixel_element(fp: BinaryIO, at: int, ds: Dataset) -> tuple[int, str, int, int] | None:
-    """The (tag, VR, declared length, value offset) of the pixel data element at *at*."""
+def _check_uids(uids: list[str], meta_sop: str) -> None:
+    """Refuse required UIDs (in the order of ``REQUIRED_UIDS``) missing or malformed, and a
+    meta header naming another SOP instance."""
+    for keyword, uid in zip(REQUIRED_UIDS, uids, strict=True):
+        value = uid.strip()
+        if not value:
+            raise InvalidInstance(f"{keyword} is missing or empty")
+        if not _LENIENT_UID.match(value):
+            raise InvalidInstance(f"{keyword} {value[:80]!r} is not a valid UID")
+    sop = uids[1]
+    if meta_sop and meta_sop != sop:
+        raise InvalidInstance(
+            f"the meta header's SOP Instance UID {meta_sop} differs from the dataset's {sop}"
+        )
+
+
+def _pixel_element(fp: BinaryIO, at: int, ds: Dataset) -> tuple[int, str | None, int, int] | None:
+    """The (tag, explicit VR or None, declared length, value offset) of the pixel data
+    element at *at*."""
     implicit, little = ds.original_encoding
     if implicit is None or little is None:
         return None
@@ -266,11 +337,8 @@ def _pixel_element(fp: BinaryIO, at: int, ds: Dataset) -> tuple[int, str, int, i
     if tag not in _PIXEL_TAGS:
         return None
     if implicit:
-        vr = _PIXEL_TAGS[tag]
-        if tag == _PIXEL_DATA and int(ds.get("BitsAllocated", 16) or 16) <= 8:
-            vr = "OB"
         (length,) = struct.unpack(endian + "I", head[4:8])
-        return tag, vr, length, at + 8
+        return tag, None, length, at + 8
     raw_vr = head[4:6]
     if raw_vr in _LONG_VRS:
         if len(head) < 12:
@@ -280,15 +348,41 @@ def _pixel_element(fp: BinaryIO, at: int, ds: Dataset) -> tuple[int, str, int, i
     else:
         (length,) = struct.unpack(endian + "H", head[6:8])
         value_at = at + 8
-    vr = raw_vr.decode("latin-1")
-    if vr not in ("OB", "OW", "OF", "OD", "UN"):
-        raise InvalidInstance(f"the pixel data element {Tag(tag)} has VR {vr!r}, not OB or OW")
-    return tag, vr, length, value_at
+    return tag, raw_vr.decode("latin-1"), length, value_at
 
 
-def _check_pixel_length(ds: Dataset, tag: int, length: int, available: int) -> None:
+def _pixel_vr(tag: int, explicit_vr: str | None, json: DicomJson) -> str:
+    """The VR the pixel data element *tag* is served with: as written in explicit VR (one
+    of the binary VRs), from the image description in implicit VR."""
+    if explicit_vr is None:
+        vr = _PIXEL_TAGS[tag]
+        if tag == _PIXEL_DATA and int(_json_value(json, "BitsAllocated", 16) or 16) <= 8:
+            vr = "OB"
+        return vr
+    if explicit_vr not in ("OB", "OW", "OF", "OD", "UN"):
+        raise InvalidInstance(
+            f"the pixel data element {Tag(tag)} has VR {explicit_vr!r}, not OB or OW"
+        )
+    return explicit_vr
+
+
+def _json_value(json: DicomJson, keyword: str, default: Any) -> Any:
+    """The value of an element as ``ds.get(keyword, default)`` gives it: *default* when
+    absent, None when empty, the value when single, the list of values when several."""
+    item = json.get(tag_key(keyword))
+    if item is None:
+        return default
+    values = item.get("Value")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def _check_pixel_length(
+    json: DicomJson, syntax: UID, tag: int, length: int, available: int
+) -> None:
     if length == _UNDEFINED:
-        if not ds.file_meta.TransferSyntaxUID.is_compressed and tag == _PIXEL_DATA:
+        if not syntax.is_compressed and tag == _PIXEL_DATA:
             raise InvalidInstance(
                 "native pixel data with an undefined length: only compressed (encapsulated) "
                 "pixel data may have one"
@@ -300,7 +394,7 @@ def _check_pixel_length(ds: Dataset, tag: int, length: int, available: int) -> N
             f"but only {max(available, 0)} follow"
         )
     if tag == _PIXEL_DATA:
-        _check_pixel_data(ds, length)
+        _check_pixel_data(json, syntax, length)
 
 
 def _check_vrs(ds: Dataset) -> None:
@@ -341,16 +435,17 @@ def _check_complete(ds: Dataset) -> None:
                 )
 
 
-def _check_pixel_data(ds: Dataset, actual: int) -> None:
+def _check_pixel_data(json: DicomJson, syntax: UID, actual: int) -> None:
     """Refuse native pixel data of *actual* bytes, shorter than its image description says."""
-    if ds.file_meta.TransferSyntaxUID.is_compressed:
+    if syntax.is_compressed:
         return
     try:
-        rows, columns = int(ds.Rows), int(ds.Columns)
-        bits = int(ds.BitsAllocated)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError):
+        rows = int(_json_value(json, "Rows", None))
+        columns = int(_json_value(json, "Columns", None))
+        bits = int(_json_value(json, "BitsAllocated", None))
+        samples = int(_json_value(json, "SamplesPerPixel", 1) or 1)
+        frames = int(_json_value(json, "NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
         raise InvalidInstance(
             "pixel data without a usable image description (Rows, Columns, BitsAllocated)"
         ) from None

@@ -10,6 +10,7 @@ pydicom's; the tests compare both on pydicom's own test files.
 from __future__ import annotations
 
 import base64
+import re
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,9 @@ from pydicom.dataelem import DataElement, RawDataElement
 
 BulkHandler = Callable[[DataElement], str]
 
-_PLAIN_CHARSETS = {"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192", "ISO 2022 IR 6"}
+PLAIN_CHARSETS = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192", "ISO 2022 IR 6"})
+# Text VRs pydicom decodes with its default encoding, whatever the character set says.
+_DEFAULT_ENCODED = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI"})
 _TEXT_MULTI = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UC", "UI"})
 _TEXT_SINGLE = frozenset({"LT", "ST", "UT", "UR"})
 _BINARY = frozenset({"OB", "OW", "OF", "OD", "OL", "OV"})
@@ -33,11 +36,23 @@ _NUMBERS = {
     "UV": "Q",
     "SV": "q",
 }
-_SIZES = {code: struct.calcsize(code) for code in _NUMBERS.values()}
+_SIZES = {code: struct.calcsize("<" + code) for code in _NUMBERS.values()}  # standard sizes
+_IS = re.compile(r"[+-]?[0-9]+")
+_DS = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_INFINITIES = (float("inf"), float("-inf"))
 
 
-class _Fallback(Exception):
-    """This element needs pydicom's full conversion."""
+class Fallback(Exception):
+    """This value needs pydicom's full conversion (the fast one might differ from it)."""
+
+
+def charset_encoding(value: bytes) -> str | None:
+    """The codec of a raw Specific Character Set value, or None when it is not a plain one
+    (several values, or any character set but ASCII, Latin-1 and UTF-8)."""
+    text = value.decode("ascii", "replace").strip(" \0")
+    if "\\" in text or text not in PLAIN_CHARSETS:
+        return None
+    return "utf-8" if text == "ISO_IR 192" else "latin-1"
 
 
 def _encoding_of(ds: Dataset, inherited: str) -> str:
@@ -46,12 +61,12 @@ def _encoding_of(ds: Dataset, inherited: str) -> str:
         return inherited
     value = raw.value
     if isinstance(value, bytes):
-        text = value.decode("ascii", "replace").strip(" \0")
-    elif isinstance(value, list | tuple):
+        return charset_encoding(value) or "pydicom"
+    if isinstance(value, list | tuple):
         text = "\\".join(str(v) for v in value)
     else:
         text = str(value or "").strip()
-    if "\\" in text or text not in _PLAIN_CHARSETS:
+    if "\\" in text or text not in PLAIN_CHARSETS:
         return "pydicom"
     return "utf-8" if text == "ISO_IR 192" else "latin-1"
 
@@ -70,60 +85,126 @@ def dataset_json(
         return ds.to_json_dict(threshold, bulk)  # type: ignore[no-any-return]
     if little is None:
         little = ds.is_little_endian if ds.is_little_endian is not None else True
+
+    def bulk_of(tag: int) -> str:
+        return bulk(ds[tag])
+
     out: dict[str, Any] = {}
     for tag in ds.keys():  # noqa: SIM118 (iterating a Dataset converts every element)
         raw = ds.get_item(tag)
         key = f"{int(tag):08X}"
         try:
             if not isinstance(raw, RawDataElement) or raw.VR is None:
-                raise _Fallback
-            out[key] = _raw_json(ds, raw, threshold, bulk, encoding, little)
-        except (_Fallback, ValueError, UnicodeDecodeError, struct.error):
+                raise Fallback
+            if raw.VR == "SQ":
+                out[key] = {
+                    "vr": "SQ",
+                    "Value": [
+                        dataset_json(i, threshold, bulk, encoding=encoding, little=little)
+                        for i in ds[tag].value
+                    ],
+                }
+            else:
+                out[key] = value_json(
+                    raw.VR,
+                    raw.value or b"",
+                    encoding=encoding,
+                    little=little,
+                    threshold=threshold,
+                    bulk=bulk_of,
+                    tag=int(tag),
+                )
+        except Fallback:
             out[key] = ds[tag].to_json_dict(bulk, threshold)
     return out
 
 
-def _raw_json(
-    ds: Dataset,
-    raw: RawDataElement,
-    threshold: int,
-    bulk: BulkHandler,
+def value_json(
+    vr: str,
+    value: bytes,
+    *,
     encoding: str,
     little: bool,
+    threshold: int,
+    bulk: Callable[[int], str],
+    tag: int,
 ) -> dict[str, Any]:
-    vr = raw.VR
-    value: bytes = raw.value or b""
+    """The DICOM JSON of one element other than a sequence, from its raw *value*.
+
+    *encoding* is the codec of the data set's (plain) character set, see
+    :func:`charset_encoding`; *bulk* gives the ``BulkDataURI`` of the element *tag* when its
+    binary value is too large to be inline. The result is what pydicom's
+    ``DataElement.to_json_dict(bulk, threshold)`` gives.
+
+    Raises
+    ------
+    Fallback
+        When the value is anything but plain, so that it might convert differently.
+    """
+    try:
+        return _value_json(vr, value, encoding, little, threshold, bulk, tag)
+    except (ValueError, UnicodeDecodeError, struct.error):
+        raise Fallback from None
+
+
+def _value_json(
+    vr: str,
+    value: bytes,
+    encoding: str,
+    little: bool,
+    threshold: int,
+    bulk: Callable[[int], str],
+    tag: int,
+) -> dict[str, Any]:
     item: dict[str, Any] = {"vr": vr}
-    if vr == "SQ":
-        element = ds[raw.tag]
-        item["Value"] = [
-            dataset_json(i, threshold, bulk, encoding=encoding, little=little)
-            for i in element.value
-        ]
-        return item
     if not value:
-        return item
+        if vr in _NUMBERS or vr in _BINARY or vr == "AT" or vr in _TEXT_MULTI:
+            return item
+        if vr in _TEXT_SINGLE or vr in ("PN", "IS", "DS"):
+            return item
+        raise Fallback
     if vr in _TEXT_MULTI:
+        if vr in _DEFAULT_ENCODED:
+            if not value.isascii():
+                raise Fallback
+        elif b"\x1b" in value:
+            raise Fallback  # escape sequences: pydicom switches character sets
+        if b"\0" in value.rstrip(b" \0" if vr == "UI" else b" "):
+            raise Fallback
         text = value.decode(encoding).rstrip(" \0" if vr == "UI" else " ")
         parts = text.split("\\")
         if len(parts) == 1 and not parts[0]:
             return item
-        if any(not p for p in parts):
-            raise _Fallback  # pydicom's handling of empty components differs by VR
+        for part in parts:
+            # pydicom's handling of empty components and of padding inside values differs
+            # by VR (a UID drops any white space around it, an AE spaces, a CS none)
+            if not part or part != part.strip():
+                raise Fallback
         item["Value"] = parts
     elif vr in _TEXT_SINGLE:
-        text = value.decode(encoding).rstrip(" \0" if vr != "UR" else " ")
+        if vr == "UR":
+            if not value.isascii():
+                raise Fallback
+            text = value.decode("ascii").rstrip()
+        else:
+            if b"\x1b" in value:
+                raise Fallback
+            text = value.decode(encoding).rstrip(" \0")
         if not text:
             return item
+        if "\0" in text:
+            raise Fallback
         item["Value"] = [text]
     elif vr == "PN":
-        text = value.decode(encoding).rstrip(" \0")
+        if b"\x1b" in value:
+            raise Fallback
+        text = value.rstrip(b" \0").decode(encoding)
         if not text:
             return item
         names = []
         for name in text.split("\\"):
-            if not name or "=" in name:
-                raise _Fallback
+            if not name or "=" in name or "\0" in name or name != name.strip():
+                raise Fallback
             names.append({"Alphabetic": name})
         item["Value"] = names
     elif vr in ("IS", "DS"):
@@ -131,30 +212,29 @@ def _raw_json(
         parts = [p.strip(" \0") for p in parts]
         if len(parts) == 1 and not parts[0]:
             return item
-        if any(not p for p in parts):
-            raise _Fallback
+        pattern = _IS if vr == "IS" else _DS
+        if any(not pattern.fullmatch(p) for p in parts):
+            raise Fallback
         if vr == "IS":
             item["Value"] = [int(p) for p in parts]
         else:
             numbers = [float(p) for p in parts]
-            if any(n != n or n in (float("inf"), float("-inf")) for n in numbers):
-                raise _Fallback
+            if any(n in _INFINITIES for n in numbers):
+                raise Fallback
             item["Value"] = numbers
     elif vr in _NUMBERS:
         code = _NUMBERS[vr]
         size = _SIZES[code]
         if len(value) % size:
-            raise _Fallback
+            raise Fallback
         count = len(value) // size
         numbers = struct.unpack(f"{'<' if little else '>'}{count}{code}", value)
-        if vr in ("FL", "FD") and any(
-            n != n or n in (float("inf"), float("-inf")) for n in numbers
-        ):
-            raise _Fallback
+        if vr in ("FL", "FD") and any(n != n or n in _INFINITIES for n in numbers):
+            raise Fallback
         item["Value"] = list(numbers)
     elif vr == "AT":
         if len(value) % 4:
-            raise _Fallback
+            raise Fallback
         fmt = "<" if little else ">"
         tags = []
         for i in range(0, len(value), 4):
@@ -163,9 +243,11 @@ def _raw_json(
         item["Value"] = tags
     elif vr in _BINARY:
         if len(value) > threshold:
-            item["BulkDataURI"] = bulk(ds[raw.tag])
+            item["BulkDataURI"] = bulk(tag)
+        elif len(value) > threshold // 4 * 3:
+            raise Fallback  # pydicom makes bulk data of anything whose base64 exceeds it
         else:
             item["InlineBinary"] = base64.b64encode(value).decode("ascii")
     else:
-        raise _Fallback
+        raise Fallback
     return item
