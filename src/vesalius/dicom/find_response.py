@@ -14,11 +14,17 @@ These are pure functions over pydicom datasets, so any DICOM network layer can c
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydicom import Dataset
-from pydicom.charset import convert_encodings, custom_encoders, python_encoding
+from pydicom.charset import (
+    convert_encodings,
+    custom_encoders,
+    need_tail_escape_sequence_encodings,
+    python_encoding,
+)
 from pydicom.dataelem import empty_value_for_VR
 
 from vesalius.dicom.dicomjson import DicomJson
@@ -174,3 +180,221 @@ def find_response(identifier: Dataset, result: DicomJson, level: str) -> Dataset
     if chosen:
         response.SpecificCharacterSet = chosen if len(chosen) > 1 else chosen[0]
     return response
+
+
+# -- Encoding answers straight from DICOM JSON ------------------------------------------------
+
+# Explicit VR elements with a 4-byte length (PS3.5 7.1.2).
+_LONG_LENGTH_VRS = frozenset(
+    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+)
+# Text written as is in the default repertoire (pydicom's ``write_string``); UI pads with NUL.
+_ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UR", "UI"})
+_BINARY_FORMATS = {
+    "US": "H", "UL": "L", "SS": "h", "SL": "l", "SV": "q", "UV": "Q", "FL": "f", "FD": "d",
+}  # fmt: skip
+_INTS = (int,)
+_NUMBERS = (int, float)
+
+
+class _Fallback(Exception):
+    """This answer needs the general path (a data set built and encoded by pydicom)."""
+
+
+class AnswerEncoder:
+    """C-FIND answers for one request, encoded straight from the index's DICOM JSON.
+
+    Building a pydicom data set per answer and encoding it costs more server CPU than the rest
+    of a C-FIND together. This writes the same bytes directly: for every key the identifier
+    asks for, the element header and the value from the JSON (or an empty value), in tag
+    order, with :func:`find_response`'s choice of Specific Character Set. Text outside the
+    default repertoire, or in a character set with code extensions, is encoded by pydicom's
+    own element writer; an answer with a sequence, inline binary or an ambiguous VR is built
+    and encoded by pydicom whole. The result is byte for byte what
+    ``encode(find_response(identifier, result, level))`` gives (tests/dicom compare them).
+    """
+
+    def __init__(self, identifier: Dataset, level: str, *, implicit: bool) -> None:
+        self.identifier = identifier
+        self.level = level
+        self.implicit = implicit
+        self.requested = character_set_terms(identifier.get("SpecificCharacterSet"))
+        # (tag, JSON key, the identifier's VR) of each requested key, in tag order; retired
+        # group lengths are never written (pydicom's rule too).
+        self.keys: list[tuple[int, str, str]] = []
+        for elem in identifier:
+            tag = int(elem.tag)
+            if elem.tag.is_private or elem.tag.group == 0x0002 or elem.keyword in _OWN_KEYS:
+                continue
+            if tag & 0xFFFF == 0 and tag >> 16 > 6:
+                continue
+            self.keys.append((tag, f"{tag:08X}", elem.VR))
+        self._headers: dict[tuple[int, str], tuple[bytes, bool]] = {}
+        self._simple_sets: dict[tuple[str, ...], bool] = {}
+        self.fallbacks = 0  # answers that took the general path
+        self.level_element = self._element(0x00080052, "CS", _pad(level.encode("ascii"), b" "))
+
+    # -- the general path --------------------------------------------------------------------
+
+    def _pydicom(self, result: DicomJson) -> bytes | None:
+        from pynetdicom.dsutils import encode as encode_dataset
+
+        answer = find_response(self.identifier, result, self.level)
+        return encode_dataset(answer, self.implicit, True)  # type: ignore[no-any-return]
+
+    # -- the direct path ---------------------------------------------------------------------
+
+    def encode(self, result: DicomJson) -> bytes | None:
+        """The encoded identifier of the pending response for *result* (None: unencodable)."""
+        try:
+            return self._direct(result)
+        except _Fallback:
+            self.fallbacks += 1
+            return self._pydicom(result)
+
+    def _header(self, tag: int, vr: str, length: int) -> bytes:
+        cached = self._headers.get((tag, vr))
+        if cached is None:
+            if len(vr) != 2:
+                raise _Fallback  # ambiguous: pydicom resolves it against the data set
+            group, element = tag >> 16, tag & 0xFFFF
+            if self.implicit:
+                prefix = struct.pack("<HH", group, element)
+            elif vr in _LONG_LENGTH_VRS:
+                prefix = struct.pack("<HH2s2x", group, element, vr.encode("ascii"))
+            else:
+                prefix = struct.pack("<HH2s", group, element, vr.encode("ascii"))
+            cached = (prefix, self.implicit or vr in _LONG_LENGTH_VRS)
+            self._headers[(tag, vr)] = cached
+        prefix, long_length = cached
+        if long_length:
+            return prefix + _UL.pack(length)
+        if length > 0xFFFF:
+            raise _Fallback  # pydicom writes such a value as UN
+        return prefix + _US.pack(length)
+
+    def _element(self, tag: int, vr: str, value: bytes) -> bytes:
+        return self._header(tag, vr, len(value)) + value
+
+    def _direct(self, result: DicomJson) -> bytes:
+        # First pass: each key's VR and values (person names as strings), and the text that
+        # decides the character set.
+        items: list[tuple[int, str, list[Any] | None]] = []
+        texts: list[str] = []
+        for tag, key, asked_vr in self.keys:
+            item = result.get(key)
+            if item is None or "BulkDataURI" in item:
+                items.append((tag, asked_vr, None))
+                continue
+            vr = item.get("vr", "UN")
+            if vr == "SQ" or "InlineBinary" in item:
+                raise _Fallback
+            values = item.get("Value")
+            if not values:
+                items.append((tag, vr, None))
+                continue
+            if vr == "PN":
+                values = [person_name(v) for v in values]
+            if vr in TEXT_VRS:
+                for value in values:
+                    if not isinstance(value, str):
+                        raise _Fallback
+                    if value:
+                        texts.append(value)
+            items.append((tag, vr, values))
+        ascii_only = all(t.isascii() for t in texts)
+        carried = ascii_only or (bool(self.requested) and can_carry(self.requested, texts))
+        chosen = self.requested if carried else [UTF8]
+        simple = self._simple(chosen)
+        parts: list[tuple[int, bytes]] = [(0x00080052, self.level_element)]
+        if chosen:
+            value = "\\".join(chosen).encode("ascii")
+            parts.append((0x00080005, self._element(0x00080005, "CS", _pad(value, b" "))))
+        for tag, vr, values in items:
+            if values is None:
+                parts.append((tag, self._header(tag, vr, 0)))
+                continue
+            raw = self._value(vr, values, simple)
+            if raw is None:
+                parts.append((tag, self._by_pydicom(tag, vr, values, chosen)))
+            else:
+                parts.append((tag, self._element(tag, vr, raw)))
+        parts.sort(key=_first)
+        return b"".join(part for _, part in parts)
+
+    def _simple(self, chosen: list[str]) -> bool:
+        """Whether ASCII text is written as its ASCII bytes in *chosen* (no code extensions)."""
+        key = tuple(chosen)
+        simple = self._simple_sets.get(key)
+        if simple is None:
+            encodings = convert_encodings(list(chosen) or ["ISO_IR 6"])
+            simple = len(encodings) == 1 and encodings[0] not in need_tail_escape_sequence_encodings
+            self._simple_sets[key] = simple
+        return simple
+
+    def _value(self, vr: str, values: list[Any], simple: bool) -> bytes | None:
+        """The value bytes, padded; None when pydicom's writer must encode the element (text
+        outside the default repertoire, DS, AT, values of unexpected types)."""
+        if vr in TEXT_VRS:
+            if not simple:
+                return None
+            for value in values:
+                if not value.isascii():
+                    return None
+            # pydicom drops a person name's empty trailing groups, value by value
+            strings = [v.rstrip("=") for v in _split(values)] if vr == "PN" else values
+            return _pad("\\".join(strings).encode("ascii"), b" ")
+        if vr in _ASCII_VRS:
+            for value in values:
+                if not isinstance(value, str) or not value.isascii():
+                    return None
+            # pydicom's UID strips each value
+            strings = [v.strip() for v in _split(values)] if vr == "UI" else values
+            return _pad("\\".join(strings).encode("ascii"), b"\x00" if vr == "UI" else b" ")
+        if vr == "IS":
+            if not all(type(v) in _INTS for v in values):
+                return None
+            return _pad("\\".join(str(v) for v in values).encode("ascii"), b" ")
+        fmt = _BINARY_FORMATS.get(vr)
+        if fmt is None:
+            return None  # DS, AT, OB, UN...: pydicom's conversions decide the bytes
+        for value in values:
+            if type(value) not in (_NUMBERS if fmt in "fd" else _INTS):
+                return None
+        try:
+            return struct.pack(f"<{len(values)}{fmt}", *values)
+        except struct.error:
+            return None
+
+    def _by_pydicom(self, tag: int, vr: str, values: list[Any], chosen: list[str]) -> bytes:
+        """One element encoded by pydicom's writer (text in the chosen character set)."""
+        from pydicom.filebase import DicomBytesIO
+        from pydicom.filewriter import write_data_element
+
+        dataset = Dataset()
+        dataset.add_new(tag, vr, values if len(values) > 1 else values[0])
+        out = DicomBytesIO()
+        out.is_little_endian = True
+        out.is_implicit_VR = self.implicit
+        try:
+            write_data_element(out, dataset[tag], chosen or None)
+        except Exception:
+            raise _Fallback from None
+        return out.getvalue()
+
+
+_US = struct.Struct("<H")
+_UL = struct.Struct("<I")
+
+
+def _split(values: list[str]) -> list[str]:
+    """The values as pydicom holds them: a single string is split at its backslashes."""
+    return values[0].split("\\") if len(values) == 1 else values
+
+
+def _pad(value: bytes, padding: bytes) -> bytes:
+    return value + padding if len(value) % 2 else value
+
+
+def _first(part: tuple[int, bytes]) -> int:
+    return part[0]

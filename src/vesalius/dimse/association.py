@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -32,7 +32,20 @@ log = logging.getLogger(__name__)
 MAX_ASSOCIATE_RQ = 1024 * 1024  # 128 contexts take about 15 KB
 MAX_IDENTIFIER = 4 * 1024 * 1024
 READ_CHUNK = 1024 * 1024  # the most of one fragment held in memory at a time
+# A stored data set up to this size is read whole into the buffer of its message and sent in
+# one write; a larger one in writes of about this size.
+SEND_WHOLE = 16 * 1024 * 1024
 DEFAULT_SEND_PDU = 256 * 1024  # when the peer sets no maximum
+
+
+def _read_exactly(source: BinaryIO, target: memoryview) -> None:
+    """Fill *target* from *source*; ``OSError`` when the file ends first."""
+    got = 0
+    while got < len(target):
+        count = source.readinto(target[got:])  # type: ignore[attr-defined]
+        if not count:
+            raise OSError("the stored file is shorter than its index says")
+        got += count
 
 
 class Aborted(Exception):
@@ -82,6 +95,7 @@ class Association:
         self._next_id = 0
         self._closed = False
         self._receiving: Message | None = None  # its spool is removed if the peer goes
+        self._held: list[bytes] = []  # P-DATA of messages for the next write (see hold)
 
     # -- the life of an association ----------------------------------------------------------
 
@@ -355,36 +369,121 @@ class Association:
         source: BinaryIO | None = None,
         source_length: int = 0,
     ) -> None:
-        """Send one message: the command, then a data set from memory or read from *source*."""
+        """Send one message: the command, then a data set from memory or read from *source*.
+
+        The message's P-DATA-TF PDUs (and the held messages before it, see :meth:`hold`) are
+        built in one buffer and written at once; a data set from *source* is read straight
+        into its place in that buffer. Only a data set over :data:`SEND_WHOLE` bytes is sent
+        in several writes; if reading it fails after a first write, the peer has part of a
+        message, so the association is aborted.
+        """
         async with self._send_lock:
-            self._fragments(context_id, memoryview(command), 0x01, last=True)
+            buffer = bytearray().join(self._held)
+            self._append(buffer, context_id, command, 0x01)
             if dataset is not None:
-                self._fragments(context_id, memoryview(dataset), 0x00, last=True)
+                self._append(buffer, context_id, dataset, 0x00)
+            elif source is not None and source_length <= SEND_WHOLE:
+                self._read_into(buffer, context_id, source, source_length, last=True)
             elif source is not None:
-                left = source_length
-                step = max(self.max_fragment, READ_CHUNK - READ_CHUNK % self.max_fragment)
-                while left > 0:
-                    chunk = source.read(min(step, left))
-                    if not chunk:
-                        raise OSError("the stored file is shorter than its index says")
-                    left -= len(chunk)
-                    self._fragments(context_id, memoryview(chunk), 0x00, last=left == 0)
-                    await self.writer.drain()
+                await self._send_in_parts(buffer, context_id, source, source_length)
+                return
+            self._held.clear()
+            self.writer.write(buffer)
             await self.writer.drain()
 
-    def _fragments(self, context_id: int, data: memoryview, control: int, last: bool) -> None:
+    async def send_all(
+        self, context_id: int, messages: Sequence[tuple[bytes, bytes | None]]
+    ) -> None:
+        """Send several (command, data set) messages in one write."""
+        async with self._send_lock:
+            buffer = bytearray().join(self._held)
+            for command, dataset in messages:
+                self._append(buffer, context_id, command, 0x01)
+                if dataset is not None:
+                    self._append(buffer, context_id, dataset, 0x00)
+            self._held.clear()
+            self.writer.write(buffer)
+            await self.writer.drain()
+
+    def hold(self, context_id: int, command: bytes) -> None:
+        """Queue a message without a data set to go out with the next write.
+
+        A C-GET's pending responses travel with the C-STORE sub-operation after them: one
+        write instead of two, and the peer reads both at once.
+        """
+        buffer = bytearray()
+        self._append(buffer, context_id, command, 0x01)
+        self._held.append(bytes(buffer))
+
+    def _append(
+        self, buffer: bytearray, context_id: int, data: bytes | memoryview, control: int
+    ) -> None:
+        """*data* as P-DATA-TF PDUs of one PDV each, the last one flagged last."""
         size = self.max_fragment
-        total = len(data)
-        write = self.writer.write
+        view = memoryview(data)
+        total = len(view)
         pos = 0
         while True:
             end = min(pos + size, total)
-            final = last and end == total
-            write(pdu.pdata_header(context_id, control | (0x02 if final else 0), end - pos))
-            write(data[pos:end])
+            final = 0x02 if end == total else 0
+            buffer += pdu.pdata_header(context_id, control | final, end - pos)
+            buffer += view[pos:end]
             pos = end
             if pos >= total:
                 return
+
+    def _read_into(
+        self, buffer: bytearray, context_id: int, source: BinaryIO, length: int, last: bool
+    ) -> None:
+        """*length* bytes of *source* as data set PDUs, read into their place in *buffer*.
+
+        Raises ``OSError`` when *source* ends early; *buffer* is then incomplete.
+        """
+        size = self.max_fragment
+        fragments = max(1, -(-length // size))
+        start = len(buffer)
+        buffer += bytes(length + 12 * fragments)
+        view = memoryview(buffer)  # not released explicitly: a failed read's traceback holds it
+        pos, left = start, length
+        while True:
+            step = min(size, left)
+            final = 0x02 if last and step == left else 0
+            pdu.HEADER.pack_into(view, pos, pdu.P_DATA_TF, step + 6)
+            pdu.PDV_HEADER.pack_into(view, pos + 6, step + 2, context_id, final)
+            pos += 12
+            _read_exactly(source, view[pos : pos + step])
+            pos += step
+            left -= step
+            if left <= 0:
+                return
+
+    async def _send_in_parts(
+        self, buffer: bytearray, context_id: int, source: BinaryIO, length: int
+    ) -> None:
+        """A large data set in writes of about :data:`SEND_WHOLE` bytes each."""
+        step = max(self.max_fragment, SEND_WHOLE - SEND_WHOLE % self.max_fragment)
+        left = length
+        written = False
+        try:
+            while left > 0:
+                part = min(step, left)
+                self._read_into(buffer, context_id, source, part, last=part == left)
+                self._held.clear()
+                self.writer.write(buffer)
+                written = True
+                buffer = bytearray()
+                left -= part
+                await self.writer.drain()
+        except OSError as exc:
+            if not written:
+                raise
+            log.warning("sending to %s failed mid-message (%s); aborting", self._who(), exc)
+            with contextlib.suppress(Exception):
+                self.writer.write(pdu.encode_abort(pdu.ABORT_NOT_SPECIFIED))
+                await asyncio.wait_for(self.writer.drain(), 2)
+            self._closed = True
+            self.writer.close()
+            raise Aborted(f"a stored file failed while it was being sent: {exc}") from exc
 
     async def request(self, context_id: int, build: Callable[[int], bytes], **data: Any) -> Command:
         """Send a request of ours (a C-GET's C-STORE) and wait for its response."""
@@ -409,7 +508,8 @@ class Association:
 
     async def _write(self, data: bytes) -> None:
         async with self._send_lock:
-            self.writer.write(data)
+            self.writer.write(b"".join([*self._held, data]))
+            self._held.clear()
             await self.writer.drain()
 
     async def _abort(self, reason: int) -> None:

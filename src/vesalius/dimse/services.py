@@ -25,7 +25,7 @@ from vesalius.archive.service import Archive
 from vesalius.auth.audit import AuditLog, dimse_event
 from vesalius.auth.dimse_access import DimseAccess, DimseService
 from vesalius.config import RemoteAE, Settings
-from vesalius.dicom.find_response import find_response, requested_character_set
+from vesalius.dicom.find_response import AnswerEncoder, requested_character_set
 from vesalius.dicom.syntaxes import TranscodeError
 from vesalius.dicom.transcode import choose_syntax
 from vesalius.dimse import commands, handlers
@@ -46,6 +46,7 @@ UNABLE_TO_PROCESS = 0xC001
 CANNOT_UNDERSTAND = 0xC000
 _WARNINGS = {0xB000, 0xB006, 0xB007}
 INLINE_STORE = 8 * 1024 * 1024  # bytes: a larger C-STORE is stored on the worker pool
+FIND_WRITE = 256 * 1024  # C-FIND answers gathered into one write (C-CANCEL is read between)
 _LONG_VRS = {
     b"OB",
     b"OW",
@@ -301,23 +302,31 @@ class Services:
     async def _find(
         self, assoc: Association, message: Message, identifier: Dataset, query: Any
     ) -> None:
+        """Query and encode every answer in one worker job, then write the pending responses
+        in as few writes as possible (a C-CANCEL is honoured between writes)."""
         command = message.command
         assert command is not None
         self._audit(assoc, "search", f"C-FIND {query.level.value}", None)
-        results = await self._run(self.archive.find, query)
         implicit = assoc.syntax(message.context_id) == ImplicitVRLittleEndian
+        encoder = AnswerEncoder(identifier, query.level.value, implicit=implicit)
+        answers: list[bytes] = await self._run(_find_answers, self.archive, query, encoder)
         pending = commands.response(command, PENDING, dataset=True)
-        for result in results:
-            if assoc.is_cancelled(command.message_id):
-                await self._final(assoc, message, CANCELLED)
-                return
-            answer = find_response(identifier, result, query.level.value)
-            encoded = encode_dataset(answer, implicit, True)
-            if encoded is None:
-                log.warning("a C-FIND answer could not be encoded; skipped")
-                continue
-            await assoc.send(message.context_id, pending, dataset=encoded)
-        await self._final(assoc, message, SUCCESS)
+        batch: list[tuple[bytes, bytes | None]] = []
+        size = 0
+        for answer in answers:
+            batch.append((pending, answer))
+            size += len(answer)
+            if size >= FIND_WRITE:
+                if assoc.is_cancelled(command.message_id):
+                    await self._final(assoc, message, CANCELLED)
+                    return
+                await assoc.send_all(message.context_id, batch)
+                batch, size = [], 0
+        final = CANCELLED if assoc.is_cancelled(command.message_id) else SUCCESS
+        if final == CANCELLED:
+            batch = []
+        batch.append((commands.response(command, final), None))
+        await assoc.send_all(message.context_id, batch)
 
     async def _move(
         self, assoc: Association, message: Message, query: Any, destination: RemoteAE
@@ -369,7 +378,10 @@ class Services:
                 pending = commands.response(
                     command, PENDING, extra=_counts(total - number, completed, failed, warned)
                 )
-                await assoc.send(message.context_id, pending)
+                if sender.holds_pending:  # it goes out with the next C-STORE
+                    assoc.hold(message.context_id, pending)
+                else:
+                    await assoc.send(message.context_id, pending)
         if failed or warned:
             failure = Dataset()
             failure.FailedSOPInstanceUIDList = failed_uids
@@ -410,6 +422,8 @@ def _name(sop_class: str) -> str:
 
 class _GetSender:
     """C-GET sub-operations: C-STORE requests of ours on the requestor's association."""
+
+    holds_pending = True  # pending responses share a write with the next C-STORE
 
     def __init__(self, assoc: Association, services: Services) -> None:
         self.assoc = assoc
@@ -453,6 +467,18 @@ class _GetSender:
         return response.us(commands.STATUS, 0xC000) or 0
 
 
+def _find_answers(archive: Archive, query: Any, encoder: AnswerEncoder) -> list[bytes]:
+    """The matches of *query*, each encoded as a C-FIND pending response's identifier."""
+    answers = []
+    for result in archive.find(query):
+        encoded = encoder.encode(result)
+        if encoded is None:
+            log.warning("a C-FIND answer could not be encoded; skipped")
+            continue
+        answers.append(encoded)
+    return answers
+
+
 def _converted(
     archive: Archive, record: InstanceRecord, contexts: dict[str, int]
 ) -> tuple[int, bytes]:
@@ -474,6 +500,8 @@ def _converted(
 
 class _MoveSender:
     """C-MOVE sub-operations over a sub-association opened with pynetdicom as the SCU."""
+
+    holds_pending = False  # the requestor hears of each sub-operation as it completes
 
     def __init__(
         self,

@@ -510,7 +510,8 @@ def find(
     if offset:
         query = query.offset(offset)
     matches = []
-    for row in session.execute(query):
+    # Core rows straight from the connection: no ORM execution machinery per query.
+    for row in session.connection().execute(query):
         counts: dict[str, Any] = {
             "NumberOfPatientRelatedStudies": row[1],
             "NumberOfPatientRelatedSeries": row[2],
