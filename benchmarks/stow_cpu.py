@@ -132,14 +132,15 @@ def make_loads(root: Path, args: argparse.Namespace) -> list[Load]:
 
 
 @contextlib.contextmanager
-def profiled(pid: int, out: Path | None) -> Iterator[None]:
-    """py-spy recording *pid* for the duration of the block (when *out* is given)."""
+def profiled(pid: int, out: Path | None, gil: bool = False) -> Iterator[None]:
+    """py-spy recording *pid* for the duration of the block (when *out* is given); with *gil*
+    only the samples of the thread holding the GIL (Python's own CPU, no I/O waits)."""
     if out is None:
         yield
         return
     proc = subprocess.Popen(
         ["py-spy", "record", "--nonblocking", "--pid", str(pid), "--rate", "200",
-         "--format", "speedscope", "--output", str(out)],
+         "--format", "speedscope", "--output", str(out), *(["--gil"] if gil else [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )  # fmt: skip
     time.sleep(1.0)  # let it attach
@@ -155,7 +156,7 @@ def profiled(pid: int, out: Path | None) -> Iterator[None]:
 
 
 def run_load(
-    base: str, pid: int, load: Load, auth: dict[str, str], profile: Path | None
+    base: str, pid: int, load: Load, auth: dict[str, str], profile: Path | None, gil: bool
 ) -> Figures:
     with httpx.Client(timeout=600, headers=auth) as client:
 
@@ -168,7 +169,7 @@ def run_load(
 
         for body in load.warmup:
             post(body)
-        with profiled(pid, profile):
+        with profiled(pid, profile, gil):
             cpu = cpu_seconds(pid)
             start = time.perf_counter()
             for body in load.bodies:
@@ -234,6 +235,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--vesalius-cmd", nargs="+", help="command that runs `vesalius serve`")
     parser.add_argument("--orthanc", type=Path, default=Path("/usr/sbin/Orthanc"))
     parser.add_argument("--py-spy", type=Path, metavar="DIR", help="profile Vesalius' loads")
+    parser.add_argument("--gil", action="store_true", help="profile only GIL-holding samples")
     parser.add_argument("--workdir", type=Path, help="parent of the temp folder")
     return parser.parse_args(argv)
 
@@ -266,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         profile = None
                         if args.py_spy and name == "vesalius":
                             profile = args.py_spy / f"vesalius-{load.name}.speedscope.json"
-                        figures = run_load(base, pid, load, auth, profile)
+                        figures = run_load(base, pid, load, auth, profile, args.gil)
                     results[(load.name, name)] = figures
                     print(
                         f"  {load.name:10} {name:9} {figures.cpu_ms_per_request:8.2f} ms/request"
