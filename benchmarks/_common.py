@@ -661,6 +661,12 @@ class OrthancLauncher:
     startup_timeout: float = 60.0
     key: str = "orthanc"
     label: str = "Orthanc"
+    _proc: ManagedProcess | None = field(default=None, init=False, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        """The running server's process ID (for its CPU time in /proc), None when stopped."""
+        return None if self._proc is None else self._proc.pid
 
     @staticmethod
     def locate(binary: Path = DEFAULT_ORTHANC) -> Path:
@@ -719,10 +725,12 @@ class OrthancLauncher:
                 env=dcmtk_env(self.tcp_nodelay),
             )
             proc.start()
+            self._proc = proc
             endpoint = Endpoint(self.aet, LOOPBACK, dicom_port, http_port if self.http else None)
             wait_until_echo(self.dcmtk, endpoint, proc, self.startup_timeout)
             yield endpoint
         finally:
+            self._proc = None
             if proc is not None:
                 proc.stop()
             shutil.rmtree(instance_dir, ignore_errors=True)
@@ -829,6 +837,12 @@ class VesaliusLauncher:
     key: str = "vesalius"
     label: str = "Vesalius"
     _env: dict[str, str] | None = field(default=None, init=False, repr=False)
+    _proc: ManagedProcess | None = field(default=None, init=False, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        """The running server's process ID (for its CPU time in /proc), None when stopped."""
+        return None if self._proc is None else self._proc.pid
 
     def check(self) -> None:
         exe = self.command[0]
@@ -931,10 +945,12 @@ class VesaliusLauncher:
                 "Vesalius", self.command, instance_dir / "vesalius.log", cwd=instance_dir, env=env
             )
             proc.start()
+            self._proc = proc
             endpoint = Endpoint(self.aet, LOOPBACK, dicom_port, http_port)
             wait_until_echo(self.dcmtk, endpoint, proc, self.startup_timeout)
             yield endpoint
         finally:
+            self._proc = None
             if proc is not None:
                 proc.stop()
             shutil.rmtree(instance_dir, ignore_errors=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -220,3 +220,21 @@ def test_dimse_requests_are_audited_with_the_calling_ae(sqlite_container: Contai
     assert {e["action"] for e in events} == {"store", "search"}
     assert all(e["protocol"] == "dimse" and e["address"] == "127.0.0.1" for e in events)
     assert {e["outcome"] for e in events} == {"ok"}
+
+
+def test_token_lookup_answers_typed_records_on_every_database(container: Container) -> None:
+    # The lookup runs on the driver's cursor: its values must still be what the ORM gives.
+    auth = container.auth
+    auth.create_user("tok", PASSWORD, "researcher", "Tok En")
+    secret, _record = auth.create_token("tok", "script")
+    user = auth.token_user(secret)
+    assert user is not None and user.username == "tok" and user.full_name == "Tok En"
+    assert user.active is True and isinstance(user.created_at, datetime)
+    (record,) = auth.tokens_of("tok")
+    assert isinstance(record.last_used_at, datetime)  # the first use is recorded
+    assert auth.token_user(secret, "tok") == user and auth.token_user(secret, "other") is None
+    auth.set_active("tok", False)
+    assert auth.token_user(secret) is None
+    auth.set_active("tok", True)
+    auth.revoke_token(record.id)
+    assert auth.token_user(secret) is None

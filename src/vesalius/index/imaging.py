@@ -30,7 +30,7 @@ from vesalius.index import changes
 from vesalius.index.changes import ChangeKind, NewChange
 from vesalius.index.lookup import condition, is_indexed
 from vesalius.index.models import Instance, Patient, Series, Study
-from vesalius.index.prepared import Prepared
+from vesalius.index.prepared import Prepared, insert_row
 from vesalius.storage.base import BlobInfo
 
 log = logging.getLogger(__name__)
@@ -157,10 +157,9 @@ def _instance_values(data: DicomJson) -> dict[str, Any]:
     }
 
 
-# The get-or-create statements of patients, studies and series, built on first use: the
-# lookup by unique key, and the insert of each set of columns (see vesalius.index.prepared).
+# The lookups by unique key of patients, studies and series, built on first use (see
+# vesalius.index.prepared; their inserts are prepared.insert_row).
 _LOOKUPS: dict[Any, Prepared] = {}
-_INSERTS: dict[tuple[Any, tuple[str, ...], bool], Prepared] = {}
 
 
 def _lookup_id(conn: Connection, model: Any, key_column: Any, key: str) -> int | None:
@@ -175,21 +174,6 @@ def _lookup_id(conn: Connection, model: Any, key_column: Any, key: str) -> int |
     return None if row is None else int(row[0])
 
 
-def _insert_row(conn: Connection, model: Any, values: dict[str, Any]) -> int:
-    returning = conn.dialect.name == "postgresql"
-    columns = tuple(values)
-    statement = _INSERTS.get((model, columns, returning))
-    if statement is None:
-        insert = model.__table__.insert()
-        statement = _INSERTS[model, columns, returning] = Prepared(
-            insert.returning(model.id) if returning else insert, columns
-        )
-    cursor = statement.run(conn, values)
-    new_id = cursor.fetchone()[0] if returning else cursor.lastrowid
-    cursor.close()
-    return int(new_id)
-
-
 def _get_or_create(
     conn: Connection, model: Any, key_column: Any, key: str, values: dict[str, Any]
 ) -> tuple[int, bool]:
@@ -198,9 +182,8 @@ def _get_or_create(
     if found is not None:
         return found, False
     try:
-        with conn.begin_nested():
-            new_id = _insert_row(conn, model, {key_column.key: key, **values})
-        return new_id, True
+        row = {key_column.key: key, **values}
+        return insert_row(conn, model.__table__, row, may_conflict=True), True
     except IntegrityError:
         # Another association created it between our select and insert.
         found = _lookup_id(conn, model, key_column, key)
@@ -221,6 +204,7 @@ _STUDY_LOOKUP = select(Study.id, Study.patient_pk).where(
 # The statements of every store, built once (building them costs more than running them) and
 # run on the driver's cursor (see vesalius.index.prepared).
 _SERIES_LOOKUP_FAST = Prepared(_SERIES_LOOKUP)
+_STUDY_LOOKUP_FAST = Prepared(_STUDY_LOOKUP)
 _COUNT_SERIES = Prepared(
     update(Series)
     .where(Series.id == bindparam("b_pk"))
@@ -258,10 +242,6 @@ def _run(statement: Prepared, conn: Connection, params: dict[str, Any]) -> None:
     statement.run(conn, params).close()
 
 
-def _insert_instance(conn: Connection, values: dict[str, Any]) -> int:
-    return _insert_row(conn, Instance, values)
-
-
 def add_instance(
     session: Session,
     data: DicomJson,
@@ -289,7 +269,7 @@ def add_instance(
         series_pk, study_pk, patient_pk, owner_uid = found
         _check_series_owner(data, series_uid, owner_uid, study_uid)
     else:
-        study = conn.execute(_STUDY_LOOKUP, {"uid": study_uid}).first()
+        study = _STUDY_LOOKUP_FAST.first(conn, {"uid": study_uid})
         if study is not None:
             study_pk, patient_pk = study
         else:
@@ -325,8 +305,9 @@ def add_instance(
             ).one()
             _check_series_owner(data, series_uid, owner_uid, study_uid)
 
-    instance_id = _insert_instance(
+    instance_id = insert_row(
         conn,
+        Instance.__table__,
         {
             "sop_instance_uid": sop_uid,
             "series_pk": series_pk,
@@ -342,9 +323,9 @@ def add_instance(
     _run(_COUNT_STUDY[new_series], conn, {"b_pk": study_pk, "b_now": changes.utcnow()})
     _run(_COUNT_PATIENT[new_series, new_study], conn, {"b_pk": patient_pk})
     if new_series:
-        _refresh_modalities(session, study_pk)
+        _refresh_modalities(conn, study_pk)
     if new_study and study_date:
-        _bump_last_study_date(session, patient_pk, study_date)
+        _bump_last_study_date(conn, patient_pk, study_date)
     patient_id = (first_string(data, "PatientID") or "").strip()
     feed = [NewChange(ChangeKind.INSTANCE_STORED, patient_id, study_uid, series_uid, sop_uid)]
     if new_study:
@@ -373,32 +354,35 @@ def _check_series_owner(data: DicomJson, series_uid: str, owner_uid: str, study_
     )
 
 
-def _bump_last_study_date(session: Session, patient_pk: int, study_date: str) -> None:
-    session.execute(
-        update(Patient)
-        .where(
-            Patient.id == patient_pk,
-            (Patient.last_study_date.is_(None)) | (Patient.last_study_date < study_date),
-        )
-        .values(last_study_date=study_date)
+# The statements of a new study and of a new series.
+_BUMP_LAST_STUDY_DATE = Prepared(
+    update(Patient)
+    .where(
+        Patient.id == bindparam("b_pk"),
+        (Patient.last_study_date.is_(None)) | (Patient.last_study_date < bindparam("b_date")),
     )
+    .values(last_study_date=bindparam("b_date"))
+)
+_STUDY_MODALITIES = Prepared(
+    select(Series.modality).where(Series.study_pk == bindparam("b_pk")).distinct()
+)
+_SET_MODALITIES = Prepared(
+    update(Study)
+    .where(Study.id == bindparam("b_pk"))
+    .values(modalities_in_study=bindparam("b_modalities"))
+)
 
 
-def _refresh_modalities(session: Session, study_pk: int) -> None:
-    modalities = sorted(
-        {
-            m
-            for m in session.execute(
-                select(Series.modality).where(Series.study_pk == study_pk).distinct()
-            ).scalars()
-            if m
-        }
-    )
-    session.execute(
-        update(Study)
-        .where(Study.id == study_pk)
-        .values(modalities_in_study="\\".join(modalities)[:64] or None)
-    )
+def _bump_last_study_date(conn: Connection, patient_pk: int, study_date: str) -> None:
+    _run(_BUMP_LAST_STUDY_DATE, conn, {"b_pk": patient_pk, "b_date": study_date})
+
+
+def _refresh_modalities(conn: Connection, study_pk: int) -> None:
+    cursor = _STUDY_MODALITIES.run(conn, {"b_pk": study_pk})
+    modalities = sorted({m for (m,) in cursor.fetchall() if m})
+    cursor.close()
+    joined = "\\".join(modalities)[:64] or None
+    _run(_SET_MODALITIES, conn, {"b_pk": study_pk, "b_modalities": joined})
 
 
 def replace_instance(
@@ -667,7 +651,7 @@ def _recount_study(session: Session, study_id: int) -> bool:
         .where(Study.id == study_id)
         .values(num_series=series_count, num_instances=instance_count)
     )
-    _refresh_modalities(session, study_id)
+    _refresh_modalities(session.connection(), study_id)
     return True
 
 

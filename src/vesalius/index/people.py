@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from vesalius.index.models import Patient, Study
 from vesalius.index.people_models import ApiToken, AuditEvent, LoginFailure, LoginSession, User
+from vesalius.index.prepared import Prepared
 
 
 @dataclass(frozen=True)
@@ -177,17 +178,39 @@ def add_token(session: Session, **values: Any) -> TokenRecord:
     return _token(row)
 
 
+# Every request with a bearer token runs this one (see vesalius.index.prepared).
+_TOKEN_BY_HASH = Prepared(
+    select(
+        ApiToken.id,
+        ApiToken.user_pk,
+        ApiToken.name,
+        ApiToken.prefix,
+        ApiToken.created_at,
+        ApiToken.last_used_at,
+        ApiToken.revoked_at,
+        User.id,
+        User.username,
+        User.full_name,
+        User.role,
+        User.active,
+        User.created_at,
+        User.last_login_at,
+    )
+    .join(User, ApiToken.user_pk == User.id)
+    .where(
+        ApiToken.token_hash == bindparam("hash"),
+        ApiToken.revoked_at.is_(None),
+        User.active.is_(true()),
+    )
+)
+
+
 def token_by_hash(session: Session, token_hash: str) -> tuple[TokenRecord, UserRecord] | None:
-    row = session.execute(
-        select(ApiToken, User)
-        .join(User, ApiToken.user_pk == User.id)
-        .where(
-            ApiToken.token_hash == token_hash,
-            ApiToken.revoked_at.is_(None),
-            User.active.is_(True),
-        )
-    ).first()
-    return (_token(row[0]), _user(row[1])) if row else None
+    """The live token of this digest and its active owner."""
+    row = _TOKEN_BY_HASH.first(session.connection(), {"hash": token_hash})
+    if row is None:
+        return None
+    return TokenRecord(*row[:7]), UserRecord(*row[7:])
 
 
 def touch_token(session: Session, token_id: int, now: datetime) -> None:

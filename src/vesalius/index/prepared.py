@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, exc
+from sqlalchemy import Connection, Table, exc
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, Select
 
 
 class Prepared:
@@ -36,12 +36,19 @@ class Prepared:
         entry = self._compiled.get(dialect.name)
         if entry is None:
             compiled = self.statement.compile(dialect=dialect, column_keys=self.columns)
+            results: tuple[Any, ...] = ()
+            if isinstance(self.statement, Select):  # what the result object would convert
+                results = tuple(
+                    column.type._cached_result_processor(dialect, None)
+                    for column in self.statement.selected_columns
+                )
             entry = _Compiled(
                 compiled.string,
                 # the values of the statement's own binds (the 1 of "num_instances + 1")
                 compiled.construct_params({}, _check=False),
                 tuple(compiled.positiontup or ()) if compiled.positional else None,
                 tuple(compiled._bind_processors.items()),  # as execute does
+                results if any(results) else None,
             )
             self._compiled[dialect.name] = entry
         return entry
@@ -64,6 +71,19 @@ class Prepared:
             ) from error
         return cursor
 
+    def first(self, conn: Connection, params: Mapping[str, Any] | None = None) -> Any:
+        """The first row of a SELECT (a tuple, None when there is none), its values converted
+        as SQLAlchemy's result would (datetimes from SQLite's text, booleans...)."""
+        cursor = self.run(conn, params)
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        convert = self._compiled[conn.dialect.name].results
+        if row is None or convert is None:
+            return row
+        return tuple(v if f is None else f(v) for f, v in zip(convert, row, strict=True))
+
 
 @dataclass(frozen=True)
 class _Compiled:
@@ -71,3 +91,37 @@ class _Compiled:
     defaults: dict[str, Any]
     order: tuple[str, ...] | None  # parameter names in order, for positional drivers
     processors: tuple[tuple[str, Any], ...]
+    results: tuple[Any, ...] | None  # a converter (or None) per column of a SELECT
+
+
+# The INSERT of each table and set of columns, built on first use.
+_INSERTS: dict[tuple[Table, tuple[str, ...], bool], Prepared] = {}
+
+
+def insert_row(
+    conn: Connection, table: Table, values: Mapping[str, Any], *, may_conflict: bool = False
+) -> int:
+    """Insert one row of *table* (its primary key is ``id``) and return its id.
+
+    With *may_conflict*, the insert may fail with ``IntegrityError`` (a unique key that
+    another writer took meanwhile) and the caller goes on in the same transaction: it runs in
+    a savepoint, except on SQLite, where a failed statement undoes only itself and the write
+    lock, held from BEGIN IMMEDIATE, lets no other writer in anyway.
+    """
+    returning = conn.dialect.name == "postgresql"
+    columns = tuple(values)
+    statement = _INSERTS.get((table, columns, returning))
+    if statement is None:
+        insert = table.insert()
+        statement = _INSERTS[table, columns, returning] = Prepared(
+            insert.returning(table.c.id) if returning else insert, columns
+        )
+    if may_conflict and conn.dialect.name != "sqlite":
+        with conn.begin_nested():
+            cursor = statement.run(conn, values)
+    else:
+        cursor = statement.run(conn, values)
+    try:
+        return int(cursor.fetchone()[0] if returning else cursor.lastrowid)
+    finally:
+        cursor.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from vesalius.dicom import dicomjson
 from vesalius.index.models import Patient, Study
-from vesalius.index.prepared import Prepared
+from vesalius.index.prepared import Prepared, insert_row
 from vesalius.index.records_models import (
     AuxFile,
     BaselineDiagnosis,
@@ -59,6 +60,11 @@ _COUNT_ON = Prepared(
     )
 )
 _SESSION_EVENT = Prepared(select(Event.id).where(Event.session_study_uid == bindparam("uid")))
+_LINK = Prepared(
+    select(StudyLink.id).where(
+        StudyLink.event_pk == bindparam("event"), StudyLink.study_instance_uid == bindparam("uid")
+    )
+)
 
 
 def _one(session: Session, statement: Prepared, params: dict[str, Any]) -> Any:
@@ -91,17 +97,11 @@ def get_or_create_subject(
     if found is not None:
         return found, False
     try:
-        with session.begin_nested():
-            new_id = session.execute(
-                Subject.__table__.insert().values(subject_id=subject_id, **defaults)
-            ).inserted_primary_key[0]
-        return int(new_id), True
+        row = {"subject_id": subject_id, **defaults}
+        return insert_row(session.connection(), Subject.__table__, row, may_conflict=True), True
     except IntegrityError:
         # Created by another writer between our select and insert.
-        found = session.execute(
-            select(Subject.id).where(Subject.subject_id == subject_id)
-        ).scalar_one()
-        return found, False
+        return _one(session, _SUBJECT_BY_ID, {"sid": subject_id}), False
 
 
 def update_subject(session: Session, subject_pk: int, values: dict[str, Any]) -> None:
@@ -240,10 +240,8 @@ def insert_event(
     """
     day: dt.date = values["event_date"]
     slot = _open_slot(session, subject_pk, day, position)
-    new_id = session.execute(
-        Event.__table__.insert().values(subject_pk=subject_pk, position=slot, **values)
-    ).inserted_primary_key[0]
-    return int(new_id)
+    row = {"subject_pk": subject_pk, "position": slot, **values}
+    return insert_row(session.connection(), Event.__table__, row)
 
 
 def move_event(session: Session, event: Event, day: dt.date, position: int | None) -> None:
@@ -328,16 +326,10 @@ def study_exists(session: Session, study_uid: str) -> bool:
 
 def add_link(session: Session, event_id: int, study_uid: str) -> bool:
     """Link an event to a study; False when the link already existed."""
-    found = session.execute(
-        select(StudyLink.id).where(
-            StudyLink.event_pk == event_id, StudyLink.study_instance_uid == study_uid
-        )
-    ).first()
-    if found is not None:
+    if _one(session, _LINK, {"event": event_id, "uid": study_uid}) is not None:
         return False
-    session.execute(
-        StudyLink.__table__.insert().values(event_pk=event_id, study_instance_uid=study_uid)
-    )
+    row = {"event_pk": event_id, "study_instance_uid": study_uid}
+    insert_row(session.connection(), StudyLink.__table__, row)
     return True
 
 
@@ -359,9 +351,14 @@ def session_event_for_study(session: Session, study_uid: str) -> int | None:
 def insert_session_event(
     session: Session, subject_pk: int, values: dict[str, Any], study_uid: str
 ) -> int | None:
-    """Create the imaging session of a study and link it; None if another writer just did."""
+    """Create the imaging session of a study and link it; None if another writer just did.
+
+    Only the event's insert can meet the other writer's session (its study UID is unique);
+    SQLite has no other writer, and undoes a failed statement alone, so needs no savepoint.
+    """
     try:
-        with session.begin_nested():
+        sqlite = session.connection().dialect.name == "sqlite"
+        with nullcontext() if sqlite else session.begin_nested():
             event_id = insert_event(session, subject_pk, {**values, "session_study_uid": study_uid})
             add_link(session, event_id, study_uid)
         return event_id

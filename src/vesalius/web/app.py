@@ -59,7 +59,7 @@ def create_app(container: Container) -> FastAPI:
             allow_headers=["Accept", "Authorization", "Content-Type"],
             expose_headers=["Content-Disposition", "Content-Location", "Warning"],
         )
-    app.include_router(dicomweb.router())
+    dicomweb.include(app)
     app.include_router(studies_api.router)
     app.include_router(records_api.router, prefix="/api")
     app.include_router(worklist_api.router)

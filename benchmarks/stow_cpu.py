@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""STOW-RS server CPU: Vesalius and Orthanc + its DICOMweb plugin side by side.
+
+One client posts, one request at a time, so that the server's CPU time is the cost of the
+requests alone. Three loads, each on a fresh server:
+
+* ``one-image``: ``--studies`` one-instance studies (``--small-rows`` square images), one per
+  request (every request creates a patient, a study and a series);
+* ``batch-25`` and ``batch-100``: ``--instances`` 512x512 CT images of one series, posted in
+  requests of 25 and 100 instances.
+
+For each, the server's CPU time (user + system, all its threads, from ``/proc/PID/stat``) is
+read before and after the posts and printed per request and per instance, with the wall rate
+(instances/s). A few warm-up requests (other studies) go first, so imports and caches are not
+counted. With ``--py-spy DIR`` each Vesalius load is also profiled (``py-spy record
+--nonblocking``, speedscope files in DIR), which costs the server some CPU of its own.
+
+Examples
+--------
+    .venv/bin/python benchmarks/stow_cpu.py
+    .venv/bin/python benchmarks/stow_cpu.py --studies 100 --instances 100 --servers vesalius
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from _common import (
+    BenchError,
+    Dcmtk,
+    OrthancLauncher,
+    VesaliusLauncher,
+    default_vesalius_command,
+    find_orthanc_plugin,
+    generate_data,
+)
+
+BOUNDARY = "vesalius-bench-boundary"
+STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+WARMUP_REQUESTS = 5
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Load:
+    """One measured load: the requests' bodies, and how many instances they carry."""
+
+    name: str
+    bodies: list[bytes]
+    instances: int
+    warmup: list[bytes]
+
+
+@dataclass(frozen=True)
+class Figures:
+    cpu_ms_per_request: float
+    cpu_ms_per_instance: float
+    instances_per_s: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process *pid* (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14, 15)
+
+
+def stow_body(files: Sequence[Path]) -> bytes:
+    body = bytearray()
+    for path in files:
+        body += f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        body += path.read_bytes()
+        body += b"\r\n"
+    body += f"--{BOUNDARY}--\r\n".encode()
+    return bytes(body)
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.dcm"))
+
+
+def make_loads(root: Path, args: argparse.Namespace) -> list[Load]:
+    """The data of every load, generated once, as request bodies."""
+    small = _files(
+        generate_data(
+            root / "small",
+            args.studies + WARMUP_REQUESTS,
+            prefix="STOWCPU",
+            rows=args.small_rows,
+            columns=args.small_rows,
+            instances_per_series=1,
+            series_per_study=1,
+            parts=1,
+        ).root
+    )
+    loads = [
+        Load(
+            "one-image",
+            [stow_body([f]) for f in small[WARMUP_REQUESTS:]],
+            len(small) - WARMUP_REQUESTS,
+            [stow_body([f]) for f in small[:WARMUP_REQUESTS]],
+        )
+    ]
+    warm = _files(
+        generate_data(
+            root / "warm", WARMUP_REQUESTS, prefix="WARM", rows=args.rows, columns=args.rows,
+            instances_per_series=WARMUP_REQUESTS, series_per_study=1, parts=1,
+        ).root
+    )  # fmt: skip
+    for batch in args.batches:
+        big = _files(
+            generate_data(
+                root / f"big{batch}", args.instances, prefix=f"BIG{batch}", rows=args.rows,
+                columns=args.rows, instances_per_series=args.instances, series_per_study=1,
+                parts=1,
+            ).root
+        )  # fmt: skip
+        bodies = [stow_body(big[i : i + batch]) for i in range(0, len(big), batch)]
+        loads.append(Load(f"batch-{batch}", bodies, len(big), [stow_body(warm)]))
+    return loads
+
+
+@contextlib.contextmanager
+def profiled(pid: int, out: Path | None, gil: bool = False) -> Iterator[None]:
+    """py-spy recording *pid* for the duration of the block (when *out* is given); with *gil*
+    only the samples of the thread holding the GIL (Python's own CPU, no I/O waits)."""
+    if out is None:
+        yield
+        return
+    proc = subprocess.Popen(
+        ["py-spy", "record", "--nonblocking", "--pid", str(pid), "--rate", "200",
+         "--format", "speedscope", "--output", str(out), *(["--gil"] if gil else [])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    time.sleep(1.0)  # let it attach
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_load(
+    base: str, pid: int, load: Load, auth: dict[str, str], profile: Path | None, gil: bool
+) -> Figures:
+    with httpx.Client(timeout=600, headers=auth) as client:
+
+        def post(body: bytes) -> None:
+            response = client.post(
+                f"{base}/studies", content=body, headers={"Content-Type": STOW_TYPE}
+            )
+            if response.status_code != 200:
+                raise BenchError(f"STOW-RS answered {response.status_code}: {response.text[:300]}")
+
+        for body in load.warmup:
+            post(body)
+        with profiled(pid, profile, gil):
+            cpu = cpu_seconds(pid)
+            start = time.perf_counter()
+            for body in load.bodies:
+                post(body)
+            wall = time.perf_counter() - start
+            cpu = cpu_seconds(pid) - cpu
+    return Figures(
+        cpu * 1000 / len(load.bodies), cpu * 1000 / load.instances, load.instances / wall
+    )
+
+
+@contextlib.contextmanager
+def server(
+    name: str, args: argparse.Namespace, dcmtk: Dcmtk, workdir: Path
+) -> Iterator[tuple[str, int, dict[str, str]]]:
+    """(DICOMweb root, server PID, authentication headers) of a fresh, empty server."""
+    launcher: OrthancLauncher | VesaliusLauncher
+    if name == "orthanc":
+        launcher = OrthancLauncher(
+            OrthancLauncher.locate(args.orthanc), dcmtk, workdir,
+            plugins=[find_orthanc_plugin()], http=True,
+            extra_config={"DicomWeb": {"Enable": True, "Root": "/dicom-web/"}},
+        )  # fmt: skip
+    else:
+        launcher = VesaliusLauncher(
+            args.vesalius_cmd or default_vesalius_command(),
+            dcmtk,
+            workdir,
+            database_url=args.database_url,
+        )
+        launcher.check()
+    with launcher.run() as endpoint:
+        assert endpoint.http_url and launcher.pid is not None
+        auth: dict[str, str] = {}
+        if isinstance(launcher, VesaliusLauncher):
+            auth = {"Authorization": f"Bearer {launcher.api_token()}"}
+        _wait_http(endpoint.http_url + "/dicom-web/studies?limit=1", auth)
+        yield f"{endpoint.http_url}/dicom-web", launcher.pid, auth
+
+
+def _wait_http(url: str, auth: dict[str, str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, headers=auth, timeout=5).status_code < 500:
+                return
+        if time.monotonic() > deadline:
+            raise BenchError(f"{url} did not answer within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--studies", type=int, default=200, help="one-image studies posted")
+    parser.add_argument("--small-rows", type=int, default=64, help="size of those images")
+    parser.add_argument("--instances", type=int, default=200, help="CT images per batch load")
+    parser.add_argument("--rows", type=int, default=512, help="size of the CT images")
+    parser.add_argument(
+        "--batches", type=int, nargs="+", default=[25, 100], help="instances per request"
+    )
+    parser.add_argument("--servers", default="vesalius,orthanc", help="which servers, in order")
+    parser.add_argument("--database-url", help="Vesalius index (default: SQLite in a temp folder)")
+    parser.add_argument("--vesalius-cmd", nargs="+", help="command that runs `vesalius serve`")
+    parser.add_argument("--orthanc", type=Path, default=Path("/usr/sbin/Orthanc"))
+    parser.add_argument("--py-spy", type=Path, metavar="DIR", help="profile Vesalius' loads")
+    parser.add_argument("--gil", action="store_true", help="profile only GIL-holding samples")
+    parser.add_argument("--workdir", type=Path, help="parent of the temp folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if "orthanc" in names:
+        try:
+            OrthancLauncher.locate(args.orthanc)
+            find_orthanc_plugin()
+        except BenchError as exc:
+            print(f"skipping Orthanc: {exc}", file=sys.stderr)
+            names.remove("orthanc")
+    if args.py_spy and not shutil.which("py-spy"):
+        print("py-spy not found: --py-spy ignored", file=sys.stderr)
+        args.py_spy = None
+    if args.py_spy:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
+    results: dict[tuple[str, str], Figures] = {}
+    try:
+        dcmtk = Dcmtk.locate()
+        with tempfile.TemporaryDirectory(prefix="stow-cpu-", dir=args.workdir) as tmp:
+            root = Path(tmp)
+            print("generating data ...", flush=True)
+            loads = make_loads(root, args)
+            for load in loads:
+                for name in names:
+                    with server(name, args, dcmtk, root) as (base, pid, auth):
+                        profile = None
+                        if args.py_spy and name == "vesalius":
+                            profile = args.py_spy / f"vesalius-{load.name}.speedscope.json"
+                        figures = run_load(base, pid, load, auth, profile, args.gil)
+                    results[(load.name, name)] = figures
+                    print(
+                        f"  {load.name:10} {name:9} {figures.cpu_ms_per_request:8.2f} ms/request"
+                        f" {figures.cpu_ms_per_instance:7.2f} ms/instance"
+                        f" {figures.instances_per_s:8.1f} instances/s",
+                        flush=True,
+                    )
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    header = f"{'CPU ms/request':>15} {'CPU ms/instance':>16} {'inst/s':>8}"
+    print(f"\n{'load':10} {'server':9} {header}")
+    for (load_name, name), f in results.items():
+        print(
+            f"{load_name:10} {name:9} {f.cpu_ms_per_request:15.2f} "
+            f"{f.cpu_ms_per_instance:16.2f} {f.instances_per_s:8.1f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
