@@ -106,6 +106,8 @@ def scan(
 
 
 _dictionary_vrs: dict[int, str | None] = {}
+_KEYS: dict[int, str] = {}  # tag -> its JSON key, for the tags seen first
+_MAX_KEYS = 20_000
 
 
 def _dictionary_vr(tag: int) -> str | None:
@@ -212,15 +214,7 @@ class _Scanner:
 
     def convert(self, vr: str, value: bytes, tag: int) -> dict[str, Any]:
         try:
-            return value_json(
-                vr,
-                value,
-                encoding=self.encoding,
-                little=True,
-                threshold=self.threshold,
-                bulk=self.bulk,
-                tag=tag,
-            )
+            return value_json(vr, value, self.encoding, True, self.threshold, self.bulk, tag)
         except Fallback:
             raise Unusual(f"value of {tag:08X}") from None
 
@@ -232,6 +226,11 @@ class _Scanner:
         top level. Returns the pixel data's (tag, explicit VR, length, value offset) when it
         stopped there, else None with the position after what it read in ``self.pos``."""
         data, size, implicit = self.data, self.size, self.implicit
+        threshold, bulk = self.threshold, self.bulk
+        # the loop runs for every element of every file stored: its names are local
+        head = _IMPLICIT_HEAD.unpack_from if implicit else _HEAD.unpack_from
+        vrs, long_vrs, keys, convert = _VRS, _LONG, _KEYS, value_json
+        pixel_tags = PIXEL_TAGS if top else frozenset()
         limit = size if end is None else end
         last = -1
         creators: dict[int, str] = {}
@@ -251,10 +250,10 @@ class _Scanner:
                     raise self.short()
                 raise Unusual("element overruns its container")
             if implicit:
-                group, elem, length = _IMPLICIT_HEAD.unpack_from(data, pos)
+                group, elem, length = head(data, pos)
                 raw_vr = b""
             else:
-                group, elem, raw_vr, length = _HEAD.unpack_from(data, pos)
+                group, elem, raw_vr, length = head(data, pos)
             tag = group << 16 | elem
             if tag == _ITEM_END:
                 if end is not None or top:
@@ -263,7 +262,7 @@ class _Scanner:
                     raise Unusual("item delimiter with a length")
                 self.pos = pos + 8
                 return None
-            if top and tag in PIXEL_TAGS:
+            if tag in pixel_tags:
                 return self.pixel(pos, tag, raw_vr)
             if tag <= last or group < 8 or group == 0xFFFE:
                 raise Unusual(f"element {tag:08X} out of order or out of place")
@@ -271,46 +270,32 @@ class _Scanner:
             if implicit:
                 vr = self.implicit_vr(tag, creators)
                 value_at = pos + 8
-                if length == UNDEFINED:
-                    if vr != "SQ":
-                        raise Unusual("undefined length")
-                    out[f"{tag:08X}"] = {"vr": "SQ", "Value": self.sequence(value_at, None)}
-                    pos = self.pos
-                    continue
-                stop = value_at + length
-                if stop > limit:
-                    if stop > size and limit >= size:
-                        raise self.short()
-                    raise Unusual("element overruns its container")
-                if vr == "SQ":
-                    out[f"{tag:08X}"] = {"vr": "SQ", "Value": self.sequence(value_at, stop)}
-                    pos = stop
-                    continue
-                value = data[value_at:stop]
-                pos = stop
             else:
-                vr = _VRS.get(raw_vr)  # type: ignore[assignment]
+                vr = vrs.get(raw_vr)  # type: ignore[assignment]
                 if vr is None:
                     raise Unusual(f"VR {raw_vr!r} of {tag:08X}")
-                if vr == "SQ":
+                if vr in long_vrs:
                     if pos + 12 > size:
                         raise self.short()
                     (length,) = _LENGTH32.unpack_from(data, pos + 8)
                     value_at = pos + 12
-                    if length == UNDEFINED:
-                        items = self.sequence(value_at, None)
-                        pos = self.pos
-                    else:
-                        stop = value_at + length
-                        if stop > limit:
-                            if stop > size and limit >= size:
-                                raise self.short()
-                            raise Unusual("element overruns its container")
-                        items = self.sequence(value_at, stop)
-                        pos = stop
-                    out[f"{tag:08X}"] = {"vr": "SQ", "Value": items}
-                    continue
-                pos, value = self.value(pos, vr, length, limit)
+                else:
+                    value_at = pos + 8
+            if length == UNDEFINED:
+                if vr != "SQ":
+                    raise Unusual("undefined length")
+                out[f"{tag:08X}"] = {"vr": "SQ", "Value": self.sequence(value_at, None)}
+                pos = self.pos
+                continue
+            pos = value_at + length
+            if pos > limit:
+                if pos > size and limit >= size:
+                    raise self.short()
+                raise Unusual("element overruns its container")
+            if vr == "SQ":
+                out[f"{tag:08X}"] = {"vr": "SQ", "Value": self.sequence(value_at, pos)}
+                continue
+            value = data[value_at:pos]
             if tag == _CHARSET:
                 if not top:
                     raise Unusual("character set inside a sequence item")
@@ -318,17 +303,25 @@ class _Scanner:
                 if encoding is None:
                     raise Unusual("character set")
                 self.encoding = encoding
-            if vr == "UN":  # only an implicit VR private tag pydicom does not know
-                item = self.convert("OB", value, tag)
-                item["vr"] = "UN"
-            else:
-                item = self.convert(vr, value, tag)
-            if vr == "LO" and implicit and group & 1 and 0x10 <= elem <= 0xFF:
+            try:
+                if vr == "UN":  # only an implicit VR private tag pydicom does not know
+                    item = convert("OB", value, self.encoding, True, threshold, bulk, tag)
+                    item["vr"] = "UN"
+                else:
+                    item = convert(vr, value, self.encoding, True, threshold, bulk, tag)
+            except Fallback:
+                raise Unusual(f"value of {tag:08X}") from None
+            if implicit and vr == "LO" and group & 1 and 0x10 <= elem <= 0xFF:
                 creator = item.get("Value") or [""]
                 if len(creator) != 1:
                     raise Unusual("private creator with several values")
                 creators[tag] = creator[0]
-            out[f"{tag:08X}"] = item
+            key = keys.get(tag)
+            if key is None:
+                key = f"{tag:08X}"
+                if len(keys) < _MAX_KEYS:
+                    keys[tag] = key
+            out[key] = item
 
     def implicit_vr(self, tag: int, creators: dict[int, str]) -> str:
         """The VR pydicom gives an implicit VR element (see its ``raw_element_vr`` hook)."""
