@@ -43,6 +43,12 @@ PREAMBLE = 132
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 UNDEFINED = 0xFFFFFFFF
 _CHARSET = 0x00080005
+_PIXEL_REPRESENTATION = 0x00280103
+# "US or SS" in implicit VR: US when the Pixel Representation (read before them) is 0, else SS
+_PIXEL_VALUE_TAGS = frozenset(
+    {0x00280106, 0x00280107, 0x00280108, 0x00280109, 0x00280110, 0x00280111, 0x00280120}
+    | {0x00280121}
+)
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
@@ -135,6 +141,7 @@ class _Scanner:
         self.implicit = False
         self.encoding = "latin-1"
         self.pos = 0
+        self.pixel_rep: int | None = None  # the top level's Pixel Representation
 
     def short(self) -> Exception:
         """The exception for bytes that end too soon."""
@@ -268,7 +275,7 @@ class _Scanner:
                 raise Unusual(f"element {tag:08X} out of order or out of place")
             last = tag
             if implicit:
-                vr = self.implicit_vr(tag, creators)
+                vr = self.implicit_vr(tag, creators, top)
                 value_at = pos + 8
             else:
                 vr = vrs.get(raw_vr)  # type: ignore[assignment]
@@ -311,7 +318,10 @@ class _Scanner:
                     item = convert(vr, value, self.encoding, True, threshold, bulk, tag)
             except Fallback:
                 raise Unusual(f"value of {tag:08X}") from None
-            if implicit and vr == "LO" and group & 1 and 0x10 <= elem <= 0xFF:
+            if tag == _PIXEL_REPRESENTATION and top:
+                values = item.get("Value") or []
+                self.pixel_rep = values[0] if len(values) == 1 else None
+            elif implicit and vr == "LO" and group & 1 and 0x10 <= elem <= 0xFF:
                 creator = item.get("Value") or [""]
                 if len(creator) != 1:
                     raise Unusual("private creator with several values")
@@ -323,9 +333,12 @@ class _Scanner:
                     keys[tag] = key
             out[key] = item
 
-    def implicit_vr(self, tag: int, creators: dict[int, str]) -> str:
-        """The VR pydicom gives an implicit VR element (see its ``raw_element_vr`` hook)."""
+    def implicit_vr(self, tag: int, creators: dict[int, str], top: bool) -> str:
+        """The VR pydicom gives an implicit VR element (see its ``raw_element_vr`` hook, and
+        ``correct_ambiguous_vr_element`` for pixel values)."""
         vr = _dictionary_vr(tag)
+        if vr == "US or SS" and top and tag in _PIXEL_VALUE_TAGS and self.pixel_rep is not None:
+            return "US" if self.pixel_rep == 0 else "SS"
         if vr is None:
             group, elem = tag >> 16, tag & 0xFFFF
             if not group & 1:
