@@ -129,6 +129,22 @@ def _dictionary_vr(tag: int) -> str | None:
     return vr
 
 
+_private_vrs: dict[tuple[int, str], str] = {}
+
+
+def _private_vr(tag: int, creator: str) -> str:
+    """The VR of a private tag in pydicom's private dictionary, else UN."""
+    key = (tag, creator)
+    vr = _private_vrs.get(key)
+    if vr is None:
+        vr = "UN"
+        with contextlib.suppress(KeyError):
+            vr = str(private_dictionary_VR(tag, creator))
+        if len(_private_vrs) < _MAX_KEYS:
+            _private_vrs[key] = vr
+    return vr
+
+
 class _Scanner:
     def __init__(
         self, data: bytes, complete: bool, threshold: int, bulk: Callable[[int], str]
@@ -349,8 +365,7 @@ class _Scanner:
                 creator = creators.get(group << 16 | elem >> 8) if elem & 0xFF00 else None
                 vr = "UN"
                 if creator:
-                    with contextlib.suppress(KeyError):
-                        vr = str(private_dictionary_VR(tag, creator))
+                    vr = _private_vr(tag, creator)
         if vr not in _VR_NAMES and vr != "UN":
             raise Unusual(f"VR {vr} of {tag:08X}")  # ambiguous ("US or SS") and the like
         return vr
