@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom import Dataset
-from pydicom.data import get_testdata_files
+from pydicom import Dataset, dcmread
+from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
@@ -198,6 +198,44 @@ def test_the_meta_header_naming_another_instance_is_refused_alike() -> None:
         parse_instance(data[:at] + other + data[at + len(sop) :])
 
 
+def real_header(
+    syntax: str,
+    elements: tuple[tuple[int, str, Any], ...] = (),
+    **attributes: Any,
+) -> bytes:
+    """pydicom's CT_small.dcm (a GE CT header: private tags, US or SS values) in *syntax*,
+    with *attributes* and *elements* (tag, VR, value) set."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.file_meta.TransferSyntaxUID = syntax
+    for key, value in attributes.items():
+        setattr(ds, key, value)
+    for tag, vr, value in elements:
+        ds.add_new(tag, vr, value)
+    buffer = io.BytesIO()
+    implicit = syntax == ImplicitVRLittleEndian
+    ds.save_as(buffer, enforce_file_format=True, implicit_vr=implicit, little_endian=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("syntax", "representation"),
+    [(syntax, representation) for syntax in SYNTAXES for representation in (0, 1)]
+    + [(ImplicitVRLittleEndian, None)],  # no Pixel Representation: left to pydicom
+)
+def test_a_real_header_and_its_pixel_values(syntax: str, representation: int | None) -> None:
+    vr = "SS" if representation else "US"
+    data = real_header(
+        syntax,
+        PixelRepresentation=representation,
+        elements=((0x00280106, vr, 0), (0x00280120, vr, 100)),
+    )
+    read_fast = check(data)
+    # US or SS read fast in implicit VR where the Pixel Representation decides it
+    assert read_fast == (representation is not None or syntax == ExplicitVRLittleEndian)
+    if read_fast and representation is not None:
+        assert parse_instance(data).json["00280120"] == {"vr": vr, "Value": [100]}
+
+
 def mutations(data: bytes, rng: random.Random, header_end: int) -> bytes:
     """*data* with one random change in its first *header_end* bytes (or cut short)."""
     out = bytearray(data)
@@ -227,6 +265,7 @@ def test_random_mutations() -> None:
             ds = rich_dataset(syntax, undefined, SpecificCharacterSet="ISO_IR 100")
             bases.append(to_bytes(ds))
         bases.append(make_file(transfer_syntax=syntax))
+        bases.append(real_header(syntax))
     rng = random.Random(20261203)
     read_fast = 0
     for i in range(600):

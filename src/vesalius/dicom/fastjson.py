@@ -10,6 +10,7 @@ pydicom's; the tests compare both on pydicom's own test files.
 from __future__ import annotations
 
 import base64
+import math
 import re
 import struct
 from collections.abc import Callable
@@ -23,7 +24,6 @@ BulkHandler = Callable[[DataElement], str]
 PLAIN_CHARSETS = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192", "ISO 2022 IR 6"})
 # Text VRs pydicom decodes with its default encoding, whatever the character set says.
 _DEFAULT_ENCODED = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI"})
-_TEXT_MULTI = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UC", "UI"})
 _TEXT_SINGLE = frozenset({"LT", "ST", "UT", "UR"})
 _BINARY = frozenset({"OB", "OW", "OF", "OD", "OL", "OV"})
 _NUMBERS = {
@@ -39,7 +39,6 @@ _NUMBERS = {
 _SIZES = {code: struct.calcsize("<" + code) for code in _NUMBERS.values()}  # standard sizes
 _IS = re.compile(r"[+-]?[0-9]+")
 _DS = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
-_INFINITIES = (float("inf"), float("-inf"))
 
 
 class Fallback(Exception):
@@ -106,23 +105,19 @@ def dataset_json(
                 }
             else:
                 out[key] = value_json(
-                    raw.VR,
-                    raw.value or b"",
-                    encoding=encoding,
-                    little=little,
-                    threshold=threshold,
-                    bulk=bulk_of,
-                    tag=int(tag),
+                    raw.VR, raw.value or b"", encoding, little, threshold, bulk_of, int(tag)
                 )
         except Fallback:
             out[key] = ds[tag].to_json_dict(bulk, threshold)
     return out
 
 
+Converter = Callable[[str, bytes, str, bool, int, Callable[[int], str], int], dict[str, Any]]
+
+
 def value_json(
     vr: str,
     value: bytes,
-    *,
     encoding: str,
     little: bool,
     threshold: int,
@@ -141,13 +136,148 @@ def value_json(
     Fallback
         When the value is anything but plain, so that it might convert differently.
     """
+    convert = _CONVERTERS.get(vr)
+    if convert is None:
+        raise Fallback
+    if not value:
+        return {"vr": vr}
     try:
-        return _value_json(vr, value, encoding, little, threshold, bulk, tag)
+        return convert(vr, value, encoding, little, threshold, bulk, tag)
     except (ValueError, UnicodeDecodeError, struct.error):
         raise Fallback from None
 
 
-def _value_json(
+def _strings(vr: str, text: str) -> dict[str, Any]:
+    """The JSON of a multi-valued string, padding already stripped from its end."""
+    if not text:
+        return {"vr": vr}
+    if "\0" in text:
+        raise Fallback
+    if "\\" in text:
+        parts = text.split("\\")
+        for part in parts:
+            # pydicom's handling of empty components and of padding inside values differs
+            # by VR (a UID drops any white space around it, an AE spaces, a CS none)
+            if not part or part != part.strip():
+                raise Fallback
+        return {"vr": vr, "Value": parts}
+    if text != text.strip():
+        raise Fallback
+    return {"vr": vr, "Value": [text]}
+
+
+def _default_text(
+    vr: str, value: bytes, encoding: str, little: bool, threshold: int, bulk: Any, tag: int
+) -> dict[str, Any]:
+    """AE, AS, CS, DA, DT, TM, UI: pydicom decodes them as ASCII/Latin-1 whatever the
+    character set (so only ASCII is read here)."""
+    if not value.isascii():
+        raise Fallback
+    text = value.decode("ascii")
+    return _strings(vr, text.rstrip(" \0") if vr == "UI" else text.rstrip(" "))
+
+
+def _charset_text(
+    vr: str, value: bytes, encoding: str, little: bool, threshold: int, bulk: Any, tag: int
+) -> dict[str, Any]:
+    """LO, SH, UC: in the data set's character set."""
+    if b"\x1b" in value:
+        raise Fallback  # escape sequences: pydicom switches character sets
+    return _strings(vr, value.decode(encoding).rstrip(" "))
+
+
+def _single_text(
+    vr: str, value: bytes, encoding: str, little: bool, threshold: int, bulk: Any, tag: int
+) -> dict[str, Any]:
+    """LT, ST, UT (one value, backslashes included) and UR (ASCII)."""
+    if vr == "UR":
+        if not value.isascii():
+            raise Fallback
+        text = value.decode("ascii").rstrip()
+    else:
+        if b"\x1b" in value:
+            raise Fallback
+        text = value.decode(encoding).rstrip(" \0")
+    if not text:
+        return {"vr": vr}
+    if "\0" in text:
+        raise Fallback
+    return {"vr": vr, "Value": [text]}
+
+
+def _person_name(
+    vr: str, value: bytes, encoding: str, little: bool, threshold: int, bulk: Any, tag: int
+) -> dict[str, Any]:
+    if b"\x1b" in value:
+        raise Fallback
+    text = value.rstrip(b" \0").decode(encoding)
+    if not text:
+        return {"vr": vr}
+    names = []
+    for name in text.split("\\"):
+        if not name or "=" in name or "\0" in name or name != name.strip():
+            raise Fallback  # several component groups, or padding pydicom may keep
+        names.append({"Alphabetic": name})
+    return {"vr": vr, "Value": names}
+
+
+def _decimal(
+    vr: str, value: bytes, encoding: str, little: bool, threshold: int, bulk: Any, tag: int
+) -> dict[str, Any]:
+    """IS and DS: plain decimal numbers only."""
+    pattern = _IS if vr == "IS" else _DS
+    number = int if vr == "IS" else float
+    if b"\\" not in value:
+        text = value.decode("ascii").strip(" \0")
+        if not text:
+            return {"vr": vr}
+        if not pattern.fullmatch(text):
+            raise Fallback
+        result = number(text)
+        if vr == "DS" and not math.isfinite(result):
+            raise Fallback
+        return {"vr": vr, "Value": [result]}
+    parts = [p.strip(" \0") for p in value.decode("ascii").split("\\")]
+    if any(not pattern.fullmatch(p) for p in parts):
+        raise Fallback
+    numbers = [number(p) for p in parts]
+    if vr == "DS" and not all(map(math.isfinite, numbers)):
+        raise Fallback
+    return {"vr": vr, "Value": numbers}
+
+
+_ONE = {vr: struct.Struct("<" + code).unpack for vr, code in _NUMBERS.items()}
+
+
+def _binary_number(
+    vr: str, value: bytes, encoding: str, little: bool, threshold: int, bulk: Any, tag: int
+) -> dict[str, Any]:
+    code = _NUMBERS[vr]
+    size = _SIZES[code]
+    if little and len(value) == size:
+        numbers: tuple[Any, ...] = _ONE[vr](value)
+    else:
+        count, rest = divmod(len(value), size)
+        if rest:
+            raise Fallback
+        numbers = struct.unpack(f"{'<' if little else '>'}{count}{code}", value)
+    if (vr == "FL" or vr == "FD") and not all(map(math.isfinite, numbers)):
+        raise Fallback
+    return {"vr": vr, "Value": list(numbers)}
+
+
+def _attribute_tag(
+    vr: str, value: bytes, encoding: str, little: bool, threshold: int, bulk: Any, tag: int
+) -> dict[str, Any]:
+    count, rest = divmod(len(value), 4)
+    if rest:
+        raise Fallback
+    halves = struct.unpack(f"{'<' if little else '>'}{2 * count}H", value)
+    tags = [f"{halves[i]:04X}{halves[i + 1]:04X}" for i in range(0, len(halves), 2)]
+    return {"vr": vr, "Value": tags}
+
+
+def _binary(
     vr: str,
     value: bytes,
     encoding: str,
@@ -156,98 +286,21 @@ def _value_json(
     bulk: Callable[[int], str],
     tag: int,
 ) -> dict[str, Any]:
-    item: dict[str, Any] = {"vr": vr}
-    if not value:
-        if vr in _NUMBERS or vr in _BINARY or vr == "AT" or vr in _TEXT_MULTI:
-            return item
-        if vr in _TEXT_SINGLE or vr in ("PN", "IS", "DS"):
-            return item
-        raise Fallback
-    if vr in _TEXT_MULTI:
-        if vr in _DEFAULT_ENCODED:
-            if not value.isascii():
-                raise Fallback
-        elif b"\x1b" in value:
-            raise Fallback  # escape sequences: pydicom switches character sets
-        if b"\0" in value.rstrip(b" \0" if vr == "UI" else b" "):
-            raise Fallback
-        text = value.decode(encoding).rstrip(" \0" if vr == "UI" else " ")
-        parts = text.split("\\")
-        if len(parts) == 1 and not parts[0]:
-            return item
-        for part in parts:
-            # pydicom's handling of empty components and of padding inside values differs
-            # by VR (a UID drops any white space around it, an AE spaces, a CS none)
-            if not part or part != part.strip():
-                raise Fallback
-        item["Value"] = parts
-    elif vr in _TEXT_SINGLE:
-        if vr == "UR":
-            if not value.isascii():
-                raise Fallback
-            text = value.decode("ascii").rstrip()
-        else:
-            if b"\x1b" in value:
-                raise Fallback
-            text = value.decode(encoding).rstrip(" \0")
-        if not text:
-            return item
-        if "\0" in text:
-            raise Fallback
-        item["Value"] = [text]
-    elif vr == "PN":
-        if b"\x1b" in value:
-            raise Fallback
-        text = value.rstrip(b" \0").decode(encoding)
-        if not text:
-            return item
-        names = []
-        for name in text.split("\\"):
-            if not name or "=" in name or "\0" in name or name != name.strip():
-                raise Fallback
-            names.append({"Alphabetic": name})
-        item["Value"] = names
-    elif vr in ("IS", "DS"):
-        parts = value.decode("ascii").split("\\")
-        parts = [p.strip(" \0") for p in parts]
-        if len(parts) == 1 and not parts[0]:
-            return item
-        pattern = _IS if vr == "IS" else _DS
-        if any(not pattern.fullmatch(p) for p in parts):
-            raise Fallback
-        if vr == "IS":
-            item["Value"] = [int(p) for p in parts]
-        else:
-            numbers = [float(p) for p in parts]
-            if any(n in _INFINITIES for n in numbers):
-                raise Fallback
-            item["Value"] = numbers
-    elif vr in _NUMBERS:
-        code = _NUMBERS[vr]
-        size = _SIZES[code]
-        if len(value) % size:
-            raise Fallback
-        count = len(value) // size
-        numbers = struct.unpack(f"{'<' if little else '>'}{count}{code}", value)
-        if vr in ("FL", "FD") and any(n != n or n in _INFINITIES for n in numbers):
-            raise Fallback
-        item["Value"] = list(numbers)
-    elif vr == "AT":
-        if len(value) % 4:
-            raise Fallback
-        fmt = "<" if little else ">"
-        tags = []
-        for i in range(0, len(value), 4):
-            group, elem = struct.unpack(f"{fmt}HH", value[i : i + 4])
-            tags.append(f"{group:04X}{elem:04X}")
-        item["Value"] = tags
-    elif vr in _BINARY:
-        if len(value) > threshold:
-            item["BulkDataURI"] = bulk(tag)
-        elif len(value) > threshold // 4 * 3:
-            raise Fallback  # pydicom makes bulk data of anything whose base64 exceeds it
-        else:
-            item["InlineBinary"] = base64.b64encode(value).decode("ascii")
-    else:
-        raise Fallback
-    return item
+    if len(value) > threshold:
+        return {"vr": vr, "BulkDataURI": bulk(tag)}
+    if len(value) > threshold // 4 * 3:
+        raise Fallback  # pydicom makes bulk data of anything whose base64 exceeds it
+    return {"vr": vr, "InlineBinary": base64.b64encode(value).decode("ascii")}
+
+
+_CONVERTERS: dict[str, Converter] = {
+    **dict.fromkeys(_DEFAULT_ENCODED, _default_text),
+    **dict.fromkeys(("LO", "SH", "UC"), _charset_text),
+    **dict.fromkeys(_TEXT_SINGLE, _single_text),
+    "PN": _person_name,
+    "IS": _decimal,
+    "DS": _decimal,
+    **dict.fromkeys(_NUMBERS, _binary_number),
+    "AT": _attribute_tag,
+    **dict.fromkeys(_BINARY, _binary),
+}

@@ -43,6 +43,12 @@ PREAMBLE = 132
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 UNDEFINED = 0xFFFFFFFF
 _CHARSET = 0x00080005
+_PIXEL_REPRESENTATION = 0x00280103
+# "US or SS" in implicit VR: US when the Pixel Representation (read before them) is 0, else SS
+_PIXEL_VALUE_TAGS = frozenset(
+    {0x00280106, 0x00280107, 0x00280108, 0x00280109, 0x00280110, 0x00280111, 0x00280120}
+    | {0x00280121}
+)
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
@@ -106,6 +112,8 @@ def scan(
 
 
 _dictionary_vrs: dict[int, str | None] = {}
+_KEYS: dict[int, str] = {}  # tag -> its JSON key, for the tags seen first
+_MAX_KEYS = 20_000
 
 
 def _dictionary_vr(tag: int) -> str | None:
@@ -121,6 +129,22 @@ def _dictionary_vr(tag: int) -> str | None:
     return vr
 
 
+_private_vrs: dict[tuple[int, str], str] = {}
+
+
+def _private_vr(tag: int, creator: str) -> str:
+    """The VR of a private tag in pydicom's private dictionary, else UN."""
+    key = (tag, creator)
+    vr = _private_vrs.get(key)
+    if vr is None:
+        vr = "UN"
+        with contextlib.suppress(KeyError):
+            vr = str(private_dictionary_VR(tag, creator))
+        if len(_private_vrs) < _MAX_KEYS:
+            _private_vrs[key] = vr
+    return vr
+
+
 class _Scanner:
     def __init__(
         self, data: bytes, complete: bool, threshold: int, bulk: Callable[[int], str]
@@ -133,6 +157,7 @@ class _Scanner:
         self.implicit = False
         self.encoding = "latin-1"
         self.pos = 0
+        self.pixel_rep: int | None = None  # the top level's Pixel Representation
 
     def short(self) -> Exception:
         """The exception for bytes that end too soon."""
@@ -212,15 +237,7 @@ class _Scanner:
 
     def convert(self, vr: str, value: bytes, tag: int) -> dict[str, Any]:
         try:
-            return value_json(
-                vr,
-                value,
-                encoding=self.encoding,
-                little=True,
-                threshold=self.threshold,
-                bulk=self.bulk,
-                tag=tag,
-            )
+            return value_json(vr, value, self.encoding, True, self.threshold, self.bulk, tag)
         except Fallback:
             raise Unusual(f"value of {tag:08X}") from None
 
@@ -232,6 +249,11 @@ class _Scanner:
         top level. Returns the pixel data's (tag, explicit VR, length, value offset) when it
         stopped there, else None with the position after what it read in ``self.pos``."""
         data, size, implicit = self.data, self.size, self.implicit
+        threshold, bulk = self.threshold, self.bulk
+        # the loop runs for every element of every file stored: its names are local
+        head = _IMPLICIT_HEAD.unpack_from if implicit else _HEAD.unpack_from
+        vrs, long_vrs, keys, convert = _VRS, _LONG, _KEYS, value_json
+        pixel_tags = PIXEL_TAGS if top else frozenset()
         limit = size if end is None else end
         last = -1
         creators: dict[int, str] = {}
@@ -251,10 +273,10 @@ class _Scanner:
                     raise self.short()
                 raise Unusual("element overruns its container")
             if implicit:
-                group, elem, length = _IMPLICIT_HEAD.unpack_from(data, pos)
+                group, elem, length = head(data, pos)
                 raw_vr = b""
             else:
-                group, elem, raw_vr, length = _HEAD.unpack_from(data, pos)
+                group, elem, raw_vr, length = head(data, pos)
             tag = group << 16 | elem
             if tag == _ITEM_END:
                 if end is not None or top:
@@ -263,54 +285,40 @@ class _Scanner:
                     raise Unusual("item delimiter with a length")
                 self.pos = pos + 8
                 return None
-            if top and tag in PIXEL_TAGS:
+            if tag in pixel_tags:
                 return self.pixel(pos, tag, raw_vr)
             if tag <= last or group < 8 or group == 0xFFFE:
                 raise Unusual(f"element {tag:08X} out of order or out of place")
             last = tag
             if implicit:
-                vr = self.implicit_vr(tag, creators)
+                vr = self.implicit_vr(tag, creators, top)
                 value_at = pos + 8
-                if length == UNDEFINED:
-                    if vr != "SQ":
-                        raise Unusual("undefined length")
-                    out[f"{tag:08X}"] = {"vr": "SQ", "Value": self.sequence(value_at, None)}
-                    pos = self.pos
-                    continue
-                stop = value_at + length
-                if stop > limit:
-                    if stop > size and limit >= size:
-                        raise self.short()
-                    raise Unusual("element overruns its container")
-                if vr == "SQ":
-                    out[f"{tag:08X}"] = {"vr": "SQ", "Value": self.sequence(value_at, stop)}
-                    pos = stop
-                    continue
-                value = data[value_at:stop]
-                pos = stop
             else:
-                vr = _VRS.get(raw_vr)  # type: ignore[assignment]
+                vr = vrs.get(raw_vr)  # type: ignore[assignment]
                 if vr is None:
                     raise Unusual(f"VR {raw_vr!r} of {tag:08X}")
-                if vr == "SQ":
+                if vr in long_vrs:
                     if pos + 12 > size:
                         raise self.short()
                     (length,) = _LENGTH32.unpack_from(data, pos + 8)
                     value_at = pos + 12
-                    if length == UNDEFINED:
-                        items = self.sequence(value_at, None)
-                        pos = self.pos
-                    else:
-                        stop = value_at + length
-                        if stop > limit:
-                            if stop > size and limit >= size:
-                                raise self.short()
-                            raise Unusual("element overruns its container")
-                        items = self.sequence(value_at, stop)
-                        pos = stop
-                    out[f"{tag:08X}"] = {"vr": "SQ", "Value": items}
-                    continue
-                pos, value = self.value(pos, vr, length, limit)
+                else:
+                    value_at = pos + 8
+            if length == UNDEFINED:
+                if vr != "SQ":
+                    raise Unusual("undefined length")
+                out[f"{tag:08X}"] = {"vr": "SQ", "Value": self.sequence(value_at, None)}
+                pos = self.pos
+                continue
+            pos = value_at + length
+            if pos > limit:
+                if pos > size and limit >= size:
+                    raise self.short()
+                raise Unusual("element overruns its container")
+            if vr == "SQ":
+                out[f"{tag:08X}"] = {"vr": "SQ", "Value": self.sequence(value_at, pos)}
+                continue
+            value = data[value_at:pos]
             if tag == _CHARSET:
                 if not top:
                     raise Unusual("character set inside a sequence item")
@@ -318,21 +326,35 @@ class _Scanner:
                 if encoding is None:
                     raise Unusual("character set")
                 self.encoding = encoding
-            if vr == "UN":  # only an implicit VR private tag pydicom does not know
-                item = self.convert("OB", value, tag)
-                item["vr"] = "UN"
-            else:
-                item = self.convert(vr, value, tag)
-            if vr == "LO" and implicit and group & 1 and 0x10 <= elem <= 0xFF:
+            try:
+                if vr == "UN":  # only an implicit VR private tag pydicom does not know
+                    item = convert("OB", value, self.encoding, True, threshold, bulk, tag)
+                    item["vr"] = "UN"
+                else:
+                    item = convert(vr, value, self.encoding, True, threshold, bulk, tag)
+            except Fallback:
+                raise Unusual(f"value of {tag:08X}") from None
+            if tag == _PIXEL_REPRESENTATION and top:
+                values = item.get("Value") or []
+                self.pixel_rep = values[0] if len(values) == 1 else None
+            elif implicit and vr == "LO" and group & 1 and 0x10 <= elem <= 0xFF:
                 creator = item.get("Value") or [""]
                 if len(creator) != 1:
                     raise Unusual("private creator with several values")
                 creators[tag] = creator[0]
-            out[f"{tag:08X}"] = item
+            key = keys.get(tag)
+            if key is None:
+                key = f"{tag:08X}"
+                if len(keys) < _MAX_KEYS:
+                    keys[tag] = key
+            out[key] = item
 
-    def implicit_vr(self, tag: int, creators: dict[int, str]) -> str:
-        """The VR pydicom gives an implicit VR element (see its ``raw_element_vr`` hook)."""
+    def implicit_vr(self, tag: int, creators: dict[int, str], top: bool) -> str:
+        """The VR pydicom gives an implicit VR element (see its ``raw_element_vr`` hook, and
+        ``correct_ambiguous_vr_element`` for pixel values)."""
         vr = _dictionary_vr(tag)
+        if vr == "US or SS" and top and tag in _PIXEL_VALUE_TAGS and self.pixel_rep is not None:
+            return "US" if self.pixel_rep == 0 else "SS"
         if vr is None:
             group, elem = tag >> 16, tag & 0xFFFF
             if not group & 1:
@@ -343,8 +365,7 @@ class _Scanner:
                 creator = creators.get(group << 16 | elem >> 8) if elem & 0xFF00 else None
                 vr = "UN"
                 if creator:
-                    with contextlib.suppress(KeyError):
-                        vr = str(private_dictionary_VR(tag, creator))
+                    vr = _private_vr(tag, creator)
         if vr not in _VR_NAMES and vr != "UN":
             raise Unusual(f"VR {vr} of {tag:08X}")  # ambiguous ("US or SS") and the like
         return vr
