@@ -128,3 +128,24 @@ def test_a_stored_file_failing_mid_send_aborts_the_association(
     echo = ae.associate(sqlite_dicom_server.host, sqlite_dicom_server.port)
     assert echo.send_c_echo().Status == 0
     echo.release()
+
+
+@pytest.mark.parametrize("private_meta", [0, 5000])
+def test_dataset_offset_is_the_end_of_the_meta_group(tmp_path: Any, private_meta: int) -> None:
+    """The data set is found after the meta group however long that group is."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    from vesalius.dimse.services import dataset_offset
+
+    dataset = make_dataset()
+    dataset.file_meta.PrivateInformationCreatorUID = "1.2.3.4"
+    if private_meta:
+        dataset.file_meta.PrivateInformation = b"x" * private_meta
+    path = tmp_path / "one.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    with open(path, "rb") as fh:
+        read_preamble(fh, False)
+        _read_file_meta_info(fh)
+        expected = fh.tell()
+        fh.seek(0)
+        assert dataset_offset(fh) == expected

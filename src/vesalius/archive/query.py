@@ -151,16 +151,27 @@ def run_query(session: Session, query: Query, *, fold_pn: bool) -> list[DicomJso
     return results
 
 
+# (keyword, JSON key, VR, depth) of the computed attributes, looked up once: a dictionary
+# lookup per attribute and match showed as a fifth of a C-FIND's CPU time.
+_COMPUTED = [
+    (keyword, dicomjson.tag_key(keyword), dicomjson.element(keyword, None)["vr"], level.depth)
+    for keyword, level in COMPUTED_ATTRIBUTES.items()
+]
+
+
 def _merge(match: imaging.Match) -> DicomJson:
     merged: DicomJson = {}
     for part in (match.patient, match.study, match.series, match.instance):
         if part:
             merged.update(part)
-    for keyword, level in COMPUTED_ATTRIBUTES.items():
-        if keyword in match.counts and level.depth <= match.level.depth:
-            value = match.counts[keyword]
+    depth = match.level.depth
+    counts = match.counts
+    for keyword, key, vr, level_depth in _COMPUTED:
+        if keyword in counts and level_depth <= depth:
+            value = counts[keyword]
             values = value if isinstance(value, list) else [value]
-            merged[dicomjson.tag_key(keyword)] = dicomjson.element(keyword, values)
+            # as dicomjson.element writes it (none of these is a person name)
+            merged[key] = {"vr": vr, "Value": values} if values else {"vr": vr}
     return merged
 
 

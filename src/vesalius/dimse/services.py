@@ -92,15 +92,27 @@ def part10_meta(sop_class: str, sop_instance: str, syntax: str, source_ae: str) 
 
 
 def dataset_offset(fh: BinaryIO) -> int:
-    """Where the data set starts in a stored Part 10 file (after preamble and meta group)."""
-    head = fh.read(65536)
+    """Where the data set starts in a stored Part 10 file (after preamble and meta group).
+
+    Reads from the start of *fh* only as far as the meta group goes (usually under 1 KB).
+    """
+    head = fh.read(1024)
     pos = 132 if head[128:132] == b"DICM" else 0
-    while pos + 8 <= len(head):
+    while True:
+        if pos + 12 > len(head):
+            more = fh.read(max(1024, pos + 12 - len(head)))
+            if more:
+                head += more
+                continue
+            if pos + 8 > len(head):
+                break
         group, _elem = struct.unpack_from("<HH", head, pos)
         if group != 0x0002:
             break
         vr = head[pos + 4 : pos + 6]
         if vr in _LONG_VRS:
+            if pos + 12 > len(head):
+                break
             (length,) = struct.unpack_from("<I", head, pos + 8)
             pos += 12 + length
         else:

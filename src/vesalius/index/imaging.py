@@ -494,6 +494,7 @@ def find(
     if offset:
         query = query.offset(offset)
     matches = []
+    patients: dict[str, DicomJson] = {}  # a patient's JSON is read once, not once per study
     # Core rows straight from the connection: no ORM execution machinery per query.
     for row in session.connection().execute(query):
         counts: dict[str, Any] = {
@@ -513,7 +514,10 @@ def find(
             counts["NumberOfSeriesRelatedInstances"] = row[11]
         if level.depth >= 3:
             instance = _loads(row[13])
-        matches.append(Match(level, _loads(row[0]), study, series, instance, counts, row[-1]))
+        patient = patients.get(row[0] or "")
+        if patient is None:
+            patient = patients[row[0] or ""] = _loads(row[0])
+        matches.append(Match(level, patient, study, series, instance, counts, row[-1]))
     return matches
 
 
@@ -552,7 +556,7 @@ def instances_matching(
     query = _record_query().join(Patient, Study.patient_pk == Patient.id)
     query = _where_indexed(query, constraints, fold_pn=fold_pn)
     query = query.order_by(Study.id, Series.id, Instance.id)
-    return [InstanceRecord(*row) for row in session.execute(query)]
+    return [InstanceRecord(*row) for row in session.connection().execute(query)]
 
 
 def instances_under(session: Session, level: Level, pks: Sequence[int]) -> list[InstanceRecord]:
