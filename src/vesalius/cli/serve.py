@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -84,6 +85,7 @@ def run(settings: Settings) -> None:
         container.close()
         raise SystemExit(1) from None
     log.info("dicom_port=%d", port)
+    _settle_garbage_collector()
     if dicom.tls_address is not None:
         log.info("dicom_tls_port=%d", dicom.tls_address[1])
     stop = threading.Event()
@@ -145,6 +147,20 @@ def _run_workers(settings: Settings) -> int:
         time.sleep(0.2)
     log.info("stopped")
     return status
+
+
+def _settle_garbage_collector() -> None:
+    """Move what start-up built (modules, the container, pydicom's dictionaries: ~170,000
+    objects) out of the collector's sight, and let young objects live longer before a pass.
+
+    Profiles of C-FIND and C-STORE found Python's full collections, each walking every
+    tracked object, costing more than the query that triggered them (10.1 ms of CPU for a
+    200-answer C-FIND, 3.9 ms with the start-up objects frozen). Those objects live as long
+    as the process, so nothing is lost by never collecting them.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def _recover_unflushed(container: Container) -> None:
