@@ -28,6 +28,7 @@ import contextlib
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -119,6 +120,8 @@ def make_loads(root: Path, args: argparse.Namespace) -> list[Load]:
         ).root
     )  # fmt: skip
     for batch in args.batches:
+        if f"batch-{batch}" not in args.loads:
+            continue
         big = _files(
             generate_data(
                 root / f"big{batch}", args.instances, prefix=f"BIG{batch}", rows=args.rows,
@@ -230,6 +233,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--batches", type=int, nargs="+", default=[25, 100], help="instances per request"
     )
+    parser.add_argument(
+        "--loads",
+        nargs="+",
+        default=["one-image", "batch-25", "batch-100"],
+        help="which loads (one-image, batch-N for each N of --batches)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (medians; fresh servers)")
     parser.add_argument("--servers", default="vesalius,orthanc", help="which servers, in order")
     parser.add_argument("--database-url", help="Vesalius index (default: SQLite in a temp folder)")
     parser.add_argument("--vesalius-cmd", nargs="+", help="command that runs `vesalius serve`")
@@ -255,33 +265,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.py_spy = None
     if args.py_spy:
         args.py_spy.mkdir(parents=True, exist_ok=True)
-    results: dict[tuple[str, str], Figures] = {}
+    results: dict[tuple[str, str], list[Figures]] = {}
     try:
         dcmtk = Dcmtk.locate()
         with tempfile.TemporaryDirectory(prefix="stow-cpu-", dir=args.workdir) as tmp:
             root = Path(tmp)
             print("generating data ...", flush=True)
-            loads = make_loads(root, args)
-            for load in loads:
-                for name in names:
-                    with server(name, args, dcmtk, root) as (base, pid, auth):
-                        profile = None
-                        if args.py_spy and name == "vesalius":
-                            profile = args.py_spy / f"vesalius-{load.name}.speedscope.json"
-                        figures = run_load(base, pid, load, auth, profile, args.gil)
-                    results[(load.name, name)] = figures
-                    print(
-                        f"  {load.name:10} {name:9} {figures.cpu_ms_per_request:8.2f} ms/request"
-                        f" {figures.cpu_ms_per_instance:7.2f} ms/instance"
-                        f" {figures.instances_per_s:8.1f} instances/s",
-                        flush=True,
-                    )
+            loads = [load for load in make_loads(root, args) if load.name in args.loads]
+            for number, load, name in (
+                (n, load, name)
+                for n in range(args.rounds)
+                for load in loads
+                for name in (names if n % 2 == 0 else names[::-1])
+            ):
+                with server(name, args, dcmtk, root) as (base, pid, auth):
+                    profile = None
+                    if args.py_spy and name == "vesalius":
+                        profile = args.py_spy / f"vesalius-{load.name}-{number + 1}.speedscope.json"
+                    figures = run_load(base, pid, load, auth, profile, args.gil)
+                results.setdefault((load.name, name), []).append(figures)
+                print(
+                    f"  round {number + 1} {load.name:10} {name:9}"
+                    f" {figures.cpu_ms_per_request:8.2f} ms/request"
+                    f" {figures.cpu_ms_per_instance:7.2f} ms/instance"
+                    f" {figures.instances_per_s:8.1f} instances/s",
+                    flush=True,
+                )
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     header = f"{'CPU ms/request':>15} {'CPU ms/instance':>16} {'inst/s':>8}"
-    print(f"\n{'load':10} {'server':9} {header}")
-    for (load_name, name), f in results.items():
+    print(f"\n{'load':10} {'server':9} {header}   (median of {args.rounds} rounds)")
+    for (load_name, name), rounds in sorted(results.items()):
+        f = Figures(
+            *(statistics.median(getattr(r, k) for r in rounds) for k in Figures.__annotations__)
+        )
         print(
             f"{load_name:10} {name:9} {f.cpu_ms_per_request:15.2f} "
             f"{f.cpu_ms_per_instance:16.2f} {f.instances_per_s:8.1f}"
