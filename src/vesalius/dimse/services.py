@@ -188,14 +188,11 @@ class Services:
         the loop could gain; with several associations, the pool lets their blob fsyncs and
         group commits overlap.
         """
-        if assoc.listener.active == 1 and self._storing == 0 and spool.size <= INLINE_STORE:
-            self._storing += 1
-            try:
-                return self.archive.store_spool(spool, self._origin(assoc))
-            finally:
-                self._storing -= 1
+        inline = assoc.listener.active == 1 and self._storing == 0 and spool.size <= INLINE_STORE
         self._storing += 1
         try:
+            if inline:
+                return self.archive.store_spool(spool, self._origin(assoc))
             return await self._run(self.archive.store_spool, spool, self._origin(assoc))
         finally:
             self._storing -= 1
