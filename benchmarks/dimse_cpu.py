@@ -3,7 +3,8 @@
 
 Wall time on a shared machine says little about what a request costs the server; the CPU time
 the server process spends does. For each server a fresh instance is started, *N* generated
-instances are stored with ``storescu``, and then:
+instances are stored with ``storescu`` over one association (CPU ms per instance stored), and
+then:
 
 * ``findscu -S`` (study level, the usual study-list keys) is called *R* times; the server's
   CPU time (utime + stime of /proc/PID/stat, children excluded) before and after gives the CPU
@@ -11,7 +12,7 @@ instances are stored with ``storescu``, and then:
 * ``getscu -S`` fetches every study once; CPU ms per instance sent and MB/s.
 
 With ``--py-spy DIR``, ``py-spy record --nonblocking`` samples the Vesalius server while the
-calls run and writes collapsed stacks (``find.txt``, ``get.txt``) to DIR.
+calls run and writes collapsed stacks (``store.txt``, ``find.txt``, ``get.txt``) to DIR.
 
 Run ``benchmarks/dimse_cpu.py --help`` for the options.
 """
@@ -70,6 +71,8 @@ TICKS = os.sysconf("SC_CLK_TCK")
 class Figures:
     """What one server measured."""
 
+    store_cpu_ms_per_instance: float
+    store_rate: float
     find_cpu_ms: float
     find_wall_ms: float
     matches: int
@@ -133,7 +136,12 @@ def measure(
     env = dcmtk.env
     with launcher.run() as endpoint:
         pid = server_pid(launcher)
-        run_tool(dcmtk.store_cmd(endpoint, data.root), TIMEOUT, "storescu", env)
+        with sampled(pid, profile / "store.txt" if profile else None):
+            before = cpu_seconds(pid)
+            start = time.perf_counter()
+            run_tool(dcmtk.store_cmd(endpoint, data.root), TIMEOUT, "storescu", env)
+            store_wall = time.perf_counter() - start
+            store_cpu = cpu_seconds(pid) - before
         time.sleep(1.0)  # let background work after the store settle
         find = dcmtk.find_cmd(endpoint, STUDY_KEYS)
         run_tool(find, TIMEOUT, "findscu", env)  # warm up
@@ -167,6 +175,8 @@ def measure(
         if files != data.instances:
             raise BenchError(f"C-GET returned {files} of {data.instances} instances")
     return Figures(
+        store_cpu_ms_per_instance=store_cpu * 1000 / data.instances,
+        store_rate=data.instances / store_wall,
         find_cpu_ms=find_cpu * 1000 / repeats,
         find_wall_ms=statistics.median(walls),
         matches=len(data.studies),
@@ -235,12 +245,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"studies; {args.repeats} C-FIND calls, each study fetched once with C-GET"
         )
         print(
-            f"{'server':<10} {'find CPU ms/call':>17} {'find wall ms':>13} "
+            f"{'server':<10} {'store CPU ms/inst':>18} {'store inst/s':>13} "
+            f"{'find CPU ms/call':>17} {'find wall ms':>13} "
             f"{'get CPU ms/inst':>16} {'get MB/s':>9}"
         )
         for label, f in rows:
             print(
-                f"{label:<10} {f.find_cpu_ms:>17.2f} {f.find_wall_ms:>13.1f} "
+                f"{label:<10} {f.store_cpu_ms_per_instance:>18.2f} {f.store_rate:>13.1f} "
+                f"{f.find_cpu_ms:>17.2f} {f.find_wall_ms:>13.1f} "
                 f"{f.get_cpu_ms_per_instance:>16.2f} {f.get_mb_s:>9.1f}"
             )
         return 0

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-from vesalius import plugins
+from vesalius import plugins, workers
 from vesalius.auth.maintenance import start_maintenance
 from vesalius.config import ConfigError, Settings
 from vesalius.container import Container, build
@@ -109,8 +109,10 @@ def run(settings: Settings) -> None:
 def _run_workers(settings: Settings) -> int:
     """Prepare the archive once, then run *workers* identical processes on shared ports.
 
-    Each process is a whole Vesalius (DICOM and HTTP); the kernel spreads new connections
-    over them (SO_REUSEPORT). They share the index and the blob store, as nodes do.
+    Each process is a whole Vesalius (DICOM and HTTP). This parent binds the ports and the
+    workers inherit the listening sockets, with a load board on which they leave each new
+    association to the least busy of them (:mod:`vesalius.workers`). They share the index and
+    the blob store, as nodes do.
     """
     try:
         container = open_container(settings)
@@ -119,11 +121,30 @@ def _run_workers(settings: Settings) -> int:
         return 1
     _first_admin(container)
     container.close()
-    env = {**os.environ, "VESALIUS_WORKERS": "1", "VESALIUS_REUSE_PORT": "true"}
+    try:
+        sockets = _bind_shared(settings)
+    except OSError as exc:
+        log.error("cannot listen: %s (is another server on these ports?)", exc)
+        return 1
+    fds = {name: sock.fileno() for name, sock in sockets.items()}
+    fds["board"] = workers.LoadBoard.create()
+    env = {
+        **os.environ,
+        "VESALIUS_WORKERS": "1",
+        "VESALIUS_REUSE_PORT": "true",
+        workers.FDS_ENV: workers.encode_fds(fds),
+    }
     children = [
-        subprocess.Popen([sys.executable, "-m", "vesalius", "serve"], env=env)
-        for _ in range(settings.workers)
+        subprocess.Popen(
+            [sys.executable, "-m", "vesalius", "serve"],
+            env={**env, workers.SLOT_ENV: f"{slot}/{settings.workers}"},
+            pass_fds=list(fds.values()),
+        )
+        for slot in range(settings.workers)
     ]
+    for sock in sockets.values():
+        sock.close()  # the workers hold them now
+    os.close(fds["board"])
     log.info("started %d worker processes: %s", len(children), [c.pid for c in children])
 
     def forward(signum: int, _frame: object) -> None:
@@ -147,6 +168,24 @@ def _run_workers(settings: Settings) -> int:
         time.sleep(0.2)
     log.info("stopped")
     return status
+
+
+def _bind_shared(settings: Settings) -> dict[str, socket.socket]:
+    """The listening sockets the workers share, by the names :mod:`vesalius.workers` uses."""
+    ports = {"dicom": (settings.dicom_host, settings.dicom_port)}
+    if settings.dicom_tls_port is not None:
+        ports["dicom_tls"] = (settings.dicom_host, settings.dicom_tls_port)
+    if settings.http_enabled:
+        ports["http"] = (settings.http_host, settings.http_port)
+    sockets: dict[str, socket.socket] = {}
+    try:
+        for name, (host, port) in ports.items():
+            sockets[name] = workers.bind(host, port)
+    except OSError:
+        for sock in sockets.values():
+            sock.close()
+        raise
+    return sockets
 
 
 def _settle_garbage_collector() -> None:
@@ -237,9 +276,10 @@ def _serve_http(settings: Settings, container: Container, stop: threading.Event)
                 log.info("http_port=%d", addr[1])
 
     server.startup = startup  # type: ignore[method-assign]
-    sockets = (
-        [_shared_socket(settings.http_host, settings.http_port)] if settings.reuse_port else None
-    )
+    shared = workers.inherited_socket("http")
+    if shared is None and settings.reuse_port:
+        shared = _shared_socket(settings.http_host, settings.http_port)
+    sockets = [shared] if shared is not None else None
     # uvicorn re-raises SIGTERM after its own shutdown, which would skip ours: handle it here.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
 

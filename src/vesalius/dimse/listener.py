@@ -1,12 +1,19 @@
-"""The DICOM port on asyncio: one event loop in a thread of its own, one task per association."""
+"""The DICOM port on asyncio: one event loop in a thread of its own, one task per association.
+
+The listener accepts one connection at a time itself (rather than asyncio's server, which
+takes every pending connection at once), so that the workers of one ``serve`` sharing the
+socket can leave a new association to the least loaded of them (:mod:`vesalius.workers`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import socket
 import ssl
 import threading
+import time
 
 from vesalius.archive.service import Archive
 from vesalius.auth.accounts import Auth
@@ -17,8 +24,14 @@ from vesalius.dimse.association import Association
 from vesalius.dimse.negotiation import Supported
 from vesalius.dimse.services import Services
 from vesalius.tls import HANDSHAKE_TIMEOUT
+from vesalius.workers import board, inherited_socket
 
 log = logging.getLogger(__name__)
+
+STREAM_LIMIT = 1024 * 1024  # bytes a StreamReader buffers before pausing the socket
+YIELD_S = 0.002  # a busier worker looks again after this long...
+MAX_YIELD_S = 0.05  # ...and takes the association itself after this long
+RETRY_ACCEPT_S = 1.0  # after accept() failed for want of file descriptors
 
 
 class Listener:
@@ -47,19 +60,82 @@ class Listener:
         self.associations: set[Association] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server: asyncio.base_events.Server | None = None
+        self._sock: socket.socket | None = None
+        self._board = board()
+        self._waiting_since: float | None = None  # a busier worker let a connection pass
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         association = Association(self, reader, writer)
-        self.active += 1
         self.associations.add(association)
         try:
             await association.run()
         finally:
-            self.active -= 1
+            self._count(-1)
             self.associations.discard(association)
 
+    def _count(self, delta: int) -> None:
+        self.active += delta
+        if self._board is not None:
+            self._board.add(delta)
+
+    def _acceptable(self) -> None:
+        """The socket has a connection pending: take it, unless a less busy worker should."""
+        loop, sock = self._loop, self._sock
+        assert loop is not None and sock is not None
+        if self._board is not None and not self._board.least_loaded():
+            now = time.monotonic()
+            self._waiting_since = self._waiting_since or now
+            if now - self._waiting_since < MAX_YIELD_S:
+                loop.remove_reader(sock)
+                loop.call_later(YIELD_S, self._resume)
+                return
+        try:
+            conn, _ = sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # another worker took it, or the peer gave up
+        except OSError as exc:  # out of file descriptors: stop accepting for a while
+            log.error("cannot accept DICOM connections: %s; retrying in %g s", exc, RETRY_ACCEPT_S)
+            loop.remove_reader(sock)
+            loop.call_later(RETRY_ACCEPT_S, self._resume)
+            return
+        self._waiting_since = None
+        conn.setblocking(False)
+        self._count(+1)
+        loop.create_task(self._connected(conn))
+
+    def _resume(self) -> None:
+        """Wait for connections again after letting one pass (or after an accept error)."""
+        loop, sock = self._loop, self._sock
+        if loop is None or sock is None:
+            return  # stopped meanwhile
+        if not select.select([sock], [], [], 0)[0]:
+            self._waiting_since = None  # another worker took the one that was waiting
+        loop.add_reader(sock, self._acceptable)
+
+    async def _connected(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                conn,
+                ssl=self.ssl_context,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self.ssl_context else None,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            log.info("DICOM connection dropped before it started: %s", exc)
+            self._count(-1)
+            conn.close()
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        await self._accept(reader, writer)
+
     def _socket(self) -> socket.socket:
+        shared = inherited_socket("dicom_tls" if self.ssl_context else "dicom")
+        if shared is not None:  # a worker of `serve`: the parent bound the port
+            shared.setblocking(False)
+            return shared
         host, port = self.settings.dicom_host, self.port
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -78,15 +154,10 @@ class Listener:
         loop = asyncio.new_event_loop()
         self._loop = loop
 
+        self._sock = sock
+
         async def serve() -> None:
-            self._server = await asyncio.start_server(
-                self._accept,
-                sock=sock,
-                limit=1024 * 1024,
-                backlog=256,
-                ssl=self.ssl_context,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self.ssl_context else None,
-            )
+            loop.add_reader(sock, self._acceptable)
             ready.set()
 
         def run() -> None:
@@ -110,8 +181,10 @@ class Listener:
             return
 
         async def shutdown() -> None:
-            if self._server is not None:
-                self._server.close()
+            sock, self._sock = self._sock, None
+            if sock is not None:
+                loop.remove_reader(sock)
+                sock.close()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()
