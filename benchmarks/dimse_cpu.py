@@ -107,7 +107,7 @@ def sampled(pid: int, out: Path | None) -> Iterator[None]:
     if out is None or shutil.which("py-spy") is None:
         yield
         return
-    cmd = ["py-spy", "record", "--nonblocking", "--format", "raw", "-r", "200"]
+    cmd = ["py-spy", "record", "--nonblocking", "--format", "raw", "-r", "997"]
     proc = subprocess.Popen(
         [*cmd, "-p", str(pid), "-o", str(out)],
         stdout=subprocess.DEVNULL,
