@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -11,6 +12,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 
 from dicomgen import make_dataset, to_bytes, uid, write
@@ -292,6 +294,85 @@ def test_workers_share_the_ports_and_the_archive(env: dict[str, str], tmp_path: 
         assert container.archive.totals().patients == 8
     finally:
         container.close()
+
+
+def _established(pid: int, port: int) -> int:
+    """Connections process *pid* holds that were accepted on local *port* (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01" and fields[9] in inodes:
+                count += 1
+    return count
+
+
+def test_workers_share_new_connections_evenly(env: dict[str, str]) -> None:
+    """Four associations (and HTTP connections) on two workers: two each, every time.
+
+    The kernel's SO_REUSEPORT hashing put three or four on one worker in most runs; the
+    workers now share one socket and leave each association to the least busy of them.
+    """
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    dicom_port, http_port = free_port(), free_port()
+    workers_env = {
+        **env,
+        "VESALIUS_WORKERS": "2",
+        "VESALIUS_DICOM_PORT": str(dicom_port),
+        "VESALIUS_HTTP_PORT": str(http_port),
+    }
+    process = subprocess.Popen(
+        [*VESALIUS, "serve"],
+        env={**os.environ, **workers_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        pids: set[int] = set()
+        deadline = time.monotonic() + 90
+        while len(pids) < 2 and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if match := re.search(r"Started server process \[(\d+)\]", line):
+                pids.add(int(match.group(1)))
+        assert len(pids) == 2
+        ae = AE()
+        ae.add_requested_context(Verification)
+        for _ in range(3):  # rounds: the board counts associations down as they end
+            associations = [
+                ae.associate("127.0.0.1", dicom_port, ae_title="VESALIUS") for _ in range(4)
+            ]
+            try:
+                assert all(a.is_established for a in associations)
+                assert all(a.send_c_echo().Status == 0 for a in associations)
+                assert sorted(_established(pid, dicom_port) for pid in pids) == [2, 2]
+            finally:
+                for association in associations:
+                    association.release()
+            time.sleep(0.5)
+        # HTTP keep-alive connections (four STOW-RS clients, say) spread the same way.
+        clients = [httpx.Client(timeout=30) for _ in range(4)]
+        try:
+            for client in clients:
+                assert client.get(f"http://127.0.0.1:{http_port}/login").status_code == 200
+            assert sorted(_established(pid, http_port) for pid in pids) == [2, 2]
+        finally:
+            for client in clients:
+                client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert process.returncode == 0
 
 
 def test_workers_need_fixed_ports(env: dict[str, str]) -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 from vesalius import plugins, workers
 from vesalius.auth.maintenance import start_maintenance
@@ -265,19 +268,30 @@ def _serve_http(settings: Settings, container: Container, stop: threading.Event)
     )
     server = uvicorn.Server(config)
 
-    original_startup = server.startup
+    original_startup, original_shutdown = server.startup, server.shutdown
+    inherited = workers.inherited_socket("http")  # a worker of `serve`: see vesalius.workers
+    acceptor: workers.Acceptor | None = None
 
     async def startup(sockets: object = None) -> None:
-        await original_startup(sockets=sockets)  # type: ignore[arg-type]
-        for sock_server in server.servers:
-            for sock in sock_server.sockets:
-                addr = sock.getsockname()
-                log.info("HTTP listening on http://%s:%d", addr[0], addr[1])
-                log.info("http_port=%d", addr[1])
+        nonlocal acceptor
+        await original_startup(sockets=[] if inherited else sockets)  # type: ignore[arg-type]
+        if inherited is not None:
+            acceptor = _accept_http(server, inherited)
+        listening = [sock for s in server.servers for sock in s.sockets]
+        for sock in listening + ([inherited] if inherited else []):
+            addr = sock.getsockname()
+            log.info("HTTP listening on http://%s:%d", addr[0], addr[1])
+            log.info("http_port=%d", addr[1])
+
+    async def shutdown(sockets: object = None) -> None:
+        if acceptor is not None:
+            acceptor.stop()
+        await original_shutdown(sockets=sockets)  # type: ignore[arg-type]
 
     server.startup = startup  # type: ignore[method-assign]
-    shared = workers.inherited_socket("http")
-    if shared is None and settings.reuse_port:
+    server.shutdown = shutdown  # type: ignore[method-assign]
+    shared = None
+    if inherited is None and settings.reuse_port:
         shared = _shared_socket(settings.http_host, settings.http_port)
     sockets = [shared] if shared is not None else None
     # uvicorn re-raises SIGTERM after its own shutdown, which would skip ours: handle it here.
@@ -291,6 +305,42 @@ def _serve_http(settings: Settings, container: Container, stop: threading.Event)
         signal.signal(sig, request_exit)
     server.run(sockets=sockets)
     stop.set()
+
+
+def _accept_http(server: Any, sock: socket.socket) -> workers.Acceptor:
+    """Take HTTP connections from the workers' shared socket into uvicorn, one at a time.
+
+    uvicorn's own listener (asyncio's server) takes every pending connection at each wake-up,
+    so the keep-alive connections of several clients all went to one worker. Each connection
+    gets the protocol uvicorn would have made, counted on the load board until it is lost.
+    """
+    loop = asyncio.get_running_loop()
+    config = server.config
+
+    async def connect(conn: socket.socket) -> None:
+        protocol = config.http_protocol_class(
+            config=config,
+            server_state=server.server_state,
+            app_state=server.lifespan.state,
+            _loop=loop,
+        )
+        lost = protocol.connection_lost
+
+        def connection_lost(exc: Exception | None) -> None:
+            acceptor.closed()
+            lost(exc)
+
+        protocol.connection_lost = connection_lost
+        try:
+            await loop.connect_accepted_socket(lambda: protocol, conn, ssl=config.ssl)
+        except (OSError, ssl.SSLError) as exc:
+            log.info("HTTP connection dropped before it started: %s", exc)
+            acceptor.closed()
+            conn.close()
+
+    acceptor = workers.Acceptor(loop, sock, "http", lambda conn: loop.create_task(connect(conn)))
+    acceptor.start()
+    return acceptor
 
 
 def _shared_socket(host: str, port: int) -> socket.socket:

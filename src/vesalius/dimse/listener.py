@@ -1,19 +1,17 @@
 """The DICOM port on asyncio: one event loop in a thread of its own, one task per association.
 
-The listener accepts one connection at a time itself (rather than asyncio's server, which
-takes every pending connection at once), so that the workers of one ``serve`` sharing the
-socket can leave a new association to the least loaded of them (:mod:`vesalius.workers`).
+Connections are taken by a :class:`~vesalius.workers.Acceptor` rather than asyncio's server,
+so that the workers of one ``serve`` sharing the port leave each new association to the least
+busy of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import select
 import socket
 import ssl
 import threading
-import time
 
 from vesalius.archive.service import Archive
 from vesalius.auth.accounts import Auth
@@ -24,14 +22,11 @@ from vesalius.dimse.association import Association
 from vesalius.dimse.negotiation import Supported
 from vesalius.dimse.services import Services
 from vesalius.tls import HANDSHAKE_TIMEOUT
-from vesalius.workers import board, inherited_socket
+from vesalius.workers import Acceptor, inherited_socket
 
 log = logging.getLogger(__name__)
 
 STREAM_LIMIT = 1024 * 1024  # bytes a StreamReader buffers before pausing the socket
-YIELD_S = 0.002  # a busier worker looks again after this long...
-MAX_YIELD_S = 0.05  # ...and takes the association itself after this long
-RETRY_ACCEPT_S = 1.0  # after accept() failed for want of file descriptors
 
 
 class Listener:
@@ -60,9 +55,7 @@ class Listener:
         self.associations: set[Association] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
-        self._board = board()
-        self._waiting_since: float | None = None  # a busier worker let a connection pass
+        self._acceptor: Acceptor | None = None
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         association = Association(self, reader, writer)
@@ -70,49 +63,23 @@ class Listener:
         try:
             await association.run()
         finally:
-            self._count(-1)
             self.associations.discard(association)
 
-    def _count(self, delta: int) -> None:
-        self.active += delta
-        if self._board is not None:
-            self._board.add(delta)
-
-    def _acceptable(self) -> None:
-        """The socket has a connection pending: take it, unless a less busy worker should."""
-        loop, sock = self._loop, self._sock
-        assert loop is not None and sock is not None
-        if self._board is not None and not self._board.least_loaded():
-            now = time.monotonic()
-            self._waiting_since = self._waiting_since or now
-            if now - self._waiting_since < MAX_YIELD_S:
-                loop.remove_reader(sock)
-                loop.call_later(YIELD_S, self._resume)
-                return
-        try:
-            conn, _ = sock.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return  # another worker took it, or the peer gave up
-        except OSError as exc:  # out of file descriptors: stop accepting for a while
-            log.error("cannot accept DICOM connections: %s; retrying in %g s", exc, RETRY_ACCEPT_S)
-            loop.remove_reader(sock)
-            loop.call_later(RETRY_ACCEPT_S, self._resume)
-            return
-        self._waiting_since = None
-        conn.setblocking(False)
-        self._count(+1)
-        loop.create_task(self._connected(conn))
-
-    def _resume(self) -> None:
-        """Wait for connections again after letting one pass (or after an accept error)."""
-        loop, sock = self._loop, self._sock
-        if loop is None or sock is None:
-            return  # stopped meanwhile
-        if not select.select([sock], [], [], 0)[0]:
-            self._waiting_since = None  # another worker took the one that was waiting
-        loop.add_reader(sock, self._acceptable)
+    def _handoff(self, conn: socket.socket) -> None:
+        """A connection the acceptor took: serve it in a task of its own."""
+        assert self._loop is not None
+        self._loop.create_task(self._connected(conn))
 
     async def _connected(self, conn: socket.socket) -> None:
+        self.active += 1
+        try:
+            await self._serve(conn)
+        finally:
+            self.active -= 1
+            if self._acceptor is not None:
+                self._acceptor.closed()
+
+    async def _serve(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
@@ -125,7 +92,6 @@ class Listener:
             )
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             log.info("DICOM connection dropped before it started: %s", exc)
-            self._count(-1)
             conn.close()
             return
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
@@ -154,10 +120,11 @@ class Listener:
         loop = asyncio.new_event_loop()
         self._loop = loop
 
-        self._sock = sock
+        self._acceptor = Acceptor(loop, sock, "dicom", self._handoff)
 
         async def serve() -> None:
-            loop.add_reader(sock, self._acceptable)
+            assert self._acceptor is not None
+            self._acceptor.start()
             ready.set()
 
         def run() -> None:
@@ -181,10 +148,8 @@ class Listener:
             return
 
         async def shutdown() -> None:
-            sock, self._sock = self._sock, None
-            if sock is not None:
-                loop.remove_reader(sock)
-                sock.close()
+            if self._acceptor is not None:
+                self._acceptor.stop()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()
