@@ -956,6 +956,17 @@ class VesaliusLauncher:
             shutil.rmtree(instance_dir, ignore_errors=True)
 
 
+def key_values(items: Sequence[str], what: str) -> dict[str, str]:
+    """``KEY=VALUE`` arguments (``--vesalius-env``) as a dict; *what* names the option."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BenchError(f"{what} expects KEY=VALUE, got {item!r}")
+        pairs[key] = value
+    return pairs
+
+
 FIND_RESPONSE = re.compile(r"Find Response: \d+ \(Pending\)")
 
 

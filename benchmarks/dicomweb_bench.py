@@ -55,6 +55,7 @@ from _common import (
     find_orthanc_plugin,
     fsync_limit,
     generate_data,
+    key_values,
 )
 
 BOUNDARY = "vesalius-bench-boundary"
@@ -293,6 +294,7 @@ def _server(
             dcmtk,
             workdir,
             database_url=args.database_url,
+            extra_env=key_values(args.vesalius_env, "--vesalius-env"),
         )
         launcher.check()  # type: ignore[attr-defined]
         version = launcher.version()
@@ -334,6 +336,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="rounds (median; fresh servers)")
     parser.add_argument("--servers", default="vesalius,orthanc", help="which servers, in order")
     parser.add_argument("--database-url", help="Vesalius index (default: SQLite in a temp folder)")
+    parser.add_argument(
+        "--vesalius-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment variable for Vesalius, e.g. VESALIUS_WORKERS=2 (repeatable)",
+    )
     parser.add_argument("--vesalius-cmd", nargs="+", help="command that runs `vesalius serve`")
     parser.add_argument("--orthanc", type=Path, default=Path("/usr/sbin/Orthanc"))
     parser.add_argument("--json", type=Path, help="also write the results here")

@@ -48,6 +48,7 @@ from _common import (
     default_vesalius_command,
     fsync_limit,
     generate_data,
+    key_values,
     mask_url,
     run_parallel,
     run_tool,
@@ -684,16 +685,6 @@ def make_options(args: argparse.Namespace) -> Options:
     if opts.preload < 0 or opts.get_studies < 0:
         raise BenchError("--preload and --get-studies cannot be negative")
     return opts
-
-
-def key_values(items: Sequence[str], what: str) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise BenchError(f"{what} expects KEY=VALUE, got {item!r}")
-        pairs[key] = value
-    return pairs
 
 
 def orthanc_options(items: Sequence[str]) -> dict[str, object]:
