@@ -21,7 +21,12 @@ def encoded(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def test_ready_instances_share_one_commit_and_a_conflict_fails_alone(container: Any) -> None:
+@pytest.mark.parametrize("with_conflict", [True, False])
+def test_ready_instances_share_one_commit_and_a_conflict_fails_alone(
+    container: Any, with_conflict: bool
+) -> None:
+    """Ten stores queued behind a held writer commit in one batch. A conflicting instance
+    among them fails alone: the batch is run again with savepoints (only then)."""
     archive = container.archive
     rows = archive.rows
     # A series archived under one study; the conflicting instance names it under another.
@@ -42,7 +47,7 @@ def test_ready_instances_share_one_commit_and_a_conflict_fails_alone(container: 
     holder = threading.Thread(target=rows.run, args=(hold,))
     holder.start()
     assert entered.wait(10)
-    batches_before = rows.batches
+    batches_before, reruns_before = rows.batches, rows.reruns
     results: dict[str, Any] = {}
 
     def store(ds: Dataset) -> None:
@@ -51,7 +56,8 @@ def test_ready_instances_share_one_commit_and_a_conflict_fails_alone(container: 
         except Exception as exc:  # checked below
             results[str(ds.SOPInstanceUID)] = exc
 
-    senders = [threading.Thread(target=store, args=(ds,)) for ds in [*good, conflicting]]
+    sent = [*good, conflicting] if with_conflict else good
+    senders = [threading.Thread(target=store, args=(ds,)) for ds in sent]
     for sender in senders:
         sender.start()
     deadline = time.monotonic() + 30
@@ -63,8 +69,10 @@ def test_ready_instances_share_one_commit_and_a_conflict_fails_alone(container: 
     for sender in senders:
         sender.join(30)
 
-    assert rows.batches - batches_before == 2  # the held one, then all ten together
-    assert isinstance(results[str(conflicting.SOPInstanceUID)], SeriesConflict)
+    assert rows.batches - batches_before == 2  # the held one, then all the others together
+    assert rows.reruns - reruns_before == (1 if with_conflict else 0)
+    if with_conflict:
+        assert isinstance(results[str(conflicting.SOPInstanceUID)], SeriesConflict)
     assert [results[str(ds.SOPInstanceUID)] for ds in good] == ["stored"] * 9
     totals = archive.totals()
     assert (totals.studies, totals.instances) == (2, 10)

@@ -2,15 +2,16 @@
 
 Each store hands its row-writing step to :meth:`GroupCommit.run` and waits. The first caller
 to find no commit in progress becomes the leader: it takes every step queued at that moment,
-its own included, runs each in a savepoint of one transaction and commits once. Callers that
-arrive meanwhile queue up and are committed together by the next leader. So N instances
+its own included, runs them in one transaction and commits once. Callers that arrive
+meanwhile queue up and are committed together by the next leader. So N instances
 arriving together over N associations (or STOW-RS requests) pay one commit, one flush of the
 database log, instead of N, while a lone instance is committed at once by its own thread, with
 no hand-off to another thread (which costs more than the commit on a busy machine).
 
-A step that fails (a duplicate SOP Instance UID, a series filed under another study) is rolled
-back to its savepoint and fails alone; its neighbours commit. Each caller returns only once its
-own rows are committed, so an acknowledgement still means durable.
+A step that fails (a duplicate SOP Instance UID, a series filed under another study) fails
+alone and its neighbours commit: the batch is then run again with each step in a savepoint.
+Each caller returns only once its own rows are committed, so an acknowledgement still means
+durable.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from vesalius.index.engine import Database
 log = logging.getLogger(__name__)
 
 Step = Callable[[Session], Any]
+Outcome = tuple[bool, Any]  # (True, the step's result) or (False, what it raised)
 
 
 class GroupCommit:
@@ -44,6 +46,7 @@ class GroupCommit:
         self._local = threading.local()
         self.batches = 0  # counted for the benchmarks and tests
         self.steps = 0
+        self.reruns = 0  # batches run again with savepoints after a step failed
 
     def run(self, step: Step) -> Any:
         """Run *step* in the next group transaction; returns its result once committed.
@@ -83,27 +86,21 @@ class GroupCommit:
         """Nothing runs in the background; kept so that the archive closes all it opened."""
 
     def _commit(self, batch: list[tuple[Step, Future[Any]]]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
-
-        def write(session: Session) -> None:
-            outcomes.clear()  # run_write may retry the whole batch after a deadlock
-            if len(batch) == 1:  # alone, a failure may roll back the whole transaction
-                outcomes.append((True, batch[0][0](session)))
-                return
-            for step, _ in batch:
-                try:
-                    with session.begin_nested():
-                        outcomes.append((True, step(session)))
-                except OperationalError:
-                    raise  # a deadlock or a lost connection: the whole transaction is retried
-                except Exception as exc:
-                    outcomes.append((False, exc))
-
         try:
-            self.db.run_write(write, durable=False)  # the files are durable: see durability.py
+            try:
+                outcomes = self._write(batch, isolate=False)
+            except OperationalError:
+                raise  # a lost connection, or a deadlock run_write gave up on: all fail
+            except Exception:
+                if len(batch) == 1:
+                    raise  # its own failure (a duplicate, a conflict)
+                # A step failed and took its neighbours' rows with it: once more, each in a
+                # savepoint, so that it fails alone.
+                self.reruns += 1
+                outcomes = self._write(batch, isolate=True)
         except BaseException as exc:
             if len(batch) == 1 and not isinstance(exc, OperationalError):
-                batch[0][1].set_exception(exc)  # its own failure (a duplicate, a conflict)
+                batch[0][1].set_exception(exc)
                 return
             log.warning("a group commit of %d instances failed: %s", len(batch), exc)
             for _, future in batch:
@@ -116,3 +113,30 @@ class GroupCommit:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+
+    def _write(self, batch: list[tuple[Step, Future[Any]]], isolate: bool) -> list[Outcome]:
+        """Run the steps in one transaction and commit it; returns each step's outcome.
+
+        Without *isolate* a failing step raises (and the transaction is rolled back whole);
+        with it, each step runs in a savepoint and its failure is its outcome. Savepoints cost
+        two statements and SQLAlchemy's nested-transaction bookkeeping per instance, and a
+        step rarely fails, so they are only paid for once one has.
+        """
+        outcomes: list[Outcome] = []
+
+        def write(session: Session) -> None:
+            outcomes.clear()  # run_write may retry the whole batch after a deadlock
+            for step, _ in batch:
+                if not isolate:
+                    outcomes.append((True, step(session)))
+                    continue
+                try:
+                    with session.begin_nested():
+                        outcomes.append((True, step(session)))
+                except OperationalError:
+                    raise  # a deadlock or a lost connection: the whole transaction is retried
+                except Exception as exc:
+                    outcomes.append((False, exc))
+
+        self.db.run_write(write, durable=False)  # the files are durable: see durability.py
+        return outcomes
