@@ -282,7 +282,10 @@ class Settings(BaseModel):
     )
     reuse_port: bool = Field(
         default=False,
-        description="Bind with SO_REUSEPORT so that processes share the ports (workers set it).",
+        description=(
+            "Bind with SO_REUSEPORT so that separately started processes share the ports "
+            "(the workers of one serve share their parent's sockets instead)."
+        ),
     )
     accept_unknown_aes: bool = Field(
         default=True,
