@@ -47,21 +47,30 @@ class FilesystemBlobStore:
             raise ValueError(f"invalid blob key {key!r}")
         return self.root / key
 
-    def _make_parent(self, path: Path) -> None:
-        """Create the blob's folder, fsyncing each new folder's parent so it survives a crash."""
+    def _make_parent(self, path: Path) -> list[Path]:
+        """Create the blob's folder; returns the folders to fsync, nearest first.
+
+        Those are the blob's folder and the parent of each folder created here. The caller
+        fsyncs them after the file itself: on a journalling filesystem the file's fsync
+        commits the new folders' entries in the same journal commit, so these fsyncs find
+        little left to do. (Fsyncing each parent as its folder was made cost a disk flush of
+        its own for every new study, a third of a one-image store's time.)
+        """
         parent = path.parent
         if parent.is_dir():
-            return
+            return [parent]
         missing = []
         while not parent.exists():
             missing.append(parent)
             parent = parent.parent
+        created = []
         for folder in reversed(missing):
             try:
                 folder.mkdir()
             except FileExistsError:
                 continue
-            _fsync_dir(folder.parent)
+            created.append(folder.parent)
+        return [path.parent, *reversed(created)]
 
     def spool(self) -> Spool:
         return Spool(self.temp_dir)
@@ -80,14 +89,15 @@ class FilesystemBlobStore:
             path = self._path(key)
             if path.exists():
                 raise FileExistsError(f"blob {key} already exists")
-            self._make_parent(path)
+            folders = self._make_parent(path)
             os.rename(spool.path, path)
         except BaseException:
             spool.discard()
             raise
         try:
             os.fsync(spool.fileno())
-            _fsync_dir(path.parent)
+            for folder in folders:
+                _fsync_dir(folder)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
@@ -99,7 +109,7 @@ class FilesystemBlobStore:
         path = self._path(key)
         if path.exists():
             raise FileExistsError(f"blob {key} already exists")
-        self._make_parent(path)
+        folders = self._make_parent(path)
         tmp = self.temp_dir / f"{secrets.token_hex(8)}{_TMP_SUFFIX}"
         digest = hashlib.sha256()
         size = 0
@@ -113,7 +123,8 @@ class FilesystemBlobStore:
                 out.flush()
                 os.fsync(out.fileno())
             os.rename(tmp, path)
-            _fsync_dir(path.parent)
+            for folder in folders:
+                _fsync_dir(folder)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
