@@ -831,6 +831,7 @@ class VesaliusLauncher:
     database_url: str | None = None
     reset_db: bool = True
     log_level: str = "WARNING"
+    workers: int = 1  # VESALIUS_WORKERS: processes sharing the ports
     extra_env: Mapping[str, str] = field(default_factory=dict)
     migrate_command: Sequence[str] | None = None
     startup_timeout: float = 60.0
@@ -934,6 +935,7 @@ class VesaliusLauncher:
                 # `make install-test` installs the test suite's example plugin in the same
                 # environment; its instance filter is not part of the archive being measured.
                 VESALIUS_DISABLED_PLUGINS='["example"]',
+                VESALIUS_WORKERS=str(self.workers),
             )
             if self.database_url:
                 env["VESALIUS_DATABASE_URL"] = self.database_url

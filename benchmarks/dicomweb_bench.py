@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -294,6 +295,7 @@ def _server(
             dcmtk,
             workdir,
             database_url=args.database_url,
+            workers=args.vesalius_workers,
             extra_env=key_values(args.vesalius_env, "--vesalius-env"),
         )
         launcher.check()  # type: ignore[attr-defined]
@@ -336,6 +338,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="rounds (median; fresh servers)")
     parser.add_argument("--servers", default="vesalius,orthanc", help="which servers, in order")
     parser.add_argument("--database-url", help="Vesalius index (default: SQLite in a temp folder)")
+    parser.add_argument(
+        "--vesalius-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="VESALIUS_WORKERS (default: the CPU cores, as the README advises; Orthanc's "
+        "threads use every core too)",
+    )
     parser.add_argument(
         "--vesalius-env",
         action="append",

@@ -621,6 +621,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ves.add_argument("--vesalius-log-level", default="WARNING", help="VESALIUS_LOG_LEVEL")
     ves.add_argument(
+        "--vesalius-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="VESALIUS_WORKERS (default: the CPU cores, as the README advises; Orthanc's "
+        "threads use every core too)",
+    )
+    ves.add_argument(
         "--vesalius-env",
         action="append",
         default=[],
@@ -825,6 +832,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     database_url=args.vesalius_db_url,
                     reset_db=not args.no_db_reset,
                     log_level=args.vesalius_log_level,
+                    workers=args.vesalius_workers,
                     extra_env=key_values(args.vesalius_env, "--vesalius-env"),
                     migrate_command=shlex.split(args.vesalius_migrate_cmd)
                     if args.vesalius_migrate_cmd
