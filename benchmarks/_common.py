@@ -7,6 +7,7 @@ the process group that session created), never by name.
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import contextlib
 import fnmatch
@@ -956,6 +957,24 @@ class VesaliusLauncher:
             if proc is not None:
                 proc.stop()
             shutil.rmtree(instance_dir, ignore_errors=True)
+
+
+def add_vesalius_options(group: argparse._ActionsContainer) -> None:
+    """``--vesalius-workers`` and ``--vesalius-env``, on an argparse parser or group."""
+    group.add_argument(
+        "--vesalius-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="VESALIUS_WORKERS (default: the CPU cores, as the README advises; Orthanc's "
+        "threads use every core too)",
+    )
+    group.add_argument(
+        "--vesalius-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment variable for Vesalius, e.g. VESALIUS_LOG_LEVEL=INFO (repeatable)",
+    )
 
 
 def key_values(items: Sequence[str], what: str) -> dict[str, str]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from _common import (
     GeneratedData,
     OrthancLauncher,
     VesaliusLauncher,
+    add_vesalius_options,
     default_vesalius_command,
     find_orthanc_plugin,
     fsync_limit,
@@ -338,20 +338,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="rounds (median; fresh servers)")
     parser.add_argument("--servers", default="vesalius,orthanc", help="which servers, in order")
     parser.add_argument("--database-url", help="Vesalius index (default: SQLite in a temp folder)")
-    parser.add_argument(
-        "--vesalius-workers",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="VESALIUS_WORKERS (default: the CPU cores, as the README advises; Orthanc's "
-        "threads use every core too)",
-    )
-    parser.add_argument(
-        "--vesalius-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra environment variable for Vesalius, e.g. VESALIUS_WORKERS=2 (repeatable)",
-    )
+    add_vesalius_options(parser)
     parser.add_argument("--vesalius-cmd", nargs="+", help="command that runs `vesalius serve`")
     parser.add_argument("--orthanc", type=Path, default=Path("/usr/sbin/Orthanc"))
     parser.add_argument("--json", type=Path, help="also write the results here")

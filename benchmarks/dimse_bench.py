@@ -44,6 +44,7 @@ from _common import (
     GeneratedData,
     OrthancLauncher,
     VesaliusLauncher,
+    add_vesalius_options,
     count_find_responses,
     default_vesalius_command,
     fsync_limit,
@@ -620,20 +621,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(default: the serve command with 'serve' replaced by 'db upgrade')",
     )
     ves.add_argument("--vesalius-log-level", default="WARNING", help="VESALIUS_LOG_LEVEL")
-    ves.add_argument(
-        "--vesalius-workers",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="VESALIUS_WORKERS (default: the CPU cores, as the README advises; Orthanc's "
-        "threads use every core too)",
-    )
-    ves.add_argument(
-        "--vesalius-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra environment variable for Vesalius (repeatable)",
-    )
+    add_vesalius_options(ves)
     orth = parser.add_argument_group("Orthanc and DCMTK")
     orth.add_argument(
         "--orthanc-bin", type=Path, default=Path("/usr/sbin/Orthanc"), help="Orthanc executable"

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -240,12 +242,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_workers_share_the_ports_and_the_archive(env: dict[str, str], tmp_path: Path) -> None:
-    from concurrent.futures import ThreadPoolExecutor
+@dataclass
+class Workers:
+    """A `vesalius serve` with two workers on fixed ports, and the workers' PIDs."""
 
-    from pynetdicom import AE
-    from pynetdicom.sop_class import CTImageStorage
+    dicom_port: int
+    http_port: int
+    pids: set[int]
 
+
+@contextlib.contextmanager
+def two_workers(env: dict[str, str]) -> Iterator[Workers]:
+    """Serve with VESALIUS_WORKERS=2 until both workers have started; stop it at the end."""
     dicom_port, http_port = free_port(), free_port()
     workers_env = {
         **env,
@@ -262,18 +270,32 @@ def test_workers_share_the_ports_and_the_archive(env: dict[str, str], tmp_path: 
     )
     try:
         assert process.stdout is not None
-        pids: set[str] = set()
+        pids: set[int] = set()
         deadline = time.monotonic() + 90
         while len(pids) < 2 and time.monotonic() < deadline:
             line = process.stdout.readline()
             if match := re.search(r"Started server process \[(\d+)\]", line):
-                pids.add(match.group(1))
+                pids.add(int(match.group(1)))
         assert len(pids) == 2
+        yield Workers(dicom_port, http_port, pids)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert process.returncode == 0
+
+
+def test_workers_share_the_ports_and_the_archive(env: dict[str, str], tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage
+
+    with two_workers(env) as served:
 
         def send(i: int) -> int:
             ae = AE()
             ae.add_requested_context(CTImageStorage)
-            assoc = ae.associate("127.0.0.1", dicom_port, ae_title="VESALIUS")
+            assoc = ae.associate("127.0.0.1", served.dicom_port, ae_title="VESALIUS")
             try:
                 ds = make_dataset(PatientID=f"W{i}")
                 return int(assoc.send_c_store(ds).Status)
@@ -282,10 +304,6 @@ def test_workers_share_the_ports_and_the_archive(env: dict[str, str], tmp_path: 
 
         with ThreadPoolExecutor(4) as pool:
             assert list(pool.map(send, range(8))) == [0] * 8
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
-    assert process.returncode == 0
     from vesalius.config import load_settings
     from vesalius.container import build
 
@@ -323,39 +341,18 @@ def test_workers_share_new_connections_evenly(env: dict[str, str]) -> None:
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification
 
-    dicom_port, http_port = free_port(), free_port()
-    workers_env = {
-        **env,
-        "VESALIUS_WORKERS": "2",
-        "VESALIUS_DICOM_PORT": str(dicom_port),
-        "VESALIUS_HTTP_PORT": str(http_port),
-    }
-    process = subprocess.Popen(
-        [*VESALIUS, "serve"],
-        env={**os.environ, **workers_env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        pids: set[int] = set()
-        deadline = time.monotonic() + 90
-        while len(pids) < 2 and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if match := re.search(r"Started server process \[(\d+)\]", line):
-                pids.add(int(match.group(1)))
-        assert len(pids) == 2
+    with two_workers(env) as served:
         ae = AE()
         ae.add_requested_context(Verification)
         for _ in range(3):  # rounds: the board counts associations down as they end
             associations = [
-                ae.associate("127.0.0.1", dicom_port, ae_title="VESALIUS") for _ in range(4)
+                ae.associate("127.0.0.1", served.dicom_port, ae_title="VESALIUS") for _ in range(4)
             ]
             try:
                 assert all(a.is_established for a in associations)
                 assert all(a.send_c_echo().Status == 0 for a in associations)
-                assert sorted(_established(pid, dicom_port) for pid in pids) == [2, 2]
+                spread = sorted(_established(pid, served.dicom_port) for pid in served.pids)
+                assert spread == [2, 2]
             finally:
                 for association in associations:
                     association.release()
@@ -364,15 +361,13 @@ def test_workers_share_new_connections_evenly(env: dict[str, str]) -> None:
         clients = [httpx.Client(timeout=30) for _ in range(4)]
         try:
             for client in clients:
-                assert client.get(f"http://127.0.0.1:{http_port}/login").status_code == 200
-            assert sorted(_established(pid, http_port) for pid in pids) == [2, 2]
+                url = f"http://127.0.0.1:{served.http_port}/login"
+                assert client.get(url).status_code == 200
+            spread = sorted(_established(pid, served.http_port) for pid in served.pids)
+            assert spread == [2, 2]
         finally:
             for client in clients:
                 client.close()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
-    assert process.returncode == 0
 
 
 def test_workers_need_fixed_ports(env: dict[str, str]) -> None:
