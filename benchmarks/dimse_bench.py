@@ -115,6 +115,7 @@ class Options:
     date_range: tuple[str, str]
     timeout: float
     seed: int
+    phases: tuple[str, ...] = ("single", "parallel")
 
 
 @dataclass
@@ -398,7 +399,7 @@ def run_benchmark(
                 f"disk limit, round {round_no + 1}: {rate:.0f} fsync'd {instance_size // 1024} KB "
                 f"files/s on {threads} thread(s)"
             )
-        for phase in ("single", "parallel"):
+        for phase in opts.phases:
             for launcher in order:
                 server_lifetime(
                     launcher, phase, round_no, dcmtk=dcmtk, data=data, preload=preload,
@@ -586,6 +587,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--find-repeats", type=int, help="calls per C-FIND/C-ECHO median (default 30; quick 5)"
     )
     run.add_argument("--parallel", type=int, default=4, help="associations for parallel ingest")
+    run.add_argument(
+        "--phases",
+        nargs="+",
+        choices=["single", "parallel"],
+        default=["single", "parallel"],
+        help="server starts per round: 'single' (1-association ingest, C-ECHO, C-FIND, C-GET), "
+        "'parallel' (ingest over --parallel associations); each preloads first. "
+        "'--preload 250000 --phases single' measures the growth once",
+    )
     run.add_argument("--get-studies", type=int, default=0, help="studies to C-GET; 0 = all")
     run.add_argument("--name-query", default="BENCH^PATIENT000*", help="PatientName wildcard")
     run.add_argument("--date-range", default="20210101-20221231", help="StudyDate range")
@@ -672,6 +682,7 @@ def make_options(args: argparse.Namespace) -> Options:
         date_range=(low, high),
         timeout=args.timeout,
         seed=args.seed,
+        phases=tuple(args.phases),
     )
     for name in ("instances", "instances_per_series", "series_per_study", "studies_per_patient",
                  "rounds", "find_repeats", "parallel", "preload_steps"):  # fmt: skip
