@@ -2,9 +2,10 @@
 
 With ``workers`` > 1 the parent binds each port once and its workers inherit the listening
 sockets (file descriptors passed at start, named in :data:`FDS_ENV`). Every worker waits on
-the same sockets, and who takes a new DICOM association is settled on a :class:`LoadBoard`:
-a few shared bytes holding each worker's count of open associations. A worker with more than
-the least loaded one lets a new association pass for a moment so that the other takes it.
+the same sockets, and who takes a new DICOM association or HTTP connection is settled on a
+:class:`LoadBoard`: a few shared bytes holding each worker's count of open ones. A worker with
+more than the least loaded one lets a new connection pass for a moment so that the other takes
+it.
 
 Why not SO_REUSEPORT alone: the kernel hashes each connection to one of the processes'
 sockets, whatever their load; with four associations on two workers it put three or four on
@@ -57,15 +58,15 @@ class LoadBoard:
         """Whether no other worker has fewer open associations than this one."""
         return self._counts[self.slot] <= min(self._counts)
 
-    def counts(self) -> list[int]:
-        return list(self._counts)
 
-
-def bind(host: str, port: int, *, backlog: int = 2048) -> socket.socket:
-    """A listening TCP socket on *host*:*port* (IPv6 when the host has a colon)."""
+def bind(host: str, port: int, *, reuse_port: bool = False, backlog: int = 2048) -> socket.socket:
+    """A listening TCP socket on *host*:*port* (IPv6 when the host has a colon); with
+    *reuse_port*, other processes may bind the same port (SO_REUSEPORT)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(backlog)
     return sock

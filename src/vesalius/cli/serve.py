@@ -292,7 +292,7 @@ def _serve_http(settings: Settings, container: Container, stop: threading.Event)
     server.shutdown = shutdown  # type: ignore[method-assign]
     shared = None
     if inherited is None and settings.reuse_port:
-        shared = _shared_socket(settings.http_host, settings.http_port)
+        shared = workers.bind(settings.http_host, settings.http_port, reuse_port=True)
     sockets = [shared] if shared is not None else None
     # uvicorn re-raises SIGTERM after its own shutdown, which would skip ours: handle it here.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
@@ -341,14 +341,3 @@ def _accept_http(server: Any, sock: socket.socket) -> workers.Acceptor:
     acceptor = workers.Acceptor(loop, sock, "http", lambda conn: loop.create_task(connect(conn)))
     acceptor.start()
     return acceptor
-
-
-def _shared_socket(host: str, port: int) -> socket.socket:
-    """A listening socket that other worker processes may bind too (SO_REUSEPORT)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    return sock

@@ -22,7 +22,7 @@ from vesalius.dimse.association import Association
 from vesalius.dimse.negotiation import Supported
 from vesalius.dimse.services import Services
 from vesalius.tls import HANDSHAKE_TIMEOUT
-from vesalius.workers import Acceptor, inherited_socket
+from vesalius.workers import Acceptor, bind, inherited_socket
 
 log = logging.getLogger(__name__)
 
@@ -100,18 +100,13 @@ class Listener:
     def _socket(self) -> socket.socket:
         shared = inherited_socket("dicom_tls" if self.ssl_context else "dicom")
         if shared is not None:  # a worker of `serve`: the parent bound the port
-            shared.setblocking(False)
             return shared
-        host, port = self.settings.dicom_host, self.port
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self.settings.reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(256)
-        sock.setblocking(False)
-        return sock
+        return bind(
+            self.settings.dicom_host,
+            self.port,
+            reuse_port=self.settings.reuse_port,
+            backlog=256,
+        )
 
     def start(self) -> tuple[str, int]:
         """Start listening; returns the address and port actually bound."""
