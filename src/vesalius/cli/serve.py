@@ -72,6 +72,10 @@ def run(settings: Settings) -> None:
         raise SystemExit(2) from None
     federation_jobs.install(container)  # the push to a central index, when this is a site
     federation_jobs.install_mirror(container)  # the [[remote_pacs]] syncs and retrievals
+    # The HTTP application is built before the DICOM port opens: a server that answers C-ECHO
+    # is wholly started (building the app takes a second of CPU, which a sender's first
+    # C-STOREs would otherwise share), and its objects are frozen with the rest below.
+    app = _http_app(container) if settings.http_enabled else None
     runner = JobRunner(container).start() if settings.jobs_enabled else None
     try:
         _host, port = dicom.start()
@@ -93,8 +97,8 @@ def run(settings: Settings) -> None:
         log.info("dicom_tls_port=%d", dicom.tls_address[1])
     stop = threading.Event()
     try:
-        if settings.http_enabled:
-            _serve_http(settings, container, stop)
+        if app is not None:
+            _serve_http(settings, app, stop)
         else:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
@@ -251,12 +255,15 @@ def _first_admin(container: Container) -> None:
         )
 
 
-def _serve_http(settings: Settings, container: Container, stop: threading.Event) -> None:
-    import uvicorn
-
+def _http_app(container: Container) -> Any:
     from vesalius.web.app import create_app
 
-    app = create_app(container)
+    return create_app(container)
+
+
+def _serve_http(settings: Settings, app: Any, stop: threading.Event) -> None:
+    import uvicorn
+
     config = uvicorn.Config(
         app,
         host=settings.http_host,
