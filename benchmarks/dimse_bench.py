@@ -10,6 +10,8 @@ and stopped again. Servers alternate, and their order flips every round. Measure
 * C-ECHO, C-FIND study-level latency (``findscu -S``, median of repeated calls; each call is a
   whole process: start, associate, query, release), for a PatientName wildcard and for a
   StudyDate range;
+* the same C-FINDs repeated on one open association (``_scu.py``, a blocking client on
+  pynetdicom's codecs): the server's own latency, without a process start;
 * C-GET throughput (MB/s, 1 MB = 10^6 bytes) with ``getscu -S``, one association per study.
 
 Run ``benchmarks/dimse_bench.py --help`` for the options and benchmarks/README.md for details.
@@ -38,6 +40,7 @@ from typing import Any, Protocol
 
 from _common import (
     REPO_ROOT,
+    SCU_AET,
     BenchError,
     Dcmtk,
     Endpoint,
@@ -55,6 +58,7 @@ from _common import (
     run_tool,
     tree_size,
 )
+from _scu import FindAssociation
 from pydicom import dcmread
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -79,6 +83,7 @@ STUDY_KEYS: dict[str, str] = {
     "NumberOfStudyRelatedInstances": "",
 }
 FIND_TIMEOUT = 120.0
+ASSOC_REPEATS = 5  # C-FINDs on one association per findscu call (they are quicker)
 LIMIT = "limit"  # the disk's rate of durable file writes, measured in the same run
 
 
@@ -347,13 +352,31 @@ def measure_queries(
     find_date = dcmtk.find_cmd(endpoint, by_date)
     name_ms = timed_calls(dcmtk, find_name, n, "findscu (name)", n_name, results, who)
     date_ms = timed_calls(dcmtk, find_date, n, "findscu (date)", n_date, results, who)
-    for key, samples in (("echo", echo), ("find_name", name_ms), ("find_date", date_ms)):
+    # The server's own latency: the same queries repeated on one open association.
+    assoc = FindAssociation(endpoint.host, endpoint.port, endpoint.aet, SCU_AET, opts.timeout)
+    try:
+        on_assoc = {}
+        for key, keys, expected in (("name", by_name, n_name), ("date", by_date, n_date)):
+            on_assoc[key], counts = assoc.timed_finds(keys, n * ASSOC_REPEATS)
+            if counts != {expected}:
+                results.warn(f"{who}: C-FIND {key} on one association returned {sorted(counts)}")
+    finally:
+        assoc.release()
+    samples_of = {
+        "echo": echo,
+        "find_name": name_ms,
+        "find_date": date_ms,
+        "find_name_assoc": on_assoc["name"],
+        "find_date_assoc": on_assoc["date"],
+    }
+    for key, samples in samples_of.items():
         results.add(launcher.key, metrics[key], statistics.median(samples))
         record[f"{key}_ms"] = samples
     console.log(
         f"{who}: C-ECHO {statistics.median(echo):.1f} ms, C-FIND name "
         f"{statistics.median(name_ms):.1f} ms ({n_name} studies), C-FIND date "
-        f"{statistics.median(date_ms):.1f} ms ({n_date} studies)"
+        f"{statistics.median(date_ms):.1f} ms ({n_date} studies); on one association "
+        f"{statistics.median(on_assoc['name']):.2f} / {statistics.median(on_assoc['date']):.2f} ms"
     )
     count = min(opts.get_studies or len(data.studies), len(data.studies))
     secs, nbytes = retrieve(dcmtk, endpoint, data, count, opts.timeout, tmp, results, who)
@@ -371,6 +394,8 @@ def build_metrics(opts: Options) -> dict[str, Metric]:
         Metric("echo", "C-ECHO (process + association)", "ms", False),
         Metric("find_name", f"C-FIND study, PatientName={opts.name_query}", "ms", False),
         Metric("find_date", f"C-FIND study, StudyDate={'-'.join(opts.date_range)}", "ms", False),
+        Metric("find_name_assoc", "C-FIND name, on one open association", "ms", False),
+        Metric("find_date_assoc", "C-FIND date, on one open association", "ms", False),
         Metric("get", "C-GET study level, 1 association per study", "MB/s", True),
     ]
     if opts.preload:
