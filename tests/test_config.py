@@ -91,3 +91,24 @@ def test_unknown_variables_are_reported_not_fatal() -> None:
     env = {"VESALIUS_DICOM_PROT": "1", "VESALIUS_TEST_X": "1", "VESALIUS_AE_TITLE": "A"}
     assert load_settings(env=env).ae_title == "A"
     assert unknown_environment(env) == ["VESALIUS_DICOM_PROT"]
+
+
+def test_a_removed_setting_is_ignored_with_a_note(tmp_path: Path) -> None:
+    """dicom_engine (the pynetdicom-based engine, removed) is no typo: not refused, but noted."""
+    from vesalius.config import unknown_environment
+
+    config = tmp_path / "old.toml"
+    config.write_text('ae_title = "OLD"\ndicom_engine = "pynetdicom"\n')
+    env = {"VESALIUS_DICOM_ENGINE": "pynetdicom"}
+    notes: list[str] = []
+    settings = load_settings(config, env=env, notes=notes)
+    assert settings.ae_title == "OLD"
+    assert "dicom_engine" not in settings.model_dump()
+    assert notes == [
+        f"dicom_engine (in {config}) was removed in this version and is ignored: "
+        "the asyncio engine is the only one. Delete it from the file.",
+        "VESALIUS_DICOM_ENGINE: dicom_engine was removed in this version and is ignored: "
+        "the asyncio engine is the only one.",
+    ]
+    assert unknown_environment(env) == []  # said once, by the note
+    assert load_settings(env={}, notes=notes) and len(notes) == 2  # nothing set, nothing said

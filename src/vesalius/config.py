@@ -332,13 +332,6 @@ class Settings(BaseModel):
     acse_timeout: float = Field(
         default=30.0, gt=0, description="Time a new connection has to request an association (s)."
     )
-    dicom_engine: Literal["asyncio", "pynetdicom"] = Field(
-        default="asyncio",
-        description=(
-            "DICOM network layer: Vesalius's own asyncio one, or pynetdicom's threads (kept to "
-            "compare; to be removed)."
-        ),
-    )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed to call the HTTP API from a browser."
@@ -752,22 +745,47 @@ _STRUCTURED = {
 }
 
 
+# Settings that no longer exist, and what stands in their place. A configuration that still sets
+# one is not refused, as an unknown key (a typo) in a file is: what the setting chose is now the
+# only way, so it is ignored with a note that says so.
+REMOVED_SETTINGS = {
+    "dicom_engine": "the asyncio engine is the only one",
+}
+
+
 def unknown_environment(env: Mapping[str, str] | None = None) -> list[str]:
     """``VESALIUS_*`` variables that name no setting (typos, most likely).
 
     They are ignored rather than refused, because the environment is shared with other tools
     (the test suite's ``VESALIUS_TEST_*`` variables, for one); the command line prints them.
+    A removed setting is not listed: :func:`load_settings` says why it is ignored.
     """
     env = os.environ if env is None else env
-    fields = Settings.model_fields
+    known = Settings.model_fields.keys() | REMOVED_SETTINGS.keys()
     return sorted(
         key
         for key in env
         if key.startswith(ENV_PREFIX)
         and key != f"{ENV_PREFIX}CONFIG"
         and not key.startswith(f"{ENV_PREFIX}TEST_")
-        and key[len(ENV_PREFIX) :].lower() not in fields
+        and key[len(ENV_PREFIX) :].lower() not in known
     )
+
+
+def _drop_removed(values: dict[str, Any], env: Mapping[str, str], file: Path | None) -> list[str]:
+    """Take the removed settings out of the file's *values*; a note for each one set."""
+    notes = []
+    for name, why in REMOVED_SETTINGS.items():
+        if name in values:
+            del values[name]
+            notes.append(
+                f"{name} (in {file}) was removed in this version and is ignored: {why}. "
+                "Delete it from the file."
+            )
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        if variable in env:
+            notes.append(f"{variable}: {name} was removed in this version and is ignored: {why}.")
+    return notes
 
 
 def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
@@ -791,8 +809,16 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    notes: list[str] | None = None,
+) -> Settings:
     """Build the settings from a TOML file (``VESALIUS_CONFIG`` or *path*) and the environment.
+
+    A removed setting (:data:`REMOVED_SETTINGS`) in either is ignored, and a sentence saying
+    so is appended to *notes* for the caller to show.
 
     Raises
     ------
@@ -802,8 +828,8 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     env = os.environ if env is None else env
     path = path or env.get(f"{ENV_PREFIX}CONFIG") or None
     values: dict[str, Any] = {}
-    if path is not None:
-        file = Path(path)
+    file = None if path is None else Path(path)
+    if file is not None:
         try:
             values = tomllib.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -813,6 +839,9 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         if "vesalius" in values and isinstance(values["vesalius"], dict):
             # Accept both a flat file and one with a [vesalius] table.
             values = {**values.pop("vesalius"), **values}
+    removed = _drop_removed(values, env, file)
+    if notes is not None:
+        notes.extend(removed)
     values.update(_env_values(env))
     try:
         return Settings(**values)

@@ -152,7 +152,7 @@ def _send_dimse(container: Any, peer: Any, records: list[Any]) -> None:
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
     from pynetdicom import AE, _config, evt
 
-    from vesalius.dimse.handlers import set_nodelay, tls_args_for
+    from vesalius.dimse.scu import set_nodelay, tls_args_for
 
     ae = AE(ae_title=container.settings.ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30

@@ -66,6 +66,18 @@ def test_bad_configuration_is_explained(env: dict[str, str]) -> None:
     assert "dicom_port" in result.stderr
 
 
+def test_a_removed_setting_is_noted_not_fatal(env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "old.toml"
+    config.write_text('dicom_engine = "pynetdicom"\n')
+    result = run(["config", "show", "-c", str(config)], {**env, "VESALIUS_DICOM_ENGINE": "x"})
+    assert result.returncode == 0, result.stderr
+    stderr = " ".join(result.stderr.split())
+    assert f"dicom_engine (in {config}) was removed in this version and is ignored" in stderr
+    assert "VESALIUS_DICOM_ENGINE: dicom_engine was removed in this version" in stderr
+    assert "not a Vesalius setting" not in stderr
+    assert "dicom_engine" not in result.stdout
+
+
 def test_import_folder_and_zip_with_a_report(env: dict[str, str], tmp_path: Path) -> None:
     folder = tmp_path / "in"
     study = uid()

@@ -18,7 +18,6 @@ import pytest
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
-from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import CTImageStorage, StorageCommitmentPushModel
 
 from dicomgen import make_dataset
@@ -78,24 +77,18 @@ def uids(sequence: Any) -> list[str]:
     return [str(item.ReferencedSOPInstanceUID) for item in sequence or []]
 
 
-@pytest.fixture(params=["asyncio"])
-def modality_server(
-    request: pytest.FixtureRequest, sqlite_container: Any, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Any]:
+@pytest.fixture
+def modality_server(sqlite_container: Any) -> Iterator[Any]:
     """The archive with the modality listed (a role to store, and its own SCP's address)."""
     from vesalius.dimse.server import DicomServer
 
     container = sqlite_container
-    container.settings.dicom_engine = request.param
     port = free_port()
     container.settings.remote_ae = [
         RemoteAE(name="modality", ae_title=MODALITY, host="127.0.0.1", port=port, role="admin")
     ]
     server = DicomServer(container.settings, container.archive, container.audit, container.auth)
     host, dicom_port = server.start()
-    # The legacy engine sets pynetdicom's PASS_CONTEXTVARS, process-wide, which breaks the
-    # in-process SCP standing in for the modality (pynetdicom's thread target then fails).
-    monkeypatch.setattr(pynetdicom_config, "PASS_CONTEXTVARS", False)
     try:
         # What conftest's RunningDicom holds; not imported from it: under xdist another
         # folder's conftest may be the module named `conftest` by the time this runs.
@@ -188,7 +181,6 @@ def _mixed(first: Dataset, second: Dataset, missing_uid: str) -> Dataset:
     return ds
 
 
-@pytest.mark.parametrize("modality_server", ["asyncio", "pynetdicom"], indirect=True)
 def test_report_on_a_new_association_after_release(modality_server: Any) -> None:
     server, modality_port = modality_server
     present = make_dataset()

@@ -62,15 +62,13 @@ class TlsServer:
     port: int
     tls_port: int
     container: Any
-    engine: str
 
 
-@pytest.fixture(params=["asyncio", "pynetdicom"])
-def tls_server(request: pytest.FixtureRequest, make_settings: Any, pki: Pki) -> Iterator[TlsServer]:
+@pytest.fixture
+def tls_server(make_settings: Any, pki: Pki) -> Iterator[TlsServer]:
     from vesalius.dimse.server import DicomServer
 
     settings = make_settings(
-        dicom_engine=request.param,
         dicom_tls_port=0,
         dicom_tls_certificate=pki.server.certificate,
         dicom_tls_private_key=pki.server.key,
@@ -82,7 +80,7 @@ def tls_server(request: pytest.FixtureRequest, make_settings: Any, pki: Pki) -> 
     host, port = server.start()
     assert server.tls_address is not None
     try:
-        yield TlsServer(host, port, server.tls_address[1], container, request.param)
+        yield TlsServer(host, port, server.tls_address[1], container)
     finally:
         server.stop()
         container.close()
@@ -148,12 +146,8 @@ def _client_context(pki: Pki) -> ssl.SSLContext:
 
 
 def test_stalled_handshakes_and_garbage_do_not_stop_the_server(
-    tls_server: TlsServer, pki: Pki, request: pytest.FixtureRequest
+    tls_server: TlsServer, pki: Pki
 ) -> None:
-    if tls_server.engine == "pynetdicom":
-        # pynetdicom completes each TLS handshake in its one accepting thread: a peer that
-        # stalls it holds up every other connection. The asyncio layer does not.
-        pytest.skip("pynetdicom's acceptor blocks on a stalled TLS handshake")
     stalled = [socket.create_connection((tls_server.host, tls_server.tls_port)) for _ in range(5)]
     try:
         # Others are served while those peers say nothing.

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vesalius import __version__
 from vesalius.cli import federation as federation_cli
@@ -59,11 +60,15 @@ ConfigOption = Annotated[
 def settings_or_exit(config: Path | None) -> Settings:
     for name in unknown_environment():
         err.print(f"[yellow]Note:[/yellow] {name} is not a Vesalius setting and is ignored.")
+    notes: list[str] = []
     try:
-        return load_settings(config)
+        settings = load_settings(config, notes=notes)
     except ConfigError as exc:
         err.print(f"[red]Configuration error:[/red] {exc}")
         raise typer.Exit(2) from None
+    for note in notes:
+        err.print(f"[yellow]Note:[/yellow] {escape(note)}")
+    return settings
 
 
 def _version(value: bool) -> None:

@@ -125,7 +125,7 @@ def answer(archive: Any, references: list[Reference]) -> tuple[list[Reference], 
     return present, missing
 
 
-# -- the asyncio network layer --------------------------------------------------------------------
+# -- the N-ACTION, and the report on the same association -----------------------------------------
 
 
 async def n_action(services: Services, assoc: Association, message: Message) -> None:
@@ -232,50 +232,6 @@ def _later(services: Services, payload: dict[str, Any], why: str) -> None:
     )
 
 
-# -- the legacy pynetdicom engine (dicom_engine = "pynetdicom") ---------------------------------
-
-
-def handle_n_action(event: Any, archive: Any, access: Any = None) -> tuple[Any, None]:
-    """N-ACTION on pynetdicom's threads: the same answer; the report always goes as a job on
-    a new association (a pynetdicom handler cannot send on its own association until its
-    response is out)."""
-    from vesalius.dimse import handlers
-
-    refused = handlers._refusal(event, access, DimseService.STORE)
-    if refused is not None:
-        return refused, None
-    caller = handlers._peer(event)
-    if str(event.request.RequestedSOPInstanceUID) != WELL_KNOWN_INSTANCE:
-        return NO_SUCH_SOP_INSTANCE, None
-    if event.action_type != REQUEST_COMMITMENT:
-        return NO_SUCH_ACTION, None
-    try:
-        transaction, references = read_request(event.action_information)
-    except RequestError as exc:
-        log.warning("storage commitment from %s refused: %s", caller, exc)
-        return exc.status, None
-    except Exception as exc:
-        log.warning("unreadable storage commitment request from %s: %s", caller, exc)
-        return INVALID_ARGUMENT, None
-    try:
-        present, missing = answer(archive, references)
-        jobs.enqueue(
-            archive.db,
-            REPORT_JOB,
-            {
-                "ae_title": str(event.assoc.requestor.ae_title).strip(),
-                "transaction": transaction,
-                "present": present,
-                "missing": missing,
-            },
-            dedupe_key=f"commitment:{transaction}"[:191],
-        )
-    except Exception:
-        log.exception("storage commitment from %s failed", caller)
-        return PROCESSING_FAILURE, None
-    return SUCCESS, None
-
-
 # -- the report on a new association (a job) --------------------------------------------------
 
 
@@ -287,7 +243,7 @@ def send_report(settings: Any, payload: dict[str, Any]) -> None:
     """Send a storage commitment report to the requester's AE on a new association."""
     from pynetdicom import AE, build_role, evt
 
-    from vesalius.dimse.handlers import set_nodelay, tls_args_for
+    from vesalius.dimse.scu import set_nodelay, tls_args_for
 
     title = payload["ae_title"]
     peer = settings.find_remote_ae(title)

@@ -26,10 +26,12 @@ from vesalius.auth.audit import AuditLog, dimse_event
 from vesalius.auth.dimse_access import DimseAccess, DimseService
 from vesalius.config import RemoteAE, Settings
 from vesalius.dicom.find_response import AnswerEncoder, requested_character_set
-from vesalius.dicom.syntaxes import TranscodeError
+from vesalius.dicom.syntaxes import TranscodeError, read_for
 from vesalius.dicom.transcode import choose_syntax
-from vesalius.dimse import commands, handlers
+from vesalius.dimse import commands
+from vesalius.dimse.identifier import query_from
 from vesalius.dimse.negotiation import FIND_MODELS, GET_MODELS, MOVE_MODELS
+from vesalius.dimse.scu import accepted_syntaxes, contexts_for, set_nodelay, tls_args_for
 from vesalius.errors import InvalidInstance, InvalidQuery, UidConflict
 from vesalius.index.imaging import InstanceRecord
 from vesalius.storage.spool import Spool
@@ -44,6 +46,7 @@ SUB_OPERATIONS_WARNING = 0xB000
 MOVE_DESTINATION_UNKNOWN = 0xA801
 UNABLE_TO_PROCESS = 0xC001
 CANNOT_UNDERSTAND = 0xC000
+DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 _WARNINGS = {0xB000, 0xB006, 0xB007}
 INLINE_STORE = 8 * 1024 * 1024  # bytes: a larger C-STORE is stored on the worker pool
 FIND_WRITE = 256 * 1024  # C-FIND answers gathered into one write (C-CANCEL is read between)
@@ -222,7 +225,7 @@ class Services:
             outcome = await self._store(assoc, spool)
         except UidConflict as exc:  # e.g. its series is archived under another study
             log.warning("C-STORE from %s refused: %s", self._origin(assoc), exc)
-            status, comment = handlers.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)
+            status, comment = DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)
         except InvalidInstance as exc:
             log.warning(
                 "C-STORE from %s refused: %s (SOP Instance %s)",
@@ -278,7 +281,7 @@ class Services:
             )
             if sop_class in FIND_MODELS:
                 requested_character_set(identifier)
-            query = handlers._query_from(identifier, sop_class)
+            query = query_from(identifier, sop_class)
         except InvalidQuery as exc:
             log.warning("%s from %s refused: %s", _name(sop_class), self._origin(assoc), exc)
             await self._final(assoc, message, UNABLE_TO_PROCESS, comment=str(exc))
@@ -498,6 +501,18 @@ def _find_answers(archive: Archive, query: Any, encoder: AnswerEncoder) -> list[
     return answers
 
 
+def _payload(archive: Archive, record: InstanceRecord, accepted: dict[str, set[str]]) -> Dataset:
+    """The stored dataset, converted only when the peer does not take its syntax."""
+    syntaxes = accepted.get(record.sop_class_uid, set())
+    with archive.open(record) as fh:
+        return read_for(
+            fh.read(),
+            record.transfer_syntax_uid,
+            syntaxes,
+            allow_lossy=archive.settings.transcode_lossy,
+        )
+
+
 def _converted(
     archive: Archive, record: InstanceRecord, contexts: dict[str, int]
 ) -> tuple[int, bytes]:
@@ -509,7 +524,7 @@ def _converted(
     target = choose_syntax(
         record.transfer_syntax_uid, contexts, allow_lossy=archive.settings.transcode_lossy
     )
-    dataset = handlers._payload(archive, record, {record.sop_class_uid: {target}})
+    dataset = _payload(archive, record, {record.sop_class_uid: {target}})
     implicit = target == ImplicitVRLittleEndian
     encoded = encode_dataset(dataset, implicit, True)
     if encoded is None:
@@ -541,15 +556,15 @@ class _MoveSender:
         if not self.records:
             return
         ae = AE(ae_title=self.services.settings.ae_title)
-        ae.requested_contexts = handlers._contexts_for(self.records)
+        ae.requested_contexts = contexts_for(self.records)
         ae.dimse_timeout = self.services.settings.dimse_timeout
         ae.network_timeout = self.services.settings.network_timeout
         sub = ae.associate(
             self.destination.host,
             self.destination.port,
             ae_title=self.destination.ae_title,
-            evt_handlers=[(evt.EVT_CONN_OPEN, handlers.set_nodelay)],
-            tls_args=handlers.tls_args_for(self.destination, self.services.settings),
+            evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)],
+            tls_args=tls_args_for(self.destination, self.services.settings),
         )
         if not sub.is_established:
             raise ConnectionError(f"{self.destination.ae_title} refused the association")
@@ -560,9 +575,9 @@ class _MoveSender:
             self.sub.release()
 
     def _send_one(self, record: InstanceRecord) -> int:
-        accepted = handlers._accepted(self.sub.accepted_contexts)
+        accepted = accepted_syntaxes(self.sub.accepted_contexts)
         try:
-            payload = handlers._payload(self.services.archive, record, accepted)
+            payload = _payload(self.services.archive, record, accepted)
         except (TranscodeError, OSError) as exc:
             log.warning("cannot send %s: %s", record.sop_instance_uid, exc)
             return 0xA702

@@ -248,9 +248,9 @@ class FindSource:
         from pynetdicom import AE
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
 
-        from vesalius.dimse.server import _configure_pynetdicom
+        from vesalius.dimse.scu import configure_pynetdicom
 
-        _configure_pynetdicom()  # no log line built per identifier of a long listing
+        configure_pynetdicom()  # no log line built per identifier of a long listing
         pacs = self.pacs
         ae = AE(ae_title=self.calling_ae)
         ae.add_requested_context(FIND)
