@@ -556,7 +556,9 @@ class _MoveSender:
         if not self.records:
             return
         ae = AE(ae_title=self.services.settings.ae_title)
-        ae.requested_contexts = contexts_for(self.records)
+        ae.requested_contexts = contexts_for(
+            self.records, allow_lossy=self.services.settings.transcode_lossy
+        )
         ae.dimse_timeout = self.services.settings.dimse_timeout
         ae.network_timeout = self.services.settings.network_timeout
         sub = ae.associate(

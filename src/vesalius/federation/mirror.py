@@ -617,6 +617,8 @@ def _fetch_cget(
     from pynetdicom import AE, build_role, evt
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
 
+    from vesalius.dimse.scu import set_nodelay
+
     name = pacs.name
     finder = FindSource(pacs, mirror.settings.ae_title, timeout_s=mirror.timeout_s)
     try:
@@ -681,7 +683,7 @@ def _fetch_cget(
         pacs.port,
         ae_title=pacs.ae_title,
         ext_neg=roles,
-        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_CONN_OPEN, set_nodelay)],
     )
     if not assoc.is_established:
         raise RemoteError(

@@ -245,17 +245,22 @@ class FindSource:
         return f"remote PACS {pacs.name!r} ({pacs.ae_title}@{pacs.host}:{pacs.port})"
 
     def _associate(self) -> Any:
-        from pynetdicom import AE
+        from pynetdicom import AE, evt
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
 
-        from vesalius.dimse.scu import configure_pynetdicom
+        from vesalius.dimse.scu import configure_pynetdicom, set_nodelay
 
         configure_pynetdicom()  # no log line built per identifier of a long listing
         pacs = self.pacs
         ae = AE(ae_title=self.calling_ae)
         ae.add_requested_context(FIND)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
-        assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.ae_title)
+        assoc = ae.associate(
+            pacs.host,
+            pacs.port,
+            ae_title=pacs.ae_title,
+            evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)],  # no Nagle stall per message
+        )
         if not assoc.is_established:
             raise RemoteError(f"{self.where} cannot be reached or refused the association")
         return assoc
