@@ -6,6 +6,7 @@ same transaction as the rows they count, so answers never need a COUNT over inst
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -93,7 +94,9 @@ _RECORD_COLUMNS = (
 )
 
 
+@functools.cache
 def _record_query() -> Select[Any]:
+    """Instance records joined to their series and study (built once: see _find_base)."""
     return (
         select(*_RECORD_COLUMNS)
         .join(Series, Instance.series_pk == Series.id)
@@ -424,20 +427,43 @@ def replace_instance(
 # Queries
 
 
-def _base_query(level: Level, columns: Sequence[Any]) -> Select[Any]:
-    """SELECT at *level*, joined up to the patient so any upper constraint can apply."""
+@functools.cache
+def _find_base(level: Level) -> Select[Any]:
+    """SELECT of what :func:`find` reads at *level*, in archive order, joined up to the
+    patient so any upper constraint can apply. Built once per level: statements are immutable
+    (``where`` returns a new one), and building the joins and comparisons was a seventh of a
+    C-FIND's CPU."""
+    columns: list[Any] = [
+        Patient.attributes,
+        Patient.num_studies,
+        Patient.num_series,
+        Patient.num_instances,
+    ]
+    if level.depth >= 1:
+        columns += [
+            Study.attributes,
+            Study.num_series,
+            Study.num_instances,
+            Study.modalities_in_study,
+            Study.study_instance_uid,
+            Study.id,
+        ]
+    if level.depth >= 2:
+        columns += [Series.attributes, Series.num_instances, Series.series_instance_uid]
+    if level.depth >= 3:
+        columns += [Instance.metadata_json]
+    columns.append(LEVEL_MODEL[level].id)
     query = select(*columns).select_from(LEVEL_MODEL[level])
     chain = [Level.IMAGE, Level.SERIES, Level.STUDY, Level.PATIENT]
-    start = chain.index(level)
     parent_join = {
         Level.IMAGE: (Series, Instance.series_pk == Series.id),
         Level.SERIES: (Study, Series.study_pk == Study.id),
         Level.STUDY: (Patient, Study.patient_pk == Patient.id),
     }
-    for lvl in chain[start:-1]:
+    for lvl in chain[chain.index(level) : -1]:
         model, on = parent_join[lvl]
         query = query.join(model, on)
-    return query
+    return query.order_by(LEVEL_MODEL[level].id)
 
 
 @dataclass
@@ -467,28 +493,7 @@ def find(
     offset: int = 0,
 ) -> list[Match]:
     """Entities at *level* satisfying every (indexed) constraint, in archive order."""
-    columns: list[Any] = [
-        Patient.attributes,
-        Patient.num_studies,
-        Patient.num_series,
-        Patient.num_instances,
-    ]
-    if level.depth >= 1:
-        columns += [
-            Study.attributes,
-            Study.num_series,
-            Study.num_instances,
-            Study.modalities_in_study,
-            Study.study_instance_uid,
-            Study.id,
-        ]
-    if level.depth >= 2:
-        columns += [Series.attributes, Series.num_instances, Series.series_instance_uid]
-    if level.depth >= 3:
-        columns += [Instance.metadata_json]
-    columns.append(LEVEL_MODEL[level].id)
-    query = _where_indexed(_base_query(level, columns), constraints, fold_pn=fold_pn)
-    query = query.order_by(LEVEL_MODEL[level].id)
+    query = _where_indexed(_find_base(level), constraints, fold_pn=fold_pn)
     if limit is not None:
         query = query.limit(limit)
     if offset:
