@@ -9,6 +9,7 @@ rows committed, stay. The next `serve` must find and index every acknowledged in
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -110,3 +111,34 @@ def test_every_other_write_is_flushed_at_its_commit(env: dict[str, str]) -> None
         assert index_log.unflushed == 0  # the deletion did not
     finally:
         container.close()
+
+
+def test_processes_sharing_the_index_record_their_flushes_without_a_clash(
+    tmp_path: Path,
+) -> None:
+    """The workers of `serve` each flush the one log and record it in the same mark file."""
+    from vesalius.index.durability import IndexLog
+
+    database = tmp_path / "index.sqlite"
+    (tmp_path / "index.sqlite-wal").write_bytes(b"log")
+    logs = [IndexLog(database) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def record(index_log: IndexLog) -> None:
+        try:
+            for _ in range(300):
+                index_log.flush()
+        except BaseException as exc:  # collected: an exception in a thread fails nothing
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record, args=(log,)) for log in logs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert logs[0].flushed_at() is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "index.sqlite-wal",
+        "index.sqlite.flushed",
+    ]

@@ -119,6 +119,10 @@ class IndexLog:
                 log.error("could not flush the index log %s: %s", self.wal, exc)
 
     def _record(self, began: float) -> None:
-        tmp = self.mark.with_name(self.mark.name + ".tmp")
+        # Each process and thread its own temporary: the workers of `serve` all flush the
+        # one shared log and record it, and a shared temporary name let one's rename take
+        # the other's file away (FileNotFoundError). Whoever renames last wins; an older
+        # moment than another process recorded only widens the next scan.
+        tmp = self.mark.with_name(f"{self.mark.name}.{os.getpid()}-{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps({"flushed_at": began}))
-        os.replace(tmp, self.mark)  # an old mark on a power cut only widens the next scan
+        os.replace(tmp, self.mark)
