@@ -1,6 +1,6 @@
 # Vesalius: the two commands of the README's quick start are `make run` and `make test`.
 #   make run    installs Vesalius in .venv and serves the archive on the embedded default
-#   make test   installs what the tests need (DCMTK, database drivers) and runs every test
+#   make test   installs what the tests need (DCMTK, Chromium, Orthanc, database drivers) and runs every test
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -23,7 +23,7 @@ run: install
 	$(VENV)/bin/vesalius serve
 
 install-test: $(PY)
-	scripts/install-system-packages dcmtk chromium
+	scripts/install-system-packages dcmtk chromium orthanc orthanc-dicomweb
 	command -v npm >/dev/null || scripts/install-system-packages npm
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m pip install --quiet tests/plugins/example
