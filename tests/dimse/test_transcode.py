@@ -113,11 +113,10 @@ def test_c_get_asking_only_for_a_lossy_syntax_fails_each_instance_cleanly(
     assert len(received) == 2 and int(final.Status) == 0
 
 
-def test_c_move_to_a_peer_that_takes_only_jpeg_2000(
-    sqlite_dicom_server: Any, tmp_path: Path
-) -> None:
-    sent = _study()
-    _store(sqlite_dicom_server, sent, tmp_path / "in")
+def _move(
+    server: Any, study_uid: str, syntaxes: list[str], title: str
+) -> tuple[list[tuple[str, Dataset]], Any]:
+    """C-MOVE a study to a new peer *title* that accepts CT only in *syntaxes*."""
     received: list[tuple[str, Dataset]] = []
 
     def on_store(event: Any) -> int:
@@ -126,41 +125,50 @@ def test_c_move_to_a_peer_that_takes_only_jpeg_2000(
         received.append((str(event.context.transfer_syntax), ds))
         return 0x0000
 
-    dest = AE(ae_title="J2KONLY")
-    dest.add_supported_context(CTImageStorage, [JPEG2000Lossless])
+    dest = AE(ae_title=title)
+    dest.add_supported_context(CTImageStorage, syntaxes)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = dest.start_server(
+    peer = dest.start_server(
         ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
     )
     try:
-        settings = sqlite_dicom_server.container.settings
+        settings = server.container.settings
         settings.remote_ae = [
             *settings.remote_ae,
-            RemoteAE(name="j2k", ae_title="J2KONLY", host="127.0.0.1", port=port),
+            RemoteAE(name=title.lower(), ae_title=title, host="127.0.0.1", port=port),
         ]
         ae = AE(ae_title="MOVESCU")
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-        assoc = ae.associate(
-            sqlite_dicom_server.host,
-            sqlite_dicom_server.port,
-            ae_title=sqlite_dicom_server.ae_title,
-        )
+        assoc = ae.associate(server.host, server.port, ae_title=server.ae_title)
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
-        query.StudyInstanceUID = sent[0].StudyInstanceUID
-        statuses = [
-            s
-            for s, _ in assoc.send_c_move(
-                query, "J2KONLY", StudyRootQueryRetrieveInformationModelMove
-            )
-        ]
-        assoc.release()
+        query.StudyInstanceUID = study_uid
+        try:
+            statuses = [
+                s
+                for s, _ in assoc.send_c_move(
+                    query, title, StudyRootQueryRetrieveInformationModelMove
+                )
+            ]
+        finally:
+            assoc.release()
     finally:
-        server.shutdown()
-    assert int(statuses[-1].Status) == 0x0000
+        peer.shutdown()
+    return received, statuses[-1]
+
+
+def test_c_move_to_a_peer_that_takes_only_jpeg_2000(
+    sqlite_dicom_server: Any, tmp_path: Path
+) -> None:
+    sent = _study()
+    _store(sqlite_dicom_server, sent, tmp_path / "in")
+    received, final = _move(
+        sqlite_dicom_server, str(sent[0].StudyInstanceUID), [JPEG2000Lossless], "J2KONLY"
+    )
+    assert int(final.Status) == 0x0000
     assert sorted(ts for ts, _ in received) == [JPEG2000Lossless] * 2
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sent}
     for _, ds in received:
@@ -170,3 +178,28 @@ def test_c_move_to_a_peer_that_takes_only_jpeg_2000(
         sqlite_dicom_server, str(sent[0].StudyInstanceUID), [ExplicitVRLittleEndian, JPEGLSLossless]
     )
     assert {ts for ts, _ in received_plain} == {ExplicitVRLittleEndian}
+
+
+def test_c_move_to_a_lossy_only_peer_follows_transcode_lossy(
+    sqlite_dicom_server: Any, tmp_path: Path
+) -> None:
+    """Lossy encoding only where the site allows it (``transcode_lossy``), as for C-GET."""
+    sent = _study()
+    _store(sqlite_dicom_server, sent, tmp_path / "in")
+    study_uid = str(sent[0].StudyInstanceUID)
+    received, final = _move(sqlite_dicom_server, study_uid, [JPEGLSNearLossless], "NEARONLY")
+    assert received == []  # the peer refuses every context Vesalius may propose
+    assert int(final.Status) & 0xF000 == 0xA000 and "NEARONLY" in final.ErrorComment
+
+    settings = sqlite_dicom_server.container.settings
+    settings.transcode_lossy = True
+    try:
+        received, final = _move(sqlite_dicom_server, study_uid, [JPEGLSNearLossless], "NEARONLY2")
+    finally:
+        settings.transcode_lossy = False
+    assert int(final.Status) == 0x0000
+    assert sorted(ts for ts, _ in received) == [JPEGLSNearLossless] * 2
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in sent}
+    for _, ds in received:
+        original = by_uid[str(ds.SOPInstanceUID)].pixel_array.astype(np.int32)
+        assert np.abs(ds.pixel_array.astype(np.int32) - original).max() <= 10
