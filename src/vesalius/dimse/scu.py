@@ -1,5 +1,5 @@
-"""pynetdicom as Vesalius's DICOM client (SCU): its settings, and helpers for the associations
-Vesalius opens with it.
+"""pynetdicom as Vesalius's DICOM client (SCU): helpers for the associations Vesalius opens
+with it (its logging switches are set with the rest of the logging, :mod:`vesalius.logs`).
 
 Vesalius serves its DICOM ports with its own network layer (:mod:`vesalius.dimse.listener`);
 the associations it opens to other AEs are pynetdicom's: C-MOVE sub-associations, storage
@@ -13,7 +13,6 @@ import logging
 import socket
 from typing import Any
 
-from pynetdicom import _config
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
 
@@ -22,13 +21,6 @@ from vesalius.dicom.syntaxes import move_proposal
 from vesalius.index.imaging import InstanceRecord
 
 log = logging.getLogger(__name__)
-
-
-def configure_pynetdicom() -> None:
-    """pynetdicom's module settings: no handler of its own, no log line per identifier."""
-    _config.LOG_HANDLER_LEVEL = "none"  # our logging setup decides
-    _config.LOG_REQUEST_IDENTIFIERS = False
-    _config.LOG_RESPONSE_IDENTIFIERS = False
 
 
 def set_nodelay(event: Event) -> None:

@@ -248,9 +248,8 @@ class FindSource:
         from pynetdicom import AE, evt
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
 
-        from vesalius.dimse.scu import configure_pynetdicom, set_nodelay
+        from vesalius.dimse.scu import set_nodelay
 
-        configure_pynetdicom()  # no log line built per identifier of a long listing
         pacs = self.pacs
         ae = AE(ae_title=self.calling_ae)
         ae.add_requested_context(FIND)
