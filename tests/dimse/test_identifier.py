@@ -10,6 +10,7 @@ from pydicom.filereader import read_dataset
 from pydicom.sequence import Sequence
 from pynetdicom.dsutils import encode
 
+from vesalius.dicom.find_response import AnswerEncoder
 from vesalius.dimse.identifier import identifier_keys, query_from
 from vesalius.errors import InvalidQuery
 
@@ -69,3 +70,18 @@ def test_a_bad_value_read_raw_is_still_refused() -> None:
 
     with pytest.raises(InvalidQuery, match="StudyDate"):
         query_from(raw, STUDY_ROOT_FIND)
+
+
+@pytest.mark.parametrize("implicit", [True, False], ids=["implicit VR", "explicit VR"])
+def test_answer_keys_read_raw_are_those_of_the_converted_identifier(implicit: bool) -> None:
+    """The answer encoder reads the VR of each empty key raw; it must be pydicom's VR."""
+    raw = read_dataset(BytesIO(encode(_identifier(), implicit, True)), implicit, True)
+    converted = read_dataset(BytesIO(encode(_identifier(), implicit, True)), implicit, True)
+    list(converted)
+
+    from_raw = AnswerEncoder(raw, "STUDY", implicit=implicit).keys
+    from_converted = AnswerEncoder(converted, "STUDY", implicit=implicit).keys
+
+    assert from_raw == from_converted
+    assert ("00080050", "SH") in {(key, vr) for _, key, vr in from_raw}  # AccessionNumber
+    assert ("00081032", "SQ") in {(key, vr) for _, key, vr in from_raw}  # ProcedureCodeSequence

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import tag_for_keyword
 from sqlalchemy.orm import Session
 
 from vesalius.dicom import dicomjson
 from vesalius.dicom.dicomjson import DicomJson
+from vesalius.dicom.dictionary import dictionary_entry
 from vesalius.dicom.levels import COMPUTED_ATTRIBUTES, QUERY_CONTROL_ATTRIBUTES, Level, level_of
 from vesalius.dicom.matching import Constraint, MatchingError, Single, matches, parse_constraint
 from vesalius.errors import InvalidQuery
@@ -68,7 +69,8 @@ def build_query(
             raise InvalidQuery(f"{keyword!r} is not a DICOM attribute keyword")
         if level_of(keyword).depth > level.depth:
             continue
-        vr = dictionary_VR(tag)
+        entry = dictionary_entry(tag)
+        vr = entry[1] if entry is not None else "UN"
         if vr == "SQ":
             continue  # sequence matching is not supported: a return key only
         try:
