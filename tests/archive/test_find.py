@@ -16,6 +16,7 @@ from vesalius.container import Container
 from vesalius.dicom import dicomjson
 from vesalius.dicom.levels import Level
 from vesalius.errors import InvalidQuery
+from vesalius.index import imaging
 
 # patient id, name, birth date, study uid, date, time, accession, description, modality, series
 ROWS = [
@@ -155,6 +156,27 @@ def test_limit_and_offset(populated: Container) -> None:
     all_studies = populated.archive.find(build_query(Level.STUDY, []))
     page = populated.archive.find(build_query(Level.STUDY, [], limit=2, offset=1))
     assert page == all_studies[1:3]
+
+
+def test_a_query_shape_seen_before_answers_with_its_own_values(populated: Container) -> None:
+    """Statements are built once per shape of query and run with each query's values."""
+    built = imaging._find_statement.cache_info()
+    assert studies(populated, PatientID="P1", StudyDate="20210101-") == ["1.2"]
+    assert studies(populated, PatientID="P2", StudyDate="20200101-") == ["2.1"]
+    assert studies(populated, PatientID="P1", StudyDate="-20201231") == ["1.1"]  # other shape
+    assert studies(populated, StudyInstanceUID="1.1\\2.1") == ["1.1", "2.1"]
+    assert studies(populated, StudyInstanceUID="1.2\\3.1") == ["1.2", "3.1"]
+    assert studies(populated, StudyInstanceUID="1.2\\3.1\\2.1") == ["1.2", "2.1", "3.1"]
+    assert studies(populated, PatientName="doe*") == ["1.1", "1.2", "3.1"]
+    assert studies(populated, PatientName="müller*") == ["2.1"]
+    assert studies(populated, ModalitiesInStudy="SR\\MR") == ["1.1", "1.2", "2.1"]
+    assert studies(populated, ModalitiesInStudy="CT\\XA") == ["1.1", "3.1"]
+    every = populated.archive.find(build_query(Level.STUDY, []))
+    for offset in (1, 2, 3):
+        page = populated.archive.find(build_query(Level.STUDY, [], limit=1, offset=offset))
+        assert page == every[offset : offset + 1]
+    after = imaging._find_statement.cache_info()
+    assert after.hits - built.hits >= 4  # the second query of each shape reused the first's
 
 
 def test_bad_queries_say_what_is_wrong() -> None:

@@ -7,7 +7,9 @@ names, normalised dates and times) that works the same on SQLite, PostgreSQL and
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, false, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, aliased
@@ -91,30 +93,50 @@ def like_pattern(pattern: str) -> str:
     return "".join(out)
 
 
+# The shape of a condition: everything of its SQL but its values. Conditions of one shape
+# differ only in their values, so a statement built once per shape serves them all with the
+# values as parameters (``imaging.find``); building the SQL expression, and SQLAlchemy deriving
+# its cache key, cost more than running the query.
+Shape = tuple[Any, ...]
+
+
 def condition(constraint: Constraint, *, fold_pn: bool) -> ColumnElement[bool]:
     """The SQL condition for a constraint on an indexed attribute."""
+    shape, values = condition_plan(constraint, fold_pn=fold_pn)
+    return condition_sql(shape, iter(values))
+
+
+def condition_plan(constraint: Constraint, *, fold_pn: bool) -> tuple[Shape, list[str]]:
+    """The shape of :func:`condition`'s SQL for *constraint*, and the values it binds in order."""
+    indexed = COLUMNS.get(constraint.keyword)
+    fold = fold_pn and indexed is not None and indexed.folded is not None
+    shape, values = matcher_plan(constraint.matcher, fold=fold)
+    return (constraint.keyword, fold, shape), values
+
+
+def condition_sql(shape: Shape, values: Iterator[Any]) -> ColumnElement[bool]:
+    """The SQL condition of *shape*, taking its values (literals or bind parameters) in order."""
+    keyword, fold, matcher_shape = shape
     # The subqueries use their own aliases, correlated to the outer Study only, so that they
     # mean the same in a study query (find) and in an instance query joined to its series
     # (retrieve).
-    if constraint.keyword in STUDY_FROM_SERIES:
+    if keyword in STUDY_FROM_SERIES:
         series = aliased(Series)
-        column = getattr(series, STUDY_FROM_SERIES[constraint.keyword].key)
-        inner = matcher_sql(constraint.matcher, column, fold=False)
+        column = getattr(series, STUDY_FROM_SERIES[keyword].key)
+        inner = plan_sql(matcher_shape, column, values)
         return exists(select(series.id).where(series.study_pk == Study.id, inner).correlate(Study))
-    if constraint.keyword in STUDY_FROM_INSTANCES:
+    if keyword in STUDY_FROM_INSTANCES:
         series, instance = aliased(Series), aliased(Instance)
-        column = getattr(instance, STUDY_FROM_INSTANCES[constraint.keyword].key)
-        inner = matcher_sql(constraint.matcher, column, fold=False)
+        column = getattr(instance, STUDY_FROM_INSTANCES[keyword].key)
+        inner = plan_sql(matcher_shape, column, values)
         return exists(
             select(instance.id)
             .join(series, instance.series_pk == series.id)
             .where(series.study_pk == Study.id, inner)
             .correlate(Study)
         )
-    indexed = COLUMNS[constraint.keyword]
-    if fold_pn and indexed.folded is not None:
-        return matcher_sql(constraint.matcher, indexed.folded, fold=True)
-    return matcher_sql(constraint.matcher, indexed.column, fold=False)
+    indexed = COLUMNS[keyword]
+    return plan_sql(matcher_shape, indexed.folded if fold else indexed.column, values)
 
 
 def matcher_sql(matcher: object, column: object, *, fold: bool) -> ColumnElement[bool]:
@@ -122,28 +144,56 @@ def matcher_sql(matcher: object, column: object, *, fold: bool) -> ColumnElement
 
     Also used for tables outside the imaging index (the central index's study records).
     """
-    col = column  # an InstrumentedAttribute; typed loosely to keep SQLAlchemy's generics quiet
+    shape, values = matcher_plan(matcher, fold=fold)
+    return plan_sql(shape, column, iter(values))
+
+
+def matcher_plan(matcher: object, *, fold: bool) -> tuple[Shape, list[str]]:
+    """The shape of a matching rule's SQL and the values it compares with, in order."""
     if isinstance(matcher, AnyOf):
-        singles = [m.value for m in matcher.options if isinstance(m, Single)]
-        parts: list[ColumnElement[bool]] = []
-        if singles:
-            parts.append(col.in_([fold_text(v) if fold else v for v in singles]))  # type: ignore[attr-defined]
-        parts += [
-            matcher_sql(m, column, fold=fold) for m in matcher.options if isinstance(m, Wildcard)
-        ]
-        return or_(*parts) if parts else false()
+        values = [fold_text(m.value) if fold else m.value for m in matcher.options
+                  if isinstance(m, Single)]  # fmt: skip
+        singles = len(values)
+        wildcards: list[Shape] = []
+        for option in matcher.options:
+            if isinstance(option, Wildcard):
+                shape, more = matcher_plan(option, fold=fold)
+                wildcards.append(shape)
+                values += more
+        return ("any", singles, tuple(wildcards)), values
     if isinstance(matcher, Single):
-        value = fold_text(matcher.value) if fold else matcher.value
-        return col == value  # type: ignore[no-any-return,operator]
+        return ("equal",), [fold_text(matcher.value) if fold else matcher.value]
     if isinstance(matcher, Wildcard):
         pattern = fold_text(matcher.pattern) if fold else matcher.pattern
         if pattern.strip("*") == "":
-            return col.is_not(None)  # type: ignore[attr-defined,no-any-return]
-        return col.like(like_pattern(pattern), escape=_ESCAPE)  # type: ignore[attr-defined,no-any-return]
+            return ("present",), []
+        return ("like",), [like_pattern(pattern)]
     assert isinstance(matcher, Range)
+    bounds = [value for value in (matcher.low, matcher.high) if value is not None]
+    return ("range", matcher.low is not None, matcher.high is not None), bounds
+
+
+def plan_sql(shape: Shape, column: object, values: Iterator[Any]) -> ColumnElement[bool]:
+    """The SQL of a matching rule of *shape* on *column*, taking its values in order."""
+    col = column  # an InstrumentedAttribute; typed loosely to keep SQLAlchemy's generics quiet
+    kind = shape[0]
+    if kind == "any":
+        _, singles, wildcards = shape
+        parts: list[ColumnElement[bool]] = []
+        if singles:
+            parts.append(col.in_([next(values) for _ in range(singles)]))  # type: ignore[attr-defined]
+        parts += [plan_sql(wildcard, column, values) for wildcard in wildcards]
+        return or_(*parts) if parts else false()
+    if kind == "equal":
+        return col == next(values)  # type: ignore[no-any-return,operator]
+    if kind == "present":
+        return col.is_not(None)  # type: ignore[attr-defined,no-any-return]
+    if kind == "like":
+        return col.like(next(values), escape=_ESCAPE)  # type: ignore[attr-defined,no-any-return]
+    _, has_low, has_high = shape
     bounds = [col.is_not(None), col != ""]  # type: ignore[attr-defined,operator]
-    if matcher.low is not None:
-        bounds.append(col >= matcher.low)  # type: ignore[operator]
-    if matcher.high is not None:
-        bounds.append(col <= matcher.high)  # type: ignore[operator]
+    if has_low:
+        bounds.append(col >= next(values))  # type: ignore[operator]
+    if has_high:
+        bounds.append(col <= next(values))  # type: ignore[operator]
     return and_(*bounds)

@@ -79,10 +79,25 @@ class Prepared:
             row = cursor.fetchone()
         finally:
             cursor.close()
+        return None if row is None else self._converted(conn, [row])[0]
+
+    def all(self, conn: Connection, params: Mapping[str, Any] | None = None) -> list[Any]:
+        """Every row of a SELECT, as tuples converted like :meth:`first`'s."""
+        cursor = self.run(conn, params)
+        try:
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        return self._converted(conn, rows)
+
+    def _converted(self, conn: Connection, rows: list[Any]) -> list[Any]:
         convert = self._compiled[conn.dialect.name].results
-        if row is None or convert is None:
-            return row
-        return tuple(v if f is None else f(v) for f, v in zip(convert, row, strict=True))
+        if convert is None:
+            return rows
+        return [
+            tuple(v if f is None else f(v) for f, v in zip(convert, row, strict=True))
+            for row in rows
+        ]
 
 
 @dataclass(frozen=True)
