@@ -97,7 +97,17 @@ def _tune_sqlite(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         write = connection.get_execution_options().get(_WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        statement = "BEGIN IMMEDIATE" if write else "BEGIN"
+        # On the driver's connection: through exec_driver_sql, SQLAlchemy's execution
+        # machinery cost more than the rest of opening a read transaction together. Its
+        # errors are translated as SQLAlchemy's would be (a lock timeout stays retryable).
+        dbapi = connection.dialect.loaded_dbapi
+        try:
+            connection.connection.dbapi_connection.execute(statement)
+        except dbapi.Error as error:
+            raise DBAPIError.instance(
+                statement, None, error, dbapi.Error, dialect=connection.dialect
+            ) from error
 
 
 class Database:
