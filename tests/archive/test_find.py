@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import update
 
 from dicomgen import make_file
 from vesalius.archive.query import build_query
@@ -17,6 +18,7 @@ from vesalius.dicom import dicomjson
 from vesalius.dicom.levels import Level
 from vesalius.errors import InvalidQuery
 from vesalius.index import imaging
+from vesalius.index.models import Study
 
 # patient id, name, birth date, study uid, date, time, accession, description, modality, series
 ROWS = [
@@ -177,6 +179,23 @@ def test_a_query_shape_seen_before_answers_with_its_own_values(populated: Contai
         assert page == every[offset : offset + 1]
     after = imaging._find_statement.cache_info()
     assert after.hits - built.hits >= 4  # the second query of each shape reused the first's
+
+
+def test_a_find_in_a_transaction_sees_its_own_writes(populated: Container) -> None:
+    """A fresh read session's SELECT runs outside it; one that began reads in its own."""
+    query = build_query(Level.STUDY, [("StudyDate", "20990101")])
+
+    class Undo(Exception):
+        pass
+
+    with pytest.raises(Undo), populated.db.write() as session:
+        session.execute(
+            update(Study).where(Study.study_instance_uid == "3.1").values(study_date="20990101")
+        )
+        found = imaging.find(session, Level.STUDY, query.constraints, fold_pn=True)
+        assert [dicomjson.first_string(m.study or {}, "StudyInstanceUID") for m in found] == ["3.1"]
+        raise Undo  # rolled back
+    assert populated.archive.find(query) == []
 
 
 def test_bad_queries_say_what_is_wrong() -> None:
