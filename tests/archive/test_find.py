@@ -177,6 +177,7 @@ def test_a_query_shape_seen_before_answers_with_its_own_values(populated: Contai
     for offset in (1, 2, 3):
         page = populated.archive.find(build_query(Level.STUDY, [], limit=1, offset=offset))
         assert page == every[offset : offset + 1]
+        assert populated.archive.find(build_query(Level.STUDY, [], offset=offset)) == every[offset:]
     after = imaging._find_statement.cache_info()
     assert after.hits - built.hits >= 4  # the second query of each shape reused the first's
 
