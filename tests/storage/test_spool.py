@@ -29,7 +29,7 @@ def test_a_spool_becomes_a_blob(tmp_path: Path) -> None:
     assert spool.path.read_bytes() == b"hello world"  # readable by path while open
     info = store.put_spool(spool, "a/b/c.dcm")
     assert (info.key, info.size) == ("a/b/c.dcm", 11)
-    assert info.sha256 == hashlib.sha256(b"hello world").hexdigest()
+    assert info.sha256 == hashlib.sha256(b"hello world").hexdigest() == spool.sha256()
     with store.open("a/b/c.dcm") as fh:
         assert fh.read() == b"hello world"
     assert temporaries(store) == []

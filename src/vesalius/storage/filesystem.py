@@ -14,7 +14,6 @@ import hashlib
 import os
 import secrets
 from collections.abc import Iterable, Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import BinaryIO
 
@@ -85,10 +84,6 @@ class FilesystemBlobStore:
         flush for its file instead of two. Nothing is acknowledged before both return; a crash
         between the rename and the fsyncs leaves at worst an unindexed file, which the index
         never names and `vesalius doctor --repair` checks like any orphan.
-
-        The file's SHA-256 is computed meanwhile, on a helper thread reading it back from the
-        page cache: the fsync leaves the CPU idle for about a millisecond, and hashing 512 KB
-        as it arrived took half a millisecond of every store's latency.
         """
         try:
             path = self._path(key)
@@ -99,19 +94,16 @@ class FilesystemBlobStore:
         except BaseException:
             spool.discard()
             raise
-        digest = _HASHERS.submit(_sha256_of, path)
         try:
             os.fsync(spool.fileno())
             for folder in folders:
                 _fsync_dir(folder)
-            sha256 = digest.result()
         except BaseException:
-            futures.wait([digest])  # its reads end before the file goes
             path.unlink(missing_ok=True)
             raise
         finally:
             spool.release()
-        return BlobInfo(key=key, size=spool.size, sha256=sha256)
+        return BlobInfo(key=key, size=spool.size, sha256=spool.sha256())
 
     def put(self, key: str, chunks: Iterable[bytes]) -> BlobInfo:
         path = self._path(key)
@@ -200,23 +192,6 @@ class FilesystemBlobStore:
             for d, _s, files in os.walk(self.root)
             for f in files
         )
-
-
-# Hashing releases the GIL; one thread per store that can be in put_spool at once (the DIMSE
-# pool's eight, plus one running on an event loop).
-_HASHERS = futures.ThreadPoolExecutor(max_workers=9, thread_name_prefix="blob-hash")
-_HASH_CHUNK = 1024 * 1024
-
-
-def _sha256_of(path: Path) -> str:
-    """The hex SHA-256 of a file, read in chunks of :data:`_HASH_CHUNK` (memory stays bounded)."""
-    digest = hashlib.sha256()
-    buffer = bytearray(_HASH_CHUNK)
-    view = memoryview(buffer)
-    with path.open("rb", buffering=0) as fh:
-        while count := fh.readinto(buffer):
-            digest.update(view[:count])
-    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""A spool: an incoming file written to disk as it arrives.
+"""A spool: an incoming file written to disk as it arrives, hashed on the way.
 
 Every store path (C-STORE, STOW-RS, ``vesalius import``) writes what it receives into a spool
 instead of gathering it in memory; the blob store then renames the spool into place, so a
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -36,7 +37,7 @@ class Spool:
     ...     info = store.put_spool(spool, "dicom/x.dcm")
     """
 
-    __slots__ = ("_fd", "path", "size")
+    __slots__ = ("_digest", "_fd", "path", "size")
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / f"{secrets.token_hex(12)}{SPOOL_SUFFIX}"
@@ -48,6 +49,7 @@ class Spool:
         except OSError:
             self.discard()
             raise
+        self._digest = hashlib.sha256()
         self.size = 0
 
     @property
@@ -56,18 +58,19 @@ class Spool:
         return self._fd is not None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append *data* to the file.
-
-        Not hashed on the way: the blob store hashes the file while its fsync waits (see
-        :meth:`~vesalius.storage.filesystem.FilesystemBlobStore.put_spool`).
-        """
+        """Append *data* to the file and to the running SHA-256."""
         if self._fd is None:
             raise ValueError("write to a spool that was already consumed or discarded")
         view = memoryview(data).cast("B")
+        self._digest.update(view)
         written = 0
         while written < len(view):
             written += os.write(self._fd, view[written:])
         self.size += written
+
+    def sha256(self) -> str:
+        """The hex SHA-256 of everything written so far."""
+        return self._digest.hexdigest()
 
     def fileno(self) -> int:
         if self._fd is None:
