@@ -15,7 +15,7 @@ These are pure functions over pydicom datasets, so any DICOM network layer can c
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from pydicom import Dataset
@@ -52,22 +52,29 @@ def character_set_terms(value: Any) -> list[str]:
     return [] if all(not t for t in terms) else terms
 
 
-def raw_return_key_vr(identifier: Dataset, tag: BaseTag) -> str | None:
-    """The VR of the identifier's element *tag* if it is an empty key not yet converted, else None.
+def request_keys(
+    identifier: Dataset,
+) -> Iterator[tuple[BaseTag, tuple[str, str] | None, str | None]]:
+    """Each public key of a request identifier in tag order: its tag, its dictionary entry
+    (keyword, VR; None for a tag the dictionary does not know) and, for an empty key not yet
+    converted, its VR (else None: convert that element to read it).
 
     Most keys of a query are return keys, sent empty, and reading them raw spares pydicom
     converting every element (about 10 µs each, more than the rest of reading the query).
-    The VR is pydicom's: the one sent, or the dictionary's in implicit VR. None for an element
-    with a value, or whose VR pydicom would resolve (UN, an ambiguous VR): convert those.
+    The VR is pydicom's: the one sent, or the dictionary's in implicit VR. An element whose VR
+    pydicom would resolve (UN, an ambiguous VR) is left to convert too.
     """
-    raw = identifier.get_item(tag, keep_deferred=True)
-    if not isinstance(raw, RawDataElement) or raw.length != 0:
-        return None
-    vr = raw.VR
-    if vr is None:
+    for tag in sorted(identifier.keys()):
+        if tag.is_private or tag.group == 0x0002:
+            continue
         entry = dictionary_entry(int(tag))
-        vr = None if entry is None else entry[1]
-    return vr if vr is not None and len(vr) == 2 and vr != "UN" else None
+        raw = identifier.get_item(tag, keep_deferred=True)
+        vr = None
+        if isinstance(raw, RawDataElement) and raw.length == 0:
+            vr = raw.VR or (entry[1] if entry else None)
+        if vr is not None and (len(vr) != 2 or vr == "UN"):
+            vr = None
+        yield tag, entry, vr
 
 
 def requested_character_set(identifier: Dataset) -> list[str]:
@@ -242,14 +249,10 @@ class AnswerEncoder:
         # (tag, JSON key, the identifier's VR) of each requested key, in tag order; retired
         # group lengths are never written (pydicom's rule too).
         self.keys: list[tuple[int, str, str]] = []
-        for tag in sorted(identifier.keys()):
-            if tag.is_private or tag.group == 0x0002 or (tag.element == 0 and tag.group > 6):
+        for tag, entry, empty_vr in request_keys(identifier):
+            if (tag.element == 0 and tag.group > 6) or (entry and entry[0] in _OWN_KEYS):
                 continue
-            entry = dictionary_entry(int(tag))
-            if entry is not None and entry[0] in _OWN_KEYS:
-                continue
-            vr = raw_return_key_vr(identifier, tag) or identifier[tag].VR
-            self.keys.append((int(tag), f"{tag:08X}", vr))
+            self.keys.append((int(tag), f"{tag:08X}", empty_vr or identifier[tag].VR))
         self._headers: dict[tuple[int, str], tuple[bytes, bool]] = {}
         self._simple_sets: dict[tuple[str, ...], bool] = {}
         self.fallbacks = 0  # answers that took the general path

@@ -6,8 +6,7 @@ from pydicom import DataElement, Dataset
 from pydicom.multival import MultiValue
 
 from vesalius.archive.query import Query, build_query
-from vesalius.dicom.dictionary import dictionary_entry
-from vesalius.dicom.find_response import raw_return_key_vr
+from vesalius.dicom.find_response import request_keys
 from vesalius.dicom.levels import Level, Model
 from vesalius.dimse.negotiation import PATIENT_ROOT
 from vesalius.errors import InvalidQuery
@@ -16,20 +15,14 @@ from vesalius.errors import InvalidQuery
 def identifier_keys(identifier: Dataset) -> list[tuple[str, str | None]]:
     """(keyword, value) pairs of a query identifier: values as text, None for a return key.
 
-    Return keys are read raw (:func:`~vesalius.dicom.find_response.raw_return_key_vr`):
+    Return keys are read raw (:func:`~vesalius.dicom.find_response.request_keys`):
     converting every element of a dozen-key identifier cost about 0.2 ms, more than building
     the query from the keys.
     """
     keys: list[tuple[str, str | None]] = []
-    for tag in sorted(identifier.keys()):
-        entry = dictionary_entry(int(tag))
-        if tag.is_private or tag.group == 0x0002 or entry is None:
-            continue
-        keyword = entry[0]
-        if raw_return_key_vr(identifier, tag) is not None:
-            keys.append((keyword, None))
-        else:
-            keys.append((keyword, _text(identifier[tag])))
+    for tag, entry, empty_vr in request_keys(identifier):
+        if entry is not None:
+            keys.append((entry[0], None if empty_vr is not None else _text(identifier[tag])))
     return keys
 
 
