@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vesalius.index.durability import IndexLog
+from vesalius.index.prepared import driver_error
 
 _WRITE_OPTION = "vesalius_write"
 T = TypeVar("T")
@@ -99,15 +100,11 @@ def _tune_sqlite(engine: Engine, synchronous: str) -> None:
         write = connection.get_execution_options().get(_WRITE_OPTION, False)
         statement = "BEGIN IMMEDIATE" if write else "BEGIN"
         # On the driver's connection: through exec_driver_sql, SQLAlchemy's execution
-        # machinery cost more than the rest of opening a read transaction together. Its
-        # errors are translated as SQLAlchemy's would be (a lock timeout stays retryable).
-        dbapi = connection.dialect.loaded_dbapi
+        # machinery cost more than the rest of opening a read transaction together.
         try:
             connection.connection.dbapi_connection.execute(statement)
-        except dbapi.Error as error:
-            raise DBAPIError.instance(
-                statement, None, error, dbapi.Error, dialect=connection.dialect
-            ) from error
+        except connection.dialect.loaded_dbapi.Error as error:
+            raise driver_error(error, statement, None, connection.dialect) from error
 
 
 class Database:

@@ -504,7 +504,10 @@ def find(
     """Entities at *level* satisfying every (indexed) constraint, in archive order."""
     plans = [condition_plan(c, fold_pn=fold_pn) for c in constraints if is_indexed(c.keyword)]
     values = [value for _, plan_values in plans for value in plan_values]
-    values += [bound for bound in (limit, offset or None) if bound is not None]
+    if limit is not None:
+        values.append(limit)
+    if offset:
+        values.append(offset)
     shape = (level, tuple(plan_shape for plan_shape, _ in plans), limit is not None, bool(offset))
     statement = _find_statement(shape)
     matches = []

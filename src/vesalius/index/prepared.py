@@ -66,9 +66,7 @@ class Prepared:
             cursor.execute(compiled.sql, args)
         except conn.dialect.loaded_dbapi.Error as error:
             cursor.close()
-            raise exc.DBAPIError.instance(
-                compiled.sql, args, error, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
-            ) from error
+            raise driver_error(error, compiled.sql, args, conn.dialect) from error
         return cursor
 
     def first(self, conn: Connection, params: Mapping[str, Any] | None = None) -> Any:
@@ -98,6 +96,13 @@ class Prepared:
             tuple(v if f is None else f(v) for f, v in zip(convert, row, strict=True))
             for row in rows
         ]
+
+
+def driver_error(error: Exception, statement: str, params: Any, dialect: Dialect) -> Exception:
+    """The SQLAlchemy exception for a driver's *error*, as its own execution raises it (an
+    ``IntegrityError`` stays one, a lock timeout a retryable ``OperationalError``)."""
+    dbapi_error = dialect.loaded_dbapi.Error
+    return exc.DBAPIError.instance(statement, params, error, dbapi_error, dialect=dialect)
 
 
 @dataclass(frozen=True)
