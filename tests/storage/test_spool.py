@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from vesalius.storage import spool as spool_module
 from vesalius.storage.filesystem import FilesystemBlobStore
 
 
@@ -38,6 +39,44 @@ def test_a_spool_becomes_a_blob(tmp_path: Path) -> None:
     assert store.exists("a/b/c.dcm")
     with pytest.raises(ValueError, match="consumed or discarded"):
         spool.write(b"more")
+
+
+def test_writeback_is_started_as_data_arrives_in_whole_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each started range follows the last, in whole pages, once a step's worth arrived; the
+    file is the same with the real ``sync_file_range``, with none, and with one that fails."""
+    real = spool_module._start_writeback
+    assert real is not None or not sys.platform.startswith("linux")
+    calls: list[tuple[int, int, int]] = []
+
+    def recording(fd: int, offset: int, length: int, flags: int) -> int:
+        calls.append((offset, length, flags))
+        return real(fd, offset, length, flags) if real is not None else 0
+
+    store = FilesystemBlobStore(tmp_path)
+    step = spool_module.WRITEBACK_STEP
+    chunks = [os.urandom(n) for n in (300, step - 1000, 700, 5000, 3 * step + 17, 10)]
+    expected = b"".join(chunks)
+    for number, starter in enumerate((recording, None, lambda *args: -1)):
+        monkeypatch.setattr(spool_module, "_start_writeback", starter)
+        spool = store.spool()
+        for chunk in chunks:
+            spool.write(chunk)
+        info = store.put_spool(spool, f"wb/{number}.dcm")
+        with store.open(info.key) as fh:
+            assert fh.read() == expected
+        assert info.sha256 == hashlib.sha256(expected).hexdigest()
+    page = 4096
+    ends = []
+    position = 0
+    for offset, length, flags in calls:
+        assert flags == 2  # SYNC_FILE_RANGE_WRITE: start, never wait
+        assert offset == position and length >= step - page and (offset + length) % page == 0
+        position = offset + length
+        ends.append(position)
+    # the 700 bytes complete the first step, the 5000 after it do not, the large chunk does
+    assert ends == [step, (4 * step + 5017) // page * page]
 
 
 def test_a_spool_is_discarded_on_error_and_discard_is_idempotent(tmp_path: Path) -> None:

@@ -6,20 +6,49 @@ stored instance is written exactly once. A spool lives in the blob store's own t
 folder (same volume, so the rename is atomic) and holds an exclusive ``flock`` on its file
 while it is open: a sweep of temporaries skips the spools of live processes and removes
 those a crash left behind.
+
+As the data arrives, the spool asks the kernel to start writing it to the disk
+(``sync_file_range(2)``, which returns without waiting): by the time the instance has been
+received and parsed, most of it is written, and the fsync that makes it durable waits only
+for the rest and the journal (0.2 instead of 0.6 ms for a 512 KB file on the development
+machine).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import os
 import secrets
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 SPOOL_SUFFIX = ".spool"
+# Writeback is started once this much has arrived since the last start (whole pages only).
+WRITEBACK_STEP = 64 * 1024
+_PAGE = 4096
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _writeback_starter() -> Callable[[int, int, int, int], int] | None:
+    """``sync_file_range`` from the C library (Linux), or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+_start_writeback = _writeback_starter()
 
 
 class Spool:
@@ -37,7 +66,7 @@ class Spool:
     ...     info = store.put_spool(spool, "dicom/x.dcm")
     """
 
-    __slots__ = ("_digest", "_fd", "path", "size")
+    __slots__ = ("_digest", "_fd", "_written_back", "path", "size")
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / f"{secrets.token_hex(12)}{SPOOL_SUFFIX}"
@@ -51,6 +80,7 @@ class Spool:
             raise
         self._digest = hashlib.sha256()
         self.size = 0
+        self._written_back = 0  # writeback was started up to here
 
     @property
     def is_open(self) -> bool:
@@ -67,6 +97,12 @@ class Spool:
         while written < len(view):
             written += os.write(self._fd, view[written:])
         self.size += written
+        if self.size - self._written_back >= WRITEBACK_STEP and _start_writeback is not None:
+            end = self.size - self.size % _PAGE
+            # A hint: its failure (a filesystem without it) leaves the work to the fsync.
+            _start_writeback(self._fd, self._written_back, end - self._written_back,
+                             _SYNC_FILE_RANGE_WRITE)  # fmt: skip
+            self._written_back = end
 
     def sha256(self) -> str:
         """The hex SHA-256 of everything written so far."""
