@@ -6,7 +6,10 @@ Vesalius on PostgreSQL the database is dropped and re-created), optionally prelo
 and stopped again. Servers alternate, and their order flips every round. Measured:
 
 * ingest rate (instances/s) with ``storescu`` over 1 association, and over N parallel
-  associations (N ``storescu`` processes, each sending its share of the studies);
+  associations (N ``storescu`` processes, each sending its share of the studies); beside it
+  two limits measured in the same round: the disk's rate of fsync'd writes of files of the
+  instance size, and the rate storescu itself reaches into ``storescp --ignore`` (an SCP that
+  stores nothing), the most any archive can take from this client here;
 * C-ECHO, C-FIND study-level latency (``findscu -S``, median of repeated calls; each call is a
   whole process: start, associate, query, release), for a PatientName wildcard and for a
   StudyDate range;
@@ -39,17 +42,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from _common import (
+    LOOPBACK,
     REPO_ROOT,
     SCU_AET,
     BenchError,
     Dcmtk,
     Endpoint,
     GeneratedData,
+    ManagedProcess,
     OrthancLauncher,
     VesaliusLauncher,
     add_vesalius_options,
     count_find_responses,
     default_vesalius_command,
+    free_ports,
     fsync_limit,
     generate_data,
     key_values,
@@ -57,6 +63,7 @@ from _common import (
     run_parallel,
     run_tool,
     tree_size,
+    wait_until_echo,
 )
 from _scu import FindAssociation
 from pydicom import dcmread
@@ -85,6 +92,7 @@ STUDY_KEYS: dict[str, str] = {
 FIND_TIMEOUT = 120.0
 ASSOC_REPEATS = 5  # C-FINDs on one association per findscu call (they are quicker)
 LIMIT = "limit"  # the disk's rate of durable file writes, measured in the same run
+SENDER = "sender"  # storescu's own rate into an SCP that stores nothing, in the same run
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,28 @@ def ingest(
     """Send every file below *folders* (one storescu, i.e. one association, per folder)."""
     cmds = [dcmtk.store_cmd(endpoint, folder) for folder in folders]
     return run_parallel(cmds, timeout, log_dir, "storescu", dcmtk.env)
+
+
+def sender_limit(
+    dcmtk: Dcmtk, folders: Sequence[Path], instances: int, timeout: float, tmp: Path
+) -> float | None:
+    """Instances/s that storescu sends from *folders* (one association each) to DCMTK's
+    ``storescp --ignore``, which reads every byte and stores nothing: the most any archive can
+    take from this client on this machine. None when storescp is not installed."""
+    tool = dcmtk.tool("storescp")
+    if not os.access(tool, os.X_OK):
+        return None
+    folder = tmp / "sender"
+    folder.mkdir(parents=True, exist_ok=True)
+    endpoint = Endpoint("NULLSCP", LOOPBACK, free_ports(1)[0])
+    cmd = [tool, "--ignore", "--fork", "-aet", endpoint.aet, str(endpoint.port)]
+    proc = ManagedProcess("storescp", cmd, folder / "storescp.log", cwd=folder, env=dcmtk.env)
+    proc.start()
+    try:
+        wait_until_echo(dcmtk, endpoint, proc, 30)
+        return instances / ingest(dcmtk, endpoint, folders, timeout, folder / "logs")
+    finally:
+        proc.stop(timeout=1.0)  # storescp ignores SIGTERM; it has nothing to lose
 
 
 def verify_ingest(
@@ -424,6 +454,19 @@ def run_benchmark(
                 f"disk limit, round {round_no + 1}: {rate:.0f} fsync'd {instance_size // 1024} KB "
                 f"files/s on {threads} thread(s)"
             )
+        for phase, metric, folders in (
+            ("single", "ingest_1", [data.root]),
+            ("parallel", "ingest_n", data.parts),
+        ):
+            if phase not in opts.phases:
+                continue
+            rate = sender_limit(dcmtk, folders, data.instances, opts.timeout, tmp)
+            if rate is not None:
+                results.add(SENDER, metrics[metric], rate)
+                console.log(
+                    f"sender limit, round {round_no + 1}: storescu sends {rate:.0f} instances/s "
+                    f"to an SCP that stores nothing, over {len(folders)} association(s)"
+                )
         for phase in opts.phases:
             for launcher in order:
                 server_lifetime(
@@ -468,6 +511,9 @@ def print_table(results: Results, launchers: Sequence[Launcher], opts: Options) 
     if limited:
         keys.append(LIMIT)
         table.add_column("Limit: fsync'd\nfile writes", justify="right")
+    if SENDER in results.values:
+        keys.append(SENDER)
+        table.add_column("Limit: storescu to\na null SCP", justify="right")
     if both:
         table.add_column("Vesalius vs Orthanc\n(>1 = Vesalius better)", justify="right")
     if limited and "vesalius" in keys:
