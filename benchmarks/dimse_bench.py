@@ -168,6 +168,13 @@ def ingest(
     return run_parallel(cmds, timeout, log_dir, "storescu", dcmtk.env)
 
 
+def ingest_plan(phase: str, data: GeneratedData) -> tuple[str, list[Path]]:
+    """The ingest metric of a phase and the folders it sends, one association per folder."""
+    if phase == "single":
+        return "ingest_1", [data.root]
+    return "ingest_n", list(data.parts)
+
+
 def sender_limit(
     dcmtk: Dcmtk, folders: Sequence[Path], instances: int, timeout: float, tmp: Path
 ) -> float | None:
@@ -309,8 +316,7 @@ def server_lifetime(
         if preload is not None:
             run_preload(launcher, endpoint, dcmtk, preload, opts, metrics, results, record, tmp)
 
-        key = "ingest_1" if phase == "single" else "ingest_n"
-        folders = [data.root] if phase == "single" else data.parts
+        key, folders = ingest_plan(phase, data)
         secs = ingest(dcmtk, endpoint, folders, opts.timeout, tmp / "logs")
         rate = data.instances / secs
         results.add(launcher.key, metrics[key], rate)
@@ -454,12 +460,8 @@ def run_benchmark(
                 f"disk limit, round {round_no + 1}: {rate:.0f} fsync'd {instance_size // 1024} KB "
                 f"files/s on {threads} thread(s)"
             )
-        for phase, metric, folders in (
-            ("single", "ingest_1", [data.root]),
-            ("parallel", "ingest_n", data.parts),
-        ):
-            if phase not in opts.phases:
-                continue
+        for phase in opts.phases:
+            metric, folders = ingest_plan(phase, data)
             rate = sender_limit(dcmtk, folders, data.instances, opts.timeout, tmp)
             if rate is not None:
                 results.add(SENDER, metrics[metric], rate)
