@@ -232,6 +232,54 @@ def test_report_on_a_new_association_after_release(modality_server: Any) -> None
         listener.shutdown()
 
 
+def test_a_report_refused_on_the_association_goes_on_a_new_one(modality_server: Any) -> None:
+    """A modality that takes reports only on its own SCP answers one on its association with a
+    failure (pynetdicom without a handler says 0x0110): the report is sent again, to that SCP."""
+    server, modality_port = modality_server
+    present = make_dataset()
+    store(server, present)
+    reports: list[Any] = []
+    got = threading.Event()
+
+    def on_report(event: Any) -> tuple[int, None]:
+        reports.append(event.event_information)
+        got.set()
+        return 0x0000, None
+
+    scp = modality_ae()
+    scp.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
+    listener = scp.start_server(
+        ("127.0.0.1", modality_port),
+        block=False,
+        evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
+    )
+    runner = JobRunner(server.container, poll_s=0.05, retry_base_s=0.3).start()
+    try:
+        ae = modality_ae()
+        ae.add_requested_context(StorageCommitmentPushModel)
+        assoc = ae.associate(server.host, server.port, ae_title=server.ae_title)
+        assert assoc.is_established
+        try:
+            status, _ = assoc.send_n_action(
+                request("1.2.3.250", [present], []),
+                1,
+                StorageCommitmentPushModel,
+                WELL_KNOWN_INSTANCE,
+            )
+            assert status.Status == 0x0000
+            # The association stays open, so the archive's first try is on it, and is refused.
+            assert got.wait(60)
+        finally:
+            assoc.release()
+        time.sleep(0.5)
+        assert len(reports) == 1
+        assert reports[0].TransactionUID == "1.2.3.250"
+        assert uids(reports[0].ReferencedSOPSequence) == [present.SOPInstanceUID]
+    finally:
+        runner.stop()
+        listener.shutdown()
+
+
 def test_report_job_to_the_modality(modality_server: Any) -> None:
     """The job alone: the report on a new association with the SCP role negotiated."""
     from vesalius.dimse.commitment import ReportError, send_report

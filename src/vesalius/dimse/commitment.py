@@ -9,7 +9,7 @@ instances are archived is the archive's answer (:meth:`Archive.commitment`: rows
 SOP Class as given), nowhere else.
 
 The report goes on the same association while it is open. When the modality has released it
-(or it was lost, or the report was not answered), the report becomes a durable job
+(or it was lost, or the report was not answered or was refused), the report becomes a durable job
 (``dimse.commitment_report``) that opens a new association to the modality's AE, looked up in
 ``[[remote_ae]]`` as C-MOVE destinations are, proposing the SCP role for the SOP class
 (PS3.4 J.3.3: the SCP of Storage Commitment is then the association requestor); it retries
@@ -208,11 +208,10 @@ async def n_action(services: Services, assoc: Association, message: Message) -> 
         return
     status = rsp.us(commands.STATUS, 0xC000)
     if status != SUCCESS:
-        log.warning(
-            "%s answered the storage commitment report %s with 0x%04X",
-            caller,
-            transaction,
-            status or 0,
+        # A modality that takes reports only on its own SCP (many do) refuses them here, often
+        # with 0x0110 "no handler": the report is not delivered, so it goes on a new association.
+        await services._run(
+            _later, services, payload, f"it answered the report with 0x{status or 0:04X}"
         )
 
 
