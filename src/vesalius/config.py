@@ -243,6 +243,16 @@ class Settings(BaseModel):
     storage_dir: Path | None = Field(
         default=None, description="Folder for stored files. Default: <data_dir>/storage."
     )
+    storage_write_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        description=(
+            "MiB of the newest stored files each serve process keeps in the OS page cache; "
+            "older ones are dropped from memory (not from disk) as new ones arrive, so a long "
+            "ingest does not push the index and the studies being read out of memory. "
+            "0 drops each file once it is on disk."
+        ),
+    )
     ae_title: str = Field(default="VESALIUS", description="The archive's own AE title.")
     dicom_host: str = Field(default="0.0.0.0", description="Address the DICOM port listens on.")
     dicom_port: int = Field(default=11112, ge=0, le=65535, description="DICOM port; 0 = any.")

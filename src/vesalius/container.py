@@ -56,7 +56,7 @@ def build(settings: Settings, *, migrate: bool = False, load_plugins: bool = Tru
     )
     if migrate:
         upgrade(db.engine)
-    blobs = open_store(settings.effective_storage_dir)
+    blobs = open_store(settings.effective_storage_dir, settings.storage_write_cache_mb << 20)
     events = EventBus()
     archive = Archive(settings, db, blobs, events)
     records = Records(settings, db, blobs, archive)

@@ -523,6 +523,10 @@ class Archive:
         """The stored file of an instance, exactly as it was received."""
         return self.blobs.open(record.blob_key)
 
+    def prefetch(self, record: InstanceRecord) -> None:
+        """Start reading an instance's file that is about to be sent (a hint, never fails)."""
+        self.blobs.prefetch(record.blob_key)
+
     # -- delete --------------------------------------------------------------------------------
 
     def delete(

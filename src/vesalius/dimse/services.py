@@ -388,6 +388,8 @@ class Services:
                     assoc, message, CANCELLED, counts=_counts(None, completed, failed, warned)
                 )
                 return
+            if number < total:  # its disk read overlaps this one's sending
+                self.archive.prefetch(records[number])
             status = await sender.send(record)
             if status == SUCCESS:
                 completed += 1

@@ -45,6 +45,10 @@ class BlobStore(Protocol):
         """Open a blob for reading. Raises ``FileNotFoundError`` if it is missing."""
         ...
 
+    def prefetch(self, key: str) -> None:
+        """Start reading a blob that will be opened soon (a hint; it may do nothing)."""
+        ...
+
     def delete(self, key: str) -> None:
         """Remove a blob; removing a missing blob is not an error."""
         ...

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from vesalius.storage import pagecache
 from vesalius.storage.base import BlobInfo
 from vesalius.storage.spool import SPOOL_SUFFIX, Spool, is_in_use
 
@@ -36,7 +37,11 @@ class FilesystemBlobStore:
     4
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, write_cache_bytes: int | None = None) -> None:
+        """*write_cache_bytes*: how much of the newest written files to keep in the page
+        cache (:class:`~vesalius.storage.pagecache.RecentWrites`); None leaves it to the
+        kernel."""
+        self.recent = pagecache.RecentWrites(write_cache_bytes)
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.temp_dir = self.root / TEMP_FOLDER
@@ -103,6 +108,7 @@ class FilesystemBlobStore:
             raise
         finally:
             spool.release()
+        self.recent.add(path, spool.size)
         return BlobInfo(key=key, size=spool.size, sha256=spool.sha256())
 
     def put(self, key: str, chunks: Iterable[bytes]) -> BlobInfo:
@@ -128,10 +134,14 @@ class FilesystemBlobStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        self.recent.add(path, size)
         return BlobInfo(key=key, size=size, sha256=digest.hexdigest())
 
     def open(self, key: str) -> BinaryIO:
         return open(self._path(key), "rb")
+
+    def prefetch(self, key: str) -> None:
+        pagecache.prefetch(self._path(key))
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -202,9 +212,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def open_store(root: Path) -> FilesystemBlobStore:
+def open_store(root: Path, write_cache_bytes: int | None = None) -> FilesystemBlobStore:
     """The store for a storage folder (object storage will be chosen here later)."""
-    return FilesystemBlobStore(root)
+    return FilesystemBlobStore(root, write_cache_bytes)
 
 
 __all__ = ["BinaryIO", "FilesystemBlobStore", "open_store"]

@@ -115,7 +115,9 @@ def _dicom_parts(
     as_stored = media.ANY_SYNTAX in accepted
     pending: list[bytes] = []
     size = 0
-    for record in records:
+    for number, record in enumerate(records, 1):
+        if number < len(records):  # its disk read overlaps this one's
+            archive.prefetch(records[number])
         if as_stored or record.transfer_syntax_uid in accepted:
             syntax = record.transfer_syntax_uid
             pending.append(
