@@ -73,6 +73,16 @@ def request(transaction: str, datasets: list[Dataset], extra: list[tuple[str, st
     return ds
 
 
+def modality_scp(port: int, on_report: Any) -> Any:
+    """The modality's own SCP, which takes reports on new associations (the archive proposes
+    the SCP role of the SOP class); returns the running server."""
+    scp = modality_ae()
+    scp.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
+    return scp.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)]
+    )
+
+
 def uids(sequence: Any) -> list[str]:
     return [str(item.ReferencedSOPInstanceUID) for item in sequence or []]
 
@@ -194,14 +204,7 @@ def test_report_on_a_new_association_after_release(modality_server: Any) -> None
         got.set()
         return 0x0000, None
 
-    # The modality's own SCP, which takes the report (the archive proposes the SCP role).
-    scp = modality_ae()
-    scp.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
-    listener = scp.start_server(
-        ("127.0.0.1", modality_port),
-        block=False,
-        evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
-    )
+    listener = modality_scp(modality_port, on_report)
     container = server.container
     runner = JobRunner(container, poll_s=0.05, retry_base_s=0.3).start()
     try:
@@ -246,13 +249,7 @@ def test_a_report_refused_on_the_association_goes_on_a_new_one(modality_server: 
         got.set()
         return 0x0000, None
 
-    scp = modality_ae()
-    scp.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
-    listener = scp.start_server(
-        ("127.0.0.1", modality_port),
-        block=False,
-        evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
-    )
+    listener = modality_scp(modality_port, on_report)
     runner = JobRunner(server.container, poll_s=0.05, retry_base_s=0.3).start()
     try:
         ae = modality_ae()
@@ -300,13 +297,7 @@ def test_report_job_to_the_modality(modality_server: Any) -> None:
     }
     with pytest.raises(ReportError, match="could not be reached"):
         send_report(settings, payload)
-    scp = modality_ae()
-    scp.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
-    listener = scp.start_server(
-        ("127.0.0.1", modality_port),
-        block=False,
-        evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
-    )
+    listener = modality_scp(modality_port, on_report)
     try:
         send_report(settings, payload)
     finally:
