@@ -189,6 +189,34 @@ def test_move_to_an_unknown_destination_is_refused(sqlite_dicom_server, tmp_path
     dcmtk("echoscu", *address(sqlite_dicom_server))  # still serving
 
 
+def test_move_to_a_destination_that_is_down_performs_no_sub_operation(
+    sqlite_dicom_server, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A configured destination nobody answers at: 0xA702 (unable to perform sub-operations)
+    with every instance failed, not 0xA801, which says the destination is not configured."""
+    import socket
+
+    files = sample_files(tmp_path / "in")
+    store_all(sqlite_dicom_server, files)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = sqlite_dicom_server.container.settings
+    settings.remote_ae = [
+        *settings.remote_ae,
+        RemoteAE(name="down", ae_title="DOWN", host="127.0.0.1", port=port),
+    ]
+    jpeg_study = dcmread(files["jpeg"]).StudyInstanceUID
+    result = dcmtk("movescu", "-d", "-S", "-aem", "DOWN", *address(sqlite_dicom_server),
+                   "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={jpeg_study}",
+                   check=False)  # fmt: skip
+    output = (result.stdout + result.stderr).lower()
+    assert "0xa702" in output, output
+    assert "cannot reach down" in output
+    assert "number of failed suboperations" in output or "failed sub" in output, output
+    dcmtk("echoscu", *address(sqlite_dicom_server))  # still serving
+
+
 def test_storescu_survives_a_bad_file_among_good_ones(sqlite_dicom_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     folder = tmp_path / "in"
     bad = make_dataset(PatientID="BAD")

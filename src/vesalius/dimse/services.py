@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 SUCCESS, PENDING, CANCELLED = 0x0000, 0xFF00, 0xFE00
 SUB_OPERATIONS_WARNING = 0xB000
+UNABLE_TO_PERFORM_SUB_OPERATIONS = 0xA702  # refused: out of resources
 MOVE_DESTINATION_UNKNOWN = 0xA801
 UNABLE_TO_PROCESS = 0xC001
 CANNOT_UNDERSTAND = 0xC000
@@ -361,9 +362,16 @@ class Services:
         try:
             await self._run(sender.open)
         except Exception as exc:
+            # A known destination that cannot be reached (down, or refusing the association or
+            # every context): no sub-operation can be performed, as DCMTK's dcmqrscp answers;
+            # 0xA801 is for a destination that is not configured.
             log.warning("C-MOVE to %s: cannot associate: %s", destination.name, exc)
             await self._final(
-                assoc, message, MOVE_DESTINATION_UNKNOWN, comment=f"cannot reach {name}"
+                assoc,
+                message,
+                UNABLE_TO_PERFORM_SUB_OPERATIONS,
+                comment=f"cannot reach {name}: {exc}"[:64],
+                counts=_counts(None, 0, len(records), 0),
             )
             return
         log.info("C-MOVE from %s to %s: %d instances", self._origin(assoc), name, len(records))
