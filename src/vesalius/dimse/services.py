@@ -370,7 +370,7 @@ class Services:
                 assoc,
                 message,
                 UNABLE_TO_PERFORM_SUB_OPERATIONS,
-                comment=f"cannot reach {name}: {exc}"[:64],
+                comment=f"cannot reach {name}: {exc}",  # response() keeps 64 characters
                 counts=_counts(None, 0, len(records), 0),
             )
             return
