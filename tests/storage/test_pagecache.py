@@ -9,13 +9,17 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom import dcmread
 
-from dicomgen import make_dataset, to_bytes
+from dicomgen import make_dataset, to_bytes, write
+from serveproc import serve
+from vesalius.config import ConfigError, load_settings
 from vesalius.container import build
 from vesalius.storage.filesystem import FilesystemBlobStore
 
@@ -28,6 +32,7 @@ _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _PAGE = mmap.PAGESIZE
 SIZE = 256 * 1024  # 64 pages per file
+DCMTK = Path("/usr/bin")
 
 
 def resident(path: Path) -> int:
@@ -133,3 +138,63 @@ def test_the_setting_reaches_the_archive(make_settings: Any) -> None:
     finally:
         container.close()
     assert make_settings().storage_write_cache_mb == 256
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("-1", "greater than or equal to 0"), ("lots", "valid integer"), ("1.5", "integer")],
+)
+def test_a_bad_budget_is_refused_naming_the_setting(value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as refused:
+        load_settings(env={"VESALIUS_STORAGE_WRITE_CACHE_MB": value})
+    assert "storage_write_cache_mb" in str(refused.value)
+
+
+@pytest.mark.skipif(not (DCMTK / "storescu").exists(), reason="DCMTK is not installed")
+def test_a_served_archive_keeps_only_its_newest_files_in_memory(tmp_path: Path) -> None:
+    """`vesalius serve` with a 1 MiB budget, fed by DCMTK's storescu: of four 512 KB images
+    only the newest stays in memory, and getscu gets all four back byte for byte."""
+    sent = []
+    for number in range(4):
+        ds = make_dataset(rows=512, columns=512, InstanceNumber=number + 1)
+        if sent:
+            ds.StudyInstanceUID = sent[0].StudyInstanceUID
+            ds.SeriesInstanceUID = sent[0].SeriesInstanceUID
+        sent.append(ds)
+    paths = [write(tmp_path / "in", ds, f"{number}.dcm") for number, ds in enumerate(sent)]
+    served = serve(
+        {
+            "VESALIUS_DATA_DIR": str(tmp_path / "data"),
+            "VESALIUS_DICOM_HOST": "127.0.0.1",
+            "VESALIUS_DICOM_PORT": "0",
+            "VESALIUS_HTTP_PORT": "0",
+            "VESALIUS_STORAGE_WRITE_CACHE_MB": "1",
+            "VESALIUS_REMOTE_AE": '[{name="getter", ae_title="GETSCU", role="admin"}]',
+        }
+    )
+    try:
+        address = ["-aec", "VESALIUS", "127.0.0.1", str(served.dicom_port)]
+        for path in paths:  # one association each: stored in this order
+            stored = subprocess.run(
+                [str(DCMTK / "storescu"), *address, str(path)],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert stored.returncode == 0, stored.stdout + stored.stderr
+        blobs = {p.name.split(".dcm")[0].rsplit(".", 1)[0]: p
+                 for p in (tmp_path / "data" / "storage" / "dicom").rglob("*.dcm")}  # fmt: skip
+        in_order = [blobs[str(ds.SOPInstanceUID)] for ds in sent]
+        assert [resident(p) for p in in_order[:3]] == [0, 0, 0]
+        assert resident(in_order[3]) == pages(in_order[3].stat().st_size + _PAGE - 1)
+
+        out = tmp_path / "out"
+        out.mkdir()
+        got = subprocess.run(
+            [str(DCMTK / "getscu"), "-S", "-od", str(out), *address,
+             "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={sent[0].StudyInstanceUID}"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert got.returncode == 0, got.stdout + got.stderr
+        received = {dcmread(p).SOPInstanceUID: dcmread(p).PixelData for p in out.iterdir()}
+        assert received == {ds.SOPInstanceUID: ds.PixelData for ds in sent}
+    finally:
+        served.stop()
