@@ -14,7 +14,7 @@ from dicomgen import make_dataset, make_file, to_bytes, uid
 from vesalius.archive.service import Incoming, Reject, Replace
 from vesalius.config import DuplicatePolicy
 from vesalius.container import Container
-from vesalius.errors import InstanceRejected
+from vesalius.errors import InstanceRejected, NotFound
 from vesalius.events import (
     Event,
     InstancesDeleted,
@@ -23,6 +23,7 @@ from vesalius.events import (
 )
 from vesalius.index import changes
 from vesalius.index import jobs as jobs_sql
+from vesalius.index import records as records_sql
 from vesalius.index.models import Instance
 from vesalius.jobs.runner import JobRunner
 
@@ -140,16 +141,23 @@ def test_a_broken_study_hook_is_isolated_and_replayed_as_a_job(
 
     def hook(session: Any, study: Any) -> None:
         if state["broken"]:
+            # It writes a row before it fails: the row must go with it.
+            records_sql.get_or_create_subject(session, "HALFWAY", {"extra": "{}"})
             raise RuntimeError("derived record bug")
         state["ran"].append(study.study_instance_uid)
 
     container.archive.add_study_hook("test.derived", hook)
+    reruns = container.archive.rows.reruns
     with caplog.at_level(logging.ERROR):
         outcome = container.archive.store(make_file(PatientID="HOOK1"))
     assert "study hook test.derived failed" in caplog.text
     assert instances(container) == 1
+    # The first pass runs the hooks without savepoints; the failure made it run again with them.
+    assert container.archive.rows.reruns == reruns + 1
     # The records' own hook ran and committed with the instance all the same.
     assert container.records.get_subject("HOOK1").subject_id == "HOOK1"
+    with pytest.raises(NotFound):
+        container.records.get_subject("HALFWAY")
     with container.db.read() as session:
         [job] = jobs_sql.list_jobs(session, kind="archive.study_hook")
     assert job.state == "queued" and "derived record bug" in job.payload

@@ -10,6 +10,10 @@ no hand-off to another thread (which costs more than the commit on a busy machin
 
 A step that fails (a duplicate SOP Instance UID, a series filed under another study) fails
 alone and its neighbours commit: the batch is then run again with each step in a savepoint.
+A step that needs a savepoint of its own only when part of it fails (the study hooks) asks
+:func:`first_pass` whether it runs in the first, savepoint-free pass, and if so raises
+:class:`RunIsolated` on that failure instead: the batch, even a batch of one, runs again
+isolated, and the step does its savepoint then.
 Each caller returns only once its own rows are committed, so an acknowledgement still means
 durable.
 """
@@ -32,6 +36,20 @@ log = logging.getLogger(__name__)
 
 Step = Callable[[Session], Any]
 Outcome = tuple[bool, Any]  # (True, the step's result) or (False, what it raised)
+_FIRST_PASS = "vesalius.group_commit.first_pass"  # a key of Session.info
+
+
+class RunIsolated(Exception):
+    """Raised by a step in the first pass: run the batch again with each step in a savepoint."""
+
+
+def first_pass(session: Session) -> bool:
+    """Whether *session* runs the group commit's first, savepoint-free pass of a batch.
+
+    False everywhere else (a second pass, or a transaction that is not a group commit's): a
+    step then isolates what may fail by itself.
+    """
+    return bool(session.info.get(_FIRST_PASS))
 
 
 class GroupCommit:
@@ -91,8 +109,8 @@ class GroupCommit:
                 outcomes = self._write(batch, isolate=False)
             except OperationalError:
                 raise  # a lost connection, or a deadlock run_write gave up on: all fail
-            except Exception:
-                if len(batch) == 1:
+            except Exception as exc:
+                if len(batch) == 1 and not isinstance(exc, RunIsolated):
                     raise  # its own failure (a duplicate, a conflict)
                 # A step failed and took its neighbours' rows with it: once more, each in a
                 # savepoint, so that it fails alone.
@@ -126,6 +144,7 @@ class GroupCommit:
 
         def write(session: Session) -> None:
             outcomes.clear()  # run_write may retry the whole batch after a deadlock
+            session.info[_FIRST_PASS] = not isolate
             for step, _ in batch:
                 if not isolate:
                     outcomes.append((True, step(session)))
