@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from vesalius.storage import pagecache
 from vesalius.storage import spool as spool_module
 from vesalius.storage.filesystem import FilesystemBlobStore
 
@@ -46,7 +47,7 @@ def test_writeback_is_started_as_data_arrives_in_whole_pages(
 ) -> None:
     """Each started range follows the last, in whole pages, once a step's worth arrived; the
     file is the same with the real ``sync_file_range``, with none, and with one that fails."""
-    real = spool_module._start_writeback
+    real = pagecache._SYNC_RANGE
     assert real is not None or not sys.platform.startswith("linux")
     calls: list[tuple[int, int, int]] = []
 
@@ -59,7 +60,7 @@ def test_writeback_is_started_as_data_arrives_in_whole_pages(
     chunks = [os.urandom(n) for n in (300, step - 1000, 700, 5000, 3 * step + 17, 10)]
     expected = b"".join(chunks)
     for number, starter in enumerate((recording, None, lambda *args: -1)):
-        monkeypatch.setattr(spool_module, "_start_writeback", starter)
+        monkeypatch.setattr(pagecache, "_SYNC_RANGE", starter)
         spool = store.spool()
         for chunk in chunks:
             spool.write(chunk)

@@ -10,6 +10,10 @@ from memory (``POSIX_FADV_DONTNEED``; they stay on disk, durable already). The n
 then written into the pages just freed. The files most likely to be read soon (forwarded by a
 route, opened in the viewer right after the scan) are the newest, and stay.
 
+**Writeback.** :func:`start_writeback` asks the kernel to start writing what has arrived of a
+file (``sync_file_range(2)``, which returns without waiting), so that the fsync making the file
+durable waits only for the tail and the journal.
+
 **Read-ahead.** :func:`prefetch` asks the kernel to start reading a file that is about to be
 sent (``POSIX_FADV_WILLNEED``), so a sender's disk read of the next file overlaps the network
 transfer of the current one.
@@ -20,11 +24,41 @@ Both are hints: where the call is missing or fails, nothing else changes.
 from __future__ import annotations
 
 import collections
+import ctypes
 import os
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 _HAS_FADVISE = hasattr(os, "posix_fadvise")
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """``sync_file_range`` from the C library (Linux), or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+_SYNC_RANGE = _sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing *length* bytes of *fd* from *offset* to the disk.
+
+    It returns without waiting; its failure (a filesystem without it) leaves the work to the
+    fsync that follows.
+    """
+    if _SYNC_RANGE is not None:
+        _SYNC_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def _advise(path: Path, advice: int) -> None:
