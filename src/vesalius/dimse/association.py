@@ -22,6 +22,7 @@ from vesalius.dimse import commands, commitment, pdu
 from vesalius.dimse.commands import Command, CommandError
 from vesalius.dimse.negotiation import negotiate
 from vesalius.dimse.pdu import PduError
+from vesalius.dimse.stream import PduStream
 from vesalius.tls import peer_identity
 
 if TYPE_CHECKING:
@@ -75,9 +76,7 @@ class Message:
 class Association:
     """The acceptor side of one association."""
 
-    def __init__(
-        self, listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, listener: Listener, reader: PduStream, writer: asyncio.StreamWriter) -> None:
         self.listener = listener
         self.settings = listener.settings
         self.reader = reader
@@ -161,6 +160,20 @@ class Association:
             raise PduError("a PDU stalled mid-way", pdu.ABORT_NOT_SPECIFIED) from None
         except asyncio.IncompleteReadError:
             raise Aborted("the connection closed in the middle of a PDU") from None
+
+    async def _read_to(self, sink: Callable[[memoryview], object], length: int) -> None:
+        """Hand the next *length* bytes to *sink* as they arrive (:meth:`PduStream.read_into`)."""
+        timer = asyncio.get_running_loop().call_later(
+            self.settings.network_timeout, self.reader.set_exception, TimeoutError()
+        )
+        try:
+            await self.reader.read_into(sink, length)
+        except TimeoutError:
+            raise PduError("a PDU stalled mid-way", pdu.ABORT_NOT_SPECIFIED) from None
+        except asyncio.IncompleteReadError:
+            raise Aborted("the connection closed in the middle of a PDU") from None
+        finally:
+            timer.cancel()
 
     async def _associate(self) -> bool:
         """Read and answer the A-ASSOCIATE-RQ; True when the association is established."""
@@ -283,10 +296,10 @@ class Association:
 
     async def _read_dataset_fragment(self, message: Message, length: int) -> None:
         if message.spool is not None:
-            while length > 0:
-                chunk = await self._read(min(length, READ_CHUNK))
-                message.spool.write(chunk)
-                length -= len(chunk)
+            while length > 0:  # each step under the network timeout, as a read is
+                step = min(length, READ_CHUNK)
+                await self._read_to(message.spool.write, step)
+                length -= step
             return
         if len(message.dataset) + length > MAX_IDENTIFIER:
             raise PduError(f"a data set over {MAX_IDENTIFIER} bytes outside a C-STORE")

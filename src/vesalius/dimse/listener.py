@@ -21,12 +21,11 @@ from vesalius.config import Settings
 from vesalius.dimse.association import Association
 from vesalius.dimse.negotiation import Supported
 from vesalius.dimse.services import Services
+from vesalius.dimse.stream import PduStream
 from vesalius.tls import HANDSHAKE_TIMEOUT
 from vesalius.workers import Acceptor, bind, inherited_socket
 
 log = logging.getLogger(__name__)
-
-STREAM_LIMIT = 1024 * 1024  # bytes a StreamReader buffers before pausing the socket
 
 
 class Listener:
@@ -57,7 +56,7 @@ class Listener:
         self._thread: threading.Thread | None = None
         self._acceptor: Acceptor | None = None
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(self, reader: PduStream, writer: asyncio.StreamWriter) -> None:
         association = Association(self, reader, writer)
         self.associations.add(association)
         try:
@@ -81,8 +80,7 @@ class Listener:
 
     async def _serve(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        protocol = PduStream(loop)
         try:
             transport, _ = await loop.connect_accepted_socket(
                 lambda: protocol,
@@ -94,8 +92,8 @@ class Listener:
             log.info("DICOM connection dropped before it started: %s", exc)
             conn.close()
             return
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        await self._accept(reader, writer)
+        writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        await self._accept(protocol, writer)
 
     def _socket(self) -> socket.socket:
         shared = inherited_socket("dicom_tls" if self.ssl_context else "dicom")

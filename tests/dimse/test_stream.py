@@ -1,0 +1,116 @@
+"""The DICOM connection's receive buffer (PduStream) on a real loopback TCP connection."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import threading
+
+import pytest
+
+from vesalius.dimse.stream import PduStream
+
+SIZE = 64 * 1024  # a small buffer, so that everything below crosses its edges
+
+
+async def connected(size: int = SIZE) -> tuple[PduStream, socket.socket]:
+    """A PduStream reading the server end of a loopback connection, and the client's socket."""
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    listener.close()
+    server.setblocking(False)
+    stream = PduStream(loop, size)
+    await loop.connect_accepted_socket(lambda: stream, server)
+    return stream, client
+
+
+def send_later(client: socket.socket, data: bytes, close: bool = True) -> threading.Thread:
+    def send() -> None:
+        client.sendall(data)
+        if close:
+            client.close()
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_reads_cross_the_buffer_edges_and_a_large_read_streams_through_it() -> None:
+    """Headers, a read larger than the buffer, and views handed to a sink, in order."""
+    data = os.urandom(5 * SIZE + 123)
+
+    async def scenario() -> None:
+        stream, client = await connected()
+        sender = send_later(client, data)
+        head = await stream.readexactly(6)
+        digest = hashlib.sha256()
+        received = 0
+
+        def sink(view: memoryview) -> None:
+            nonlocal received
+            assert len(view) <= SIZE  # a view of the buffer, never more than it holds
+            digest.update(view)
+            received += len(view)
+
+        await stream.read_into(sink, 3 * SIZE)
+        rest = await stream.readexactly(len(data) - 6 - 3 * SIZE)  # larger than the buffer
+        assert head == data[:6]
+        assert received == 3 * SIZE
+        assert digest.digest() == hashlib.sha256(data[6 : 6 + 3 * SIZE]).digest()
+        assert rest == data[6 + 3 * SIZE :]
+        sender.join(10)
+
+    asyncio.run(scenario())
+
+
+def test_a_full_buffer_stops_reading_the_socket_until_it_is_read() -> None:
+    """A peer that sends far more than is read fills the buffer, not the memory."""
+    data = os.urandom(64 * SIZE)
+
+    async def scenario() -> None:
+        stream, client = await connected()
+        sender = send_later(client, data)
+        for _ in range(200):  # until the buffer is full and reading paused
+            await asyncio.sleep(0.01)
+            if not stream.transport.is_reading():  # type: ignore[union-attr]
+                break
+        assert not stream.transport.is_reading()  # type: ignore[union-attr]
+        assert stream._end - stream._start == SIZE  # what it holds: the buffer, no more
+        got = bytearray()
+        await stream.read_into(got.extend, len(data))
+        assert bytes(got) == data
+        sender.join(10)
+
+    asyncio.run(scenario())
+
+
+def test_the_end_of_the_connection_mid_read_is_an_incomplete_read() -> None:
+    async def scenario() -> None:
+        stream, client = await connected()
+        send_later(client, b"abcdef")
+        with pytest.raises(asyncio.IncompleteReadError) as caught:
+            await stream.readexactly(10)
+        assert caught.value.partial == b"abcdef" and caught.value.expected == 10
+        with pytest.raises(asyncio.IncompleteReadError):
+            await stream.read_into(lambda view: None, 1)
+
+    asyncio.run(scenario())
+
+
+def test_a_timer_fails_the_waiting_read_and_every_later_one() -> None:
+    async def scenario() -> None:
+        stream, client = await connected()
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, stream.set_exception, TimeoutError())
+        with pytest.raises(TimeoutError):
+            await stream.readexactly(1)
+        client.sendall(b"late")
+        with pytest.raises(TimeoutError):
+            await stream.read_into(lambda view: None, 4)
+        client.close()
+
+    asyncio.run(scenario())
