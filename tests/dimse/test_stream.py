@@ -7,10 +7,11 @@ import hashlib
 import os
 import socket
 import threading
+import time
 
 import pytest
 
-from vesalius.dimse.stream import PduStream
+from vesalius.dimse.stream import BUFFER_SIZE, STEP, PduStream
 
 SIZE = 64 * 1024  # a small buffer, so that everything below crosses its edges
 
@@ -112,5 +113,34 @@ def test_a_timer_fails_the_waiting_read_and_every_later_one() -> None:
         with pytest.raises(TimeoutError):
             await stream.read_into(lambda view: None, 4)
         client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_large_read_is_handed_over_in_steps_not_as_each_packet_arrives() -> None:
+    """Data trickling in 16 KB at a time reaches the sink in steps of at least STEP bytes."""
+    data = os.urandom(2 * STEP + 5000)
+
+    def trickle(client: socket.socket) -> None:
+        for start in range(0, len(data), 16 * 1024):
+            client.sendall(data[start : start + 16 * 1024])
+            time.sleep(0.001)
+        client.close()
+
+    async def scenario() -> None:
+        stream, client = await connected(BUFFER_SIZE)
+        sender = threading.Thread(target=trickle, args=(client,), daemon=True)
+        sender.start()
+        sizes: list[int] = []
+        got = bytearray()
+
+        def sink(view: memoryview) -> None:
+            sizes.append(len(view))
+            got.extend(view)
+
+        await stream.read_into(sink, len(data))
+        assert bytes(got) == data
+        assert len(sizes) <= 3 and all(size >= STEP for size in sizes[:-1])
+        sender.join(10)
 
     asyncio.run(scenario())

@@ -24,6 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 BUFFER_SIZE = 1024 * 1024
+# A large read is woken, and hands its sink, this much at a time (or what is left): the socket
+# delivers loopback data 64 KB at a time, and a wake-up, a spool write and a hash update for
+# each cost more than the waiting.
+STEP = 256 * 1024
 # Data left at the start of a buffer is moved to its front before a receive with less room
 # than this behind it (a short move: the association takes what arrives as it arrives).
 MIN_ROOM = 64 * 1024
@@ -41,6 +45,7 @@ class PduStream(FlowControlMixin, asyncio.BufferedProtocol):
         self._eof = False
         self._exception: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._wanted = 0  # bytes the waiting read needs before it is woken
         self._reading_paused = False
         self._over_ssl = False
         self._closed: asyncio.Future[None] = loop.create_future()
@@ -64,7 +69,8 @@ class PduStream(FlowControlMixin, asyncio.BufferedProtocol):
         if self._start == 0 and self._end == len(self._buffer) and not self._reading_paused:
             self._reading_paused = True  # no room left: the socket waits until we read
             self.transport.pause_reading()  # type: ignore[attr-defined]
-        self._wake()
+        if self._end - self._start >= self._wanted:
+            self._wake()
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -106,7 +112,7 @@ class PduStream(FlowControlMixin, asyncio.BufferedProtocol):
             return data
         gathered = bytearray()
         while len(gathered) < n:
-            await self._wait(gathered, n)
+            await self._wait(n - len(gathered), gathered, n)
             take = min(self._end - self._start, n - len(gathered))
             gathered += self._view[self._start : self._start + take]
             self._start += take
@@ -120,20 +126,24 @@ class PduStream(FlowControlMixin, asyncio.BufferedProtocol):
             raise self._exception
         left = n
         while left > 0:
-            if self._start == self._end:
-                await self._wait(None, n)
+            if self._end - self._start < min(left, STEP):
+                await self._wait(left, None, n)
             take = min(self._end - self._start, left)
             sink(self._view[self._start : self._start + take])
             self._start += take
             left -= take
             self._taken()
 
-    async def _wait(self, gathered: bytearray | None, expected: int) -> None:
-        """Wait until something is received; raise if the connection ended or a timer fired."""
-        while self._start == self._end:
+    async def _wait(self, needed: int, gathered: bytearray | None, expected: int) -> None:
+        """Wait until *needed* bytes are received (at most a :data:`STEP` of them), or some
+        when the connection has ended; raise if it ended with none, or if a timer fired."""
+        self._wanted = min(needed, STEP, len(self._buffer))
+        while self._end - self._start < self._wanted:
             if self._exception is not None:
                 raise self._exception
             if self._eof:
+                if self._end > self._start:
+                    break  # what there is; the next read meets the end
                 partial = bytes(gathered) if gathered is not None else b""
                 raise asyncio.IncompleteReadError(partial, expected)
             self._waiter = self._loop.create_future()
