@@ -19,6 +19,7 @@ the ``StreamWriter`` the association writes with.
 from __future__ import annotations
 
 import asyncio
+import mmap
 from asyncio.streams import FlowControlMixin
 from collections.abc import Callable
 from typing import Any
@@ -38,7 +39,9 @@ class PduStream(FlowControlMixin, asyncio.BufferedProtocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int = BUFFER_SIZE) -> None:
         super().__init__(loop)
-        self._buffer = bytearray(size)
+        # Anonymous memory: a page costs only once data reaches it (a zeroed bytearray would
+        # touch all 256 pages at every association, C-ECHO included).
+        self._buffer = mmap.mmap(-1, size)
         self._view = memoryview(self._buffer)
         self._start = 0  # received, not yet read: self._buffer[self._start:self._end]
         self._end = 0
@@ -60,7 +63,7 @@ class PduStream(FlowControlMixin, asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if len(self._buffer) - self._end < MIN_ROOM and self._start:
             held = self._end - self._start
-            self._buffer[:held] = self._view[self._start : self._end]
+            self._buffer.move(0, self._start, held)  # memmove: the ranges may overlap
             self._start, self._end = 0, held
         return self._view[self._end :]
 
