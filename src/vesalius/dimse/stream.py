@@ -95,9 +95,6 @@ class PduStream(FlowControlMixin, asyncio.BufferedProtocol):
 
     # -- the association's side ----------------------------------------------------------------
 
-    def exception(self) -> BaseException | None:
-        return self._exception
-
     def set_exception(self, exc: BaseException) -> None:
         """Fail the read in progress, and every later one, with *exc*."""
         self._exception = exc
