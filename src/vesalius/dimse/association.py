@@ -16,7 +16,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from vesalius.dimse import commands, commitment, pdu
 from vesalius.dimse.commands import Command, CommandError
@@ -29,10 +29,11 @@ if TYPE_CHECKING:
     from vesalius.dimse.listener import Listener
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_ASSOCIATE_RQ = 1024 * 1024  # 128 contexts take about 15 KB
 MAX_IDENTIFIER = 4 * 1024 * 1024
-READ_CHUNK = 1024 * 1024  # the most of one fragment held in memory at a time
+READ_CHUNK = 1024 * 1024  # a data set fragment is read in steps of this, each timed alone
 # A stored data set up to this size is read whole into the buffer of its message and sent in
 # one write; a larger one in writes of about this size.
 SEND_WHOLE = 16 * 1024 * 1024
@@ -122,26 +123,26 @@ class Association:
     def _who(self) -> str:
         return f"{self.requestor.ae_title or '?'}@{self.requestor.address}"
 
-    async def _readexactly(self, length: int, timeout: float | None) -> bytes:
-        """``readexactly`` under a timeout that raises ``TimeoutError``.
+    async def _timed(self, read: Awaitable[T], timeout: float | None) -> T:
+        """*read* (of :attr:`reader`) under a timeout that raises ``TimeoutError``.
 
         A timer that fails the stream costs a few microseconds; ``asyncio.wait_for`` wraps each
         read in a task of its own, several times per instance. A stream failed by the timer
         stays failed: the association ends anyway.
         """
         if timeout is None:
-            return await self.reader.readexactly(length)
+            return await read
         timer = asyncio.get_running_loop().call_later(
             timeout, self.reader.set_exception, TimeoutError()
         )
         try:
-            return await self.reader.readexactly(length)
+            return await read
         finally:
             timer.cancel()
 
     async def _read_header(self, timeout: float | None) -> tuple[int, int]:
         try:
-            raw = await self._readexactly(6, timeout)
+            raw = await self._timed(self.reader.readexactly(6), timeout)
         except TimeoutError:
             raise Aborted(f"nothing received for {timeout:.0f} s") from None
         except asyncio.IncompleteReadError as exc:
@@ -153,27 +154,21 @@ class Association:
             raise PduError(f"unknown PDU type 0x{pdu_type:02X}", pdu.ABORT_UNRECOGNIZED_PDU)
         return pdu_type, length
 
-    async def _read(self, length: int) -> bytes:
+    async def _within_pdu(self, read: Awaitable[T]) -> T:
+        """*read*, a read inside a PDU: a stall or the connection's end ends the association."""
         try:
-            return await self._readexactly(length, self.settings.network_timeout)
+            return await self._timed(read, self.settings.network_timeout)
         except TimeoutError:
             raise PduError("a PDU stalled mid-way", pdu.ABORT_NOT_SPECIFIED) from None
         except asyncio.IncompleteReadError:
             raise Aborted("the connection closed in the middle of a PDU") from None
 
+    async def _read(self, length: int) -> bytes:
+        return await self._within_pdu(self.reader.readexactly(length))
+
     async def _read_to(self, sink: Callable[[memoryview], object], length: int) -> None:
         """Hand the next *length* bytes to *sink* as they arrive (:meth:`PduStream.read_into`)."""
-        timer = asyncio.get_running_loop().call_later(
-            self.settings.network_timeout, self.reader.set_exception, TimeoutError()
-        )
-        try:
-            await self.reader.read_into(sink, length)
-        except TimeoutError:
-            raise PduError("a PDU stalled mid-way", pdu.ABORT_NOT_SPECIFIED) from None
-        except asyncio.IncompleteReadError:
-            raise Aborted("the connection closed in the middle of a PDU") from None
-        finally:
-            timer.cancel()
+        await self._within_pdu(self.reader.read_into(sink, length))
 
     async def _associate(self) -> bool:
         """Read and answer the A-ASSOCIATE-RQ; True when the association is established."""
