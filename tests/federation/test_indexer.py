@@ -7,13 +7,16 @@ the HTTP API; the central index is searched over HTTP like any client would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -157,10 +160,19 @@ def test_deletion_revocation_and_central_down(tmp_path: Path, sqlite_central: No
 
     # the central index is down: the push fails, says why, and the watermark stays
     before = status(h1)["watermark"]
+    port = urlsplit(central.url).port
     central.stop()
+    # Hold the freed port (bound, not listening: connections are refused) so that another
+    # test's server, started meanwhile, cannot take it and answer the push.
+    hold = socket.socket()
+    with contextlib.suppress(OSError):
+        hold.bind(("127.0.0.1", port or 0))
     studies(tmp_path / "later", 2, "L")
     h1.run(["import", str(tmp_path / "later")])
-    failed = h1.run(["indexer", "push", "--retries", "1"], check=False)
+    try:
+        failed = h1.run(["indexer", "push", "--retries", "1"], check=False)
+    finally:
+        hold.close()
     assert failed.returncode == 1
     assert "cannot reach the central index" in failed.stderr
     assert "trying again" in failed.stderr  # retried with a wait first
