@@ -53,11 +53,16 @@ def storescp(port: int, folder: Path) -> Iterator[Path]:
         process.wait(10)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+def wait_for(
+    condition: Callable[[], bool],
+    timeout: float = 60.0,
+    state: Callable[[], object] | None = None,
+) -> None:
+    """Wait for *condition*; on time-out, say what *state* shows (to diagnose a rare miss)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("timed out")
+            raise AssertionError(f"timed out; {state() if state else ''}")
         time.sleep(0.05)
 
 
@@ -151,9 +156,17 @@ def test_a_stable_study_is_forwarded_whole_once(
                 kinds = [c.kind for c in changes.changes_since(session, 0, 1000)]
             return kinds.count("study_stable")
 
+        def state() -> str:
+            with container.db.read() as session:
+                feed = [(c.seq, c.kind, c.study_uid) for c in changes.changes_since(session, 0, 99)]
+                queue = [
+                    (j.kind, j.state, j.attempts, j.last_error) for j in jobs_sql.list_jobs(session)
+                ]
+            return f"changes {feed}; jobs {queue}"
+
         # The MR study may become due a sweep after the CT one: wait for it, then check that
         # neither is declared again once more than stable_after_s has passed.
-        wait_for(lambda: stable_count() == 2)
+        wait_for(lambda: stable_count() == 2, state=state)
         time.sleep(1.5)
         assert stable_count() == 2
 
