@@ -21,6 +21,7 @@ from pynetdicom import AE, evt
 from pynetdicom.dsutils import decode as decode_dataset
 from pynetdicom.dsutils import encode as encode_dataset
 
+from vesalius.archive.inline import INLINE_MAX, LoopWork
 from vesalius.archive.service import Archive
 from vesalius.auth.audit import AuditLog, dimse_event
 from vesalius.auth.dimse_access import DimseAccess, DimseService
@@ -49,7 +50,6 @@ UNABLE_TO_PROCESS = 0xC001
 CANNOT_UNDERSTAND = 0xC000
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 _WARNINGS = {0xB000, 0xB006, 0xB007}
-INLINE_STORE = 8 * 1024 * 1024  # bytes: a larger C-STORE is stored on the worker pool
 FIND_WRITE = 256 * 1024  # C-FIND answers gathered into one write (C-CANCEL is read between)
 _LONG_VRS = {
     b"OB",
@@ -140,7 +140,7 @@ class Services:
         self.audit = audit
         self.access = access
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dimse")
-        self._working = 0  # stores and queries in progress on this listener's loop
+        self._loop_work = LoopWork()  # stores and queries in progress on this listener's loop
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -149,22 +149,8 @@ class Services:
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
     async def _run_inline(self, inline: bool, function: Any, *args: Any) -> Any:
-        """Run *function* on the event loop itself when *inline* allows it and nothing of
-        this loop runs on the worker pool, else on the pool.
-
-        Handing work to a pool thread and back costs two thread wakes, and the GIL then
-        passes between that thread and the loop's at every system call either makes: about 30
-        context switches and 0.5-0.9 ms of CPU per stored 512 KB instance, as much as indexing
-        it. Work that overlaps nothing on the loop pays it for nothing.
-        """
-        inline = inline and self._working == 0
-        self._working += 1
-        try:
-            if inline:
-                return function(*args)
-            return await self._run(function, *args)
-        finally:
-            self._working -= 1
+        """Run *function* on the loop when *inline* allows it (``archive.inline``)."""
+        return await self._loop_work.run(inline, self._run, function, *args)
 
     def _audit(self, assoc: Association, action: str, obj: str | None, study: str | None) -> None:
         if self.audit is not None:
@@ -210,11 +196,11 @@ class Services:
         cores meanwhile. Measured with 4 associations on 2 workers, this took 20% less server
         CPU per instance than storing on the pool (8 against 25-40 context switches), at the
         same or a higher rate, on SQLite and PostgreSQL alike; with 1 worker too. A large
-        instance (over ``INLINE_STORE``) is stored on the pool: its fsync alone would hold the
+        instance (over ``INLINE_MAX``) is stored on the pool: its fsync alone would hold the
         loop for tens of milliseconds.
         """
         return await self._run_inline(
-            spool.size <= INLINE_STORE, self.archive.store_spool, spool, self._origin(assoc)
+            spool.size <= INLINE_MAX, self.archive.store_spool, spool, self._origin(assoc)
         )
 
     async def store(self, assoc: Association, message: Message) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from vesalius.archive import inline as inline_work
+from vesalius.archive.inline import INLINE_MAX
 from vesalius.archive.parse import Part10Writer, write_spool
 from vesalius.archive.service import Archive, StoreStatus
 from vesalius.config import Settings
@@ -54,6 +56,7 @@ ELEMENTS_DISCARDED = 0xB006
 
 # Parts stored concurrently: the blob writes and fsyncs of one overlap the next's parsing.
 IN_FLIGHT = 4
+INLINE_MIN = 256 * 1024  # bytes: a smaller part is stored on the pool, see PartSpooler._store
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Every instance stored", "content": {"application/dicom+json": {}}},
@@ -221,10 +224,25 @@ class PartSpooler:
         self.tasks.append(asyncio.ensure_future(self._store(writer.spool)))
 
     async def _store(self, spool: Spool) -> Outcome:
+        """Store a part: on the loop when it is large enough and nothing else of the loop is
+        in progress (``archive.inline``), else on anyio's pool, which shields the thread from
+        cancellation (the spool is always consumed).
+
+        Measured with 4 clients sending 25 parts per request: series of 512 KB parts went
+        from 305 to 346 instances/s on the loop, while small one-image parts went from 457
+        down to 383: on the pool up to ``IN_FLIGHT`` small parts of a request share one group
+        commit, and on the loop each commits alone.
+        """
+        inline = INLINE_MIN <= spool.size <= INLINE_MAX
         try:
-            # anyio shields the thread from cancellation: the spool is always consumed
-            return await run_in_threadpool(
-                store_spooled, self.archive, spool, self.study_uid, self.origin
+            return await inline_work.of_running_loop().run(
+                inline,
+                run_in_threadpool,
+                store_spooled,
+                self.archive,
+                spool,
+                self.study_uid,
+                self.origin,
             )
         finally:
             self._slots.release()
