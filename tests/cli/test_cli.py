@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from dicomgen import make_dataset, to_bytes, uid, write
+from ports import free_port
 
 VESALIUS = [sys.executable, "-m", "vesalius"]
 
@@ -244,14 +245,6 @@ def test_serve_refuses_a_port_in_use(env: dict[str, str]) -> None:
         result = run(["serve"], {**env, "VESALIUS_DICOM_PORT": str(port)})
     assert result.returncode == 1
     assert "cannot listen for DICOM" in result.stdout + result.stderr
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -7,7 +7,6 @@ DCMTK has no storage commitment SCU (dcm4che's stgcmtscu is Java), so pynetdicom
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, StorageCommitmentPushModel
 
 from dicomgen import make_dataset
+from ports import free_port
 from vesalius.config import RemoteAE
 from vesalius.dimse.commitment import WELL_KNOWN_INSTANCE
 from vesalius.index import changes
@@ -33,12 +33,6 @@ def modality_ae() -> AE:
     ae = AE(ae_title=MODALITY)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     return ae
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(condition: Any, timeout: float = 60.0) -> None:

@@ -11,6 +11,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import ImplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
 
 from dicomgen import make_dataset, uid, write
+from ports import free_port
 from vesalius.archive.query import build_query
 from vesalius.config import RemoteAE
 from vesalius.dicom.levels import Level
@@ -141,13 +142,10 @@ def test_find_at_every_level_in_both_models(sqlite_dicom_server, tmp_path: Path)
 
 
 def test_move_to_a_configured_destination(sqlite_dicom_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    import socket
 
     files = sample_files(tmp_path / "in")
     store_all(sqlite_dicom_server, files)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     received = tmp_path / "received"
     received.mkdir()
     storescp = subprocess.Popen(
@@ -194,13 +192,10 @@ def test_move_to_a_destination_that_is_down_performs_no_sub_operation(
 ) -> None:  # type: ignore[no-untyped-def]
     """A configured destination nobody answers at: 0xA702 (unable to perform sub-operations)
     with every instance failed, not 0xA801, which says the destination is not configured."""
-    import socket
 
     files = sample_files(tmp_path / "in")
     store_all(sqlite_dicom_server, files)
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     settings = sqlite_dicom_server.container.settings
     settings.remote_ae = [
         *settings.remote_ae,

@@ -21,6 +21,7 @@ from pydicom import dcmread
 
 from conftest import listed_test_aes
 from dicomgen import make_dataset, write
+from ports import free_port
 from tlsca import CertificateAuthority, Pair
 from vesalius.config import ConfigError, RemoteAE
 from vesalius.container import build
@@ -199,9 +200,7 @@ def test_tls_settings_say_what_is_missing(make_settings: Any, pki: Pki, tmp_path
 def test_c_move_to_a_tls_peer(tls_server: TlsServer, pki: Pki, tmp_path: Path) -> None:
     ds = make_dataset(PatientID="TLSMOVE")
     tls_server.container.archive.store(write(tmp_path / "in", ds).read_bytes(), origin="test")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     received = tmp_path / "received"
     received.mkdir()
     storescp = subprocess.Popen(
@@ -280,9 +279,7 @@ def test_a_route_forwards_to_a_tls_peer(make_settings: Any, pki: Pki, tmp_path: 
     """A [[route]] to a peer marked tls = true forwards over TLS (DCMTK storescp +tls)."""
     from vesalius.jobs.runner import JobRunner
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     received = tmp_path / "received"
     received.mkdir()
     storescp = subprocess.Popen(

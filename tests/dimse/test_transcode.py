@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from pynetdicom.sop_class import (
 )
 
 from dicomgen import make_dataset, uid, write
+from ports import free_port
 from vesalius.config import RemoteAE
 
 DCMTK = Path("/usr/bin")
@@ -127,9 +127,7 @@ def _move(
 
     dest = AE(ae_title=title)
     dest.add_supported_context(CTImageStorage, syntaxes)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     peer = dest.start_server(
         ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,14 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ports import free_port
+
 BINARY = Path("/usr/sbin/Orthanc")
 PLUGIN_DIRS = (Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _plugin() -> Path | None:
@@ -64,7 +59,7 @@ def running_orthanc(workdir: Path) -> Iterator[Orthanc]:
         )
     folder = workdir / "orthanc"
     folder.mkdir(parents=True, exist_ok=True)
-    http_port, dicom_port = _free_port(), _free_port()
+    http_port, dicom_port = free_port(), free_port()
     config = {
         "Name": "vesalius-test",
         "StorageDirectory": str(folder / "storage"),

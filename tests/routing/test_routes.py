@@ -17,6 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 from dicomgen import make_file, uid
+from ports import free_port
 from vesalius.config import Settings
 from vesalius.container import Container, build
 from vesalius.index import changes
@@ -25,12 +26,6 @@ from vesalius.jobs.runner import JobRunner
 
 STORESCP = "/usr/bin/storescp"
 pytestmark = pytest.mark.skipif(not Path(STORESCP).exists(), reason="DCMTK is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
