@@ -22,7 +22,8 @@ def _worker() -> int:
     return int(name[2:]) if name[2:].isdigit() else 0
 
 
-_next = itertools.cycle(range(_BASE + _worker() * _BLOCK, _BASE + (_worker() + 1) * _BLOCK))
+_FIRST = _BASE + _worker() * _BLOCK
+_next = itertools.cycle(range(_FIRST, _FIRST + _BLOCK))
 
 
 def free_port() -> int:

@@ -142,7 +142,6 @@ def test_find_at_every_level_in_both_models(sqlite_dicom_server, tmp_path: Path)
 
 
 def test_move_to_a_configured_destination(sqlite_dicom_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-
     files = sample_files(tmp_path / "in")
     store_all(sqlite_dicom_server, files)
     port = free_port()
@@ -192,7 +191,6 @@ def test_move_to_a_destination_that_is_down_performs_no_sub_operation(
 ) -> None:  # type: ignore[no-untyped-def]
     """A configured destination nobody answers at: 0xA702 (unable to perform sub-operations)
     with every instance failed, not 0xA801, which says the destination is not configured."""
-
     files = sample_files(tmp_path / "in")
     store_all(sqlite_dicom_server, files)
     port = free_port()  # a port nothing listens on

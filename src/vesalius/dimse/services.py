@@ -21,7 +21,8 @@ from pynetdicom import AE, evt
 from pynetdicom.dsutils import decode as decode_dataset
 from pynetdicom.dsutils import encode as encode_dataset
 
-from vesalius.archive.inline import INLINE_MAX, LoopWork
+from vesalius.archive import inline as inline_work
+from vesalius.archive.inline import INLINE_MAX
 from vesalius.archive.service import Archive
 from vesalius.auth.audit import AuditLog, dimse_event
 from vesalius.auth.dimse_access import DimseAccess, DimseService
@@ -140,7 +141,6 @@ class Services:
         self.audit = audit
         self.access = access
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dimse")
-        self._loop_work = LoopWork()  # stores and queries in progress on this listener's loop
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -150,7 +150,7 @@ class Services:
 
     async def _run_inline(self, inline: bool, function: Any, *args: Any) -> Any:
         """Run *function* on the loop when *inline* allows it (``archive.inline``)."""
-        return await self._loop_work.run(inline, self._run, function, *args)
+        return await inline_work.of_running_loop().run(inline, self._run, function, *args)
 
     def _audit(self, assoc: Association, action: str, obj: str | None, study: str | None) -> None:
         if self.audit is not None:
