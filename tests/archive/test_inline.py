@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from vesalius.archive.inline import LoopWork, of_running_loop
+from vesalius.archive.inline import LoopWork, Steps, await_steps, of_running_loop, run_steps
 
 
 def test_work_runs_on_the_loop_only_when_allowed_and_alone() -> None:
@@ -59,3 +59,75 @@ def test_a_failure_inline_leaves_the_count_right() -> None:
         return work.working
 
     assert asyncio.run(scenario()) == 0
+
+
+def _steps(log: list[str]) -> Steps[str]:
+    """Two waiting steps; the first one's result is used, the second's failure is handled."""
+    try:
+        first = yield lambda: threading.current_thread().name
+        log.append(f"first ran on {first}")
+        try:
+            yield lambda: 1 / 0
+        except ZeroDivisionError:
+            log.append("second failed where it was yielded")
+        return "done"
+    finally:
+        log.append("cleaned up")
+
+
+def test_steps_run_in_line_get_each_result_and_each_failure_where_they_yielded() -> None:
+    log: list[str] = []
+    assert run_steps(_steps(log)) == "done"
+    here = threading.current_thread().name
+    assert log == [f"first ran on {here}", "second failed where it was yielded", "cleaned up"]
+
+
+def test_awaited_steps_wait_on_a_thread_while_the_loop_serves_others() -> None:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="waits")
+    log: list[str] = []
+
+    async def offload(step: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, step)
+
+    try:
+        assert asyncio.run(await_steps(_steps(log), offload)) == "done"
+    finally:
+        pool.shutdown()
+    assert log[0].startswith("first ran on waits")
+    assert log[1:] == ["second failed where it was yielded", "cleaned up"]
+
+
+def test_a_cancelled_store_cleans_up_only_after_its_step_is_done() -> None:
+    pool = ThreadPoolExecutor(max_workers=1)
+    started, release = threading.Event(), threading.Event()
+    log: list[str] = []
+
+    def flush() -> None:
+        started.set()
+        release.wait(10)
+        log.append("flushed")
+
+    def steps() -> Steps[None]:
+        try:
+            yield flush
+        finally:
+            log.append("cleaned up")
+
+    async def offload(step: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, step)
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(await_steps(steps(), offload))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        assert log == []  # the flush still runs: its files must stay
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        pool.shutdown()
+    assert log == ["flushed", "cleaned up"]

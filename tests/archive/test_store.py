@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -14,6 +18,7 @@ from vesalius.container import Container
 from vesalius.errors import InvalidInstance
 from vesalius.index import imaging
 from vesalius.index.models import Instance, Patient, Series, Study
+from vesalius.storage.spool import Spool
 
 
 def count(container: Container, model: type) -> int:
@@ -159,6 +164,46 @@ def test_failed_index_write_leaves_no_file(
     assert blob_files(sqlite_container) == []
     assert count(sqlite_container, Instance) == 0
     assert count(sqlite_container, Patient) == 0
+
+
+def _spooled(container: Container, data: bytes) -> Spool:
+    spool = container.blobs.spool()
+    spool.write(data)
+    return spool
+
+
+def test_a_store_from_an_event_loop_flushes_on_a_thread(container: Container) -> None:
+    data = make_file(PatientID="P1")
+    flushed_on: list[str] = []
+
+    async def offload(step: Callable[[], Any]) -> Any:
+        def run() -> Any:
+            flushed_on.append(threading.current_thread().name)
+            return step()
+
+        return await asyncio.to_thread(run)
+
+    outcome = asyncio.run(
+        container.archive.store_spool_async(_spooled(container, data), "test", offload)
+    )
+    assert outcome.status is StoreStatus.STORED
+    assert flushed_on and flushed_on != [threading.current_thread().name]
+    [record] = container.archive.instances_of(outcome.study_instance_uid)
+    with container.archive.open(record) as fh:
+        assert fh.read() == data
+    assert list(container.blobs.temp_dir.iterdir()) == []
+
+
+def test_a_failed_flush_leaves_no_file_and_no_row(sqlite_container: Container) -> None:
+    async def disk_gone(step: Callable[[], Any]) -> Any:
+        raise OSError(5, "Input/output error")
+
+    spool = _spooled(sqlite_container, make_file())
+    with pytest.raises(OSError, match="Input/output"):
+        asyncio.run(sqlite_container.archive.store_spool_async(spool, "test", disk_gone))
+    assert blob_files(sqlite_container) == []
+    assert list(sqlite_container.blobs.temp_dir.iterdir()) == []
+    assert count(sqlite_container, Instance) == 0
 
 
 def test_delete_study_series_instance(container: Container) -> None:

@@ -6,18 +6,70 @@ switches and 0.5-0.9 ms of CPU per stored 512 KB instance, as much as indexing i
 overlaps nothing else of the loop pays that for nothing, so it runs on the loop itself; the
 kernel goes on receiving meanwhile, and the other worker processes use the other cores.
 
-C-STORE and STOW-RS both ask :class:`LoopWork`; each decides *whether* a piece of work may
-run inline (its size, whether it would hold other clients), this module *when* it may.
+C-FIND and STOW-RS ask :class:`LoopWork`; each decides *whether* a piece of work may run
+inline (its size, whether it would hold other clients), this module *when* it may.
+
+A store can also be split (:data:`Steps`): its CPU work runs where it is called, and the
+steps that wait (the disk flush that makes a file durable) or that are heavy (re-encoding an
+image) are handed to the caller, which runs them in line (:func:`run_steps`) or on a thread
+while its loop serves other clients (:func:`await_steps`, how C-STORE stores).
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, TypeAlias, TypeVar
 
 T = TypeVar("T")
+
+Steps: TypeAlias = Generator[Callable[[], Any], Any, T]
+"""Work that yields its waiting steps to its caller, gets back what each returned (or has
+its exception raised where it yielded), and returns its result."""
+
+
+def run_steps(steps: Steps[T]) -> T:
+    """Run *steps* here, each waiting step in line."""
+    try:
+        step = next(steps)
+        while True:
+            try:
+                result = step()
+            except BaseException as exc:
+                step = steps.throw(exc)
+            else:
+                step = steps.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def await_steps(steps: Steps[T], offload: Callable[[Callable[[], Any]], Awaitable[Any]]) -> T:
+    """Run *steps* on the running loop, each waiting step through *offload* (a thread).
+
+    A cancelled caller still waits for the step in progress before the steps clean up: the
+    thread may be using the files they would remove.
+    """
+    try:
+        step = next(steps)
+        while True:
+            try:
+                result = await _to_the_end(asyncio.ensure_future(offload(step)))
+            except BaseException as exc:
+                step = steps.throw(exc)
+            else:
+                step = steps.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def _to_the_end(future: asyncio.Future[Any]) -> Any:
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        raise
+
 
 INLINE_MAX = 8 * 1024 * 1024
 """Bytes: a larger instance is stored on the pool (its fsync alone would hold the loop for

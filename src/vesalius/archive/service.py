@@ -8,11 +8,12 @@ nothing behind (the blob is removed when the rows cannot be written).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, BinaryIO
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from vesalius import jobs
 from vesalius.archive.group_commit import GroupCommit, RunIsolated, first_pass
+from vesalius.archive.inline import Steps, await_steps, run_steps
 from vesalius.archive.parse import (
     ParsedInstance,
     parse_file,
@@ -355,8 +357,28 @@ class Archive:
             belongs to another study than *study_uid*, ``SeriesConflict`` when its series is
             archived under another study.
         """
+        return run_steps(self.store_steps(spool, origin, study_uid=study_uid))
+
+    async def store_spool_async(
+        self,
+        spool: Spool,
+        origin: str | None,
+        offload: Callable[[Callable[[], Any]], Awaitable[Any]],
+        *,
+        study_uid: str | None = None,
+    ) -> StoreOutcome:
+        """:meth:`store_spool` from an event loop: the CPU work runs on the loop, the disk
+        flush (and any re-encoding) through *offload*, on a thread, while the loop serves its
+        other clients."""
+        return await await_steps(self.store_steps(spool, origin, study_uid=study_uid), offload)
+
+    def store_steps(
+        self, spool: Spool, origin: str | None, *, study_uid: str | None
+    ) -> Steps[StoreOutcome]:
+        """:meth:`store_spool` as :data:`~vesalius.archive.inline.Steps`: it yields the
+        re-encoding to ``storage_transfer_syntax`` and the blob's flush to the disk."""
         if self.settings.storage_transfer_syntax is not None:
-            spool = self._in_storage_syntax(spool)
+            spool = yield functools.partial(self._in_storage_syntax, spool)
         with spool:
             parsed = parse_spool(spool)
             if self.filters:
@@ -368,7 +390,11 @@ class Archive:
                     f"not to {study_uid} named in the request",
                     parsed.uids,
                 )
-            blob = self.blobs.put_spool(spool, blob_key_for(parsed))
+            placed = self.blobs.place_spool(spool, blob_key_for(parsed))
+        try:
+            blob = yield placed.sync
+        finally:
+            placed.abandon()  # a store given up before its flush leaves no file
         return self._index_new(parsed, blob, origin, retry=True)
 
     def _in_storage_syntax(self, spool: Spool) -> Spool:

@@ -22,8 +22,7 @@ from pynetdicom.dsutils import decode as decode_dataset
 from pynetdicom.dsutils import encode as encode_dataset
 
 from vesalius.archive import inline as inline_work
-from vesalius.archive.inline import INLINE_MAX
-from vesalius.archive.service import Archive
+from vesalius.archive.service import Archive, StoreOutcome
 from vesalius.auth.audit import AuditLog, dimse_event
 from vesalius.auth.dimse_access import DimseAccess, DimseService
 from vesalius.config import RemoteAE, Settings
@@ -187,21 +186,16 @@ class Services:
         spool.write(header)
         return spool
 
-    async def _store(self, assoc: Association, spool: Spool) -> Any:
-        """Store *spool*, on the loop when it is not large, however many associations are open.
+    async def _store(self, assoc: Association, spool: Spool) -> StoreOutcome:
+        """Store *spool*: its CPU work on the loop, its disk flush on a thread meanwhile.
 
-        While the loop stores one instance (parse, fsync, commit: 1-2 ms), the kernel goes on
-        receiving the other associations' data into their sockets, and the loop then reads it
-        in larger pieces; the other worker processes (``VESALIUS_WORKERS``) use the other
-        cores meanwhile. Measured with 4 associations on 2 workers, this took 20% less server
-        CPU per instance than storing on the pool (8 against 25-40 context switches), at the
-        same or a higher rate, on SQLite and PostgreSQL alike; with 1 worker too. A large
-        instance (over ``INLINE_MAX``) is stored on the pool: its fsync alone would hold the
-        loop for tens of milliseconds.
+        Handing a whole store to a thread costs 25-40 context switches (the GIL passes between
+        the thread and the loop at every system call); storing it all on the loop holds the
+        other associations for its fsync. So the loop parses and indexes, the same in a few
+        microseconds' hand-off to a thread waits for the disk, and the loop meanwhile reads
+        and stores the other associations' instances (``archive.inline.await_steps``).
         """
-        return await self._run_inline(
-            spool.size <= INLINE_MAX, self.archive.store_spool, spool, self._origin(assoc)
-        )
+        return await self.archive.store_spool_async(spool, self._origin(assoc), self._run)
 
     async def store(self, assoc: Association, message: Message) -> None:
         command = message.command

@@ -41,6 +41,27 @@ class BlobStore(Protocol):
         """
         ...
 
+    def place_spool(self, spool: Spool, key: str) -> PlacedBlob:
+        """:meth:`put_spool` in two steps: put the spool in place now, make it durable with
+        the returned blob's :meth:`~PlacedBlob.sync` (the step that waits for the disk, which
+        a caller on an event loop runs on a thread)."""
+        ...
+
+
+class PlacedBlob(Protocol):
+    """A blob put in place but not yet known to be durable (:meth:`BlobStore.place_spool`).
+
+    Exactly one of its two methods ends it, and ``abandon`` may be called after either.
+    """
+
+    def sync(self) -> BlobInfo:
+        """Make the blob durable; it is removed if this raises."""
+        ...
+
+    def abandon(self) -> None:
+        """Remove the blob unless :meth:`sync` has run (a store given up halfway)."""
+        ...
+
     def open(self, key: str) -> BinaryIO:
         """Open a blob for reading. Raises ``FileNotFoundError`` if it is missing."""
         ...

@@ -81,7 +81,11 @@ class FilesystemBlobStore:
         return Spool(self.temp_dir)
 
     def put_spool(self, spool: Spool, key: str) -> BlobInfo:
-        """Move the spool into place, then make its data and its name durable.
+        return self.place_spool(spool, key).sync()
+
+    def place_spool(self, spool: Spool, key: str) -> PlacedFile:
+        """Move the spool into place; :meth:`PlacedFile.sync` then makes its data and its
+        name durable.
 
         Renamed first and fsync'd after: on a journalling filesystem (ext4, XFS) the file's
         fsync then commits the rename in the same journal commit, so the folder's fsync that
@@ -99,17 +103,7 @@ class FilesystemBlobStore:
         except BaseException:
             spool.discard()
             raise
-        try:
-            os.fsync(spool.fileno())
-            for folder in folders:
-                _fsync_dir(folder)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        finally:
-            spool.release()
-        self.recent.add(path, spool.size)
-        return BlobInfo(key=key, size=spool.size, sha256=spool.sha256())
+        return PlacedFile(self, key, path, folders, spool)
 
     def put(self, key: str, chunks: Iterable[bytes]) -> BlobInfo:
         path = self._path(key)
@@ -202,6 +196,40 @@ class FilesystemBlobStore:
             for d, _s, files in os.walk(self.root)
             for f in files
         )
+
+
+class PlacedFile:
+    """A spool renamed into place, its data and name not yet fsync'd (see ``place_spool``)."""
+
+    __slots__ = ("_folders", "_spool", "_store", "key", "path")
+
+    def __init__(
+        self, store: FilesystemBlobStore, key: str, path: Path, folders: list[Path], spool: Spool
+    ) -> None:
+        self._store = store
+        self.key = key
+        self.path = path
+        self._folders = folders
+        self._spool = spool
+
+    def sync(self) -> BlobInfo:
+        spool = self._spool
+        try:
+            os.fsync(spool.fileno())
+            for folder in self._folders:
+                _fsync_dir(folder)
+        except BaseException:
+            self.path.unlink(missing_ok=True)
+            raise
+        finally:
+            spool.release()
+        self._store.recent.add(self.path, spool.size)
+        return BlobInfo(key=self.key, size=spool.size, sha256=spool.sha256())
+
+    def abandon(self) -> None:
+        if self._spool.is_open:
+            self._spool.release()
+            self.path.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:
