@@ -131,3 +131,37 @@ def test_a_cancelled_store_cleans_up_only_after_its_step_is_done() -> None:
     finally:
         pool.shutdown()
     assert log == ["flushed", "cleaned up"]
+
+
+def test_split_work_runs_on_the_loop_beside_split_work_that_waits_not_beside_the_pool() -> None:
+    pool = ThreadPoolExecutor(max_workers=3)
+    release = threading.Event()
+
+    async def offload(function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
+
+    def where(wait: bool) -> Steps[str]:
+        here = threading.current_thread().name
+        if wait:
+            yield lambda: release.wait(10)
+        return here
+
+    async def scenario() -> tuple[str, str, str]:
+        work = LoopWork()
+        waiting = asyncio.ensure_future(work.run_split(True, offload, where, True))
+        await asyncio.sleep(0.05)  # its step waits on a thread; the loop is free
+        beside_a_wait = await work.run_split(True, offload, where, False)
+        on_pool = asyncio.ensure_future(work.run(False, offload, release.wait, 10))
+        await asyncio.sleep(0.05)
+        beside_the_pool = await work.run_split(True, offload, where, False)
+        release.set()
+        await asyncio.gather(waiting, on_pool)
+        assert work.working == 0
+        return beside_a_wait, beside_the_pool, threading.current_thread().name
+
+    try:
+        beside_a_wait, beside_the_pool, loop_thread = asyncio.run(scenario())
+    finally:
+        pool.shutdown()
+    assert beside_a_wait == loop_thread
+    assert beside_the_pool != loop_thread

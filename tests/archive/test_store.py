@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from dicomgen import make_dataset, make_file, to_bytes, uid
+from vesalius.archive.inline import await_steps
 from vesalius.archive.service import StoreStatus
 from vesalius.config import DuplicatePolicy
 from vesalius.container import Container
@@ -183,9 +184,8 @@ def test_a_store_from_an_event_loop_flushes_on_a_thread(container: Container) ->
 
         return await asyncio.to_thread(run)
 
-    outcome = asyncio.run(
-        container.archive.store_spool_async(_spooled(container, data), "test", offload)
-    )
+    steps = container.archive.store_steps(_spooled(container, data), "test")
+    outcome = asyncio.run(await_steps(steps, offload))
     assert outcome.status is StoreStatus.STORED
     assert flushed_on and flushed_on != [threading.current_thread().name]
     [record] = container.archive.instances_of(outcome.study_instance_uid)
@@ -200,7 +200,7 @@ def test_a_failed_flush_leaves_no_file_and_no_row(sqlite_container: Container) -
 
     spool = _spooled(sqlite_container, make_file())
     with pytest.raises(OSError, match="Input/output"):
-        asyncio.run(sqlite_container.archive.store_spool_async(spool, "test", disk_gone))
+        asyncio.run(await_steps(sqlite_container.archive.store_steps(spool), disk_gone))
     assert blob_files(sqlite_container) == []
     assert list(sqlite_container.blobs.temp_dir.iterdir()) == []
     assert count(sqlite_container, Instance) == 0

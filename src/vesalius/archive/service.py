@@ -13,7 +13,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, BinaryIO
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from vesalius import jobs
 from vesalius.archive.group_commit import GroupCommit, RunIsolated, first_pass
-from vesalius.archive.inline import Steps, await_steps, run_steps
+from vesalius.archive.inline import Steps, run_steps
 from vesalius.archive.parse import (
     ParsedInstance,
     parse_file,
@@ -359,24 +359,12 @@ class Archive:
         """
         return run_steps(self.store_steps(spool, origin, study_uid=study_uid))
 
-    async def store_spool_async(
-        self,
-        spool: Spool,
-        origin: str | None,
-        offload: Callable[[Callable[[], Any]], Awaitable[Any]],
-        *,
-        study_uid: str | None = None,
-    ) -> StoreOutcome:
-        """:meth:`store_spool` from an event loop: the CPU work runs on the loop, the disk
-        flush (and any re-encoding) through *offload*, on a thread, while the loop serves its
-        other clients."""
-        return await await_steps(self.store_steps(spool, origin, study_uid=study_uid), offload)
-
     def store_steps(
-        self, spool: Spool, origin: str | None, *, study_uid: str | None
+        self, spool: Spool, origin: str | None = None, study_uid: str | None = None
     ) -> Steps[StoreOutcome]:
         """:meth:`store_spool` as :data:`~vesalius.archive.inline.Steps`: it yields the
-        re-encoding to ``storage_transfer_syntax`` and the blob's flush to the disk."""
+        re-encoding to ``storage_transfer_syntax`` and the blob's flush to the disk, which a
+        caller on an event loop runs on a thread while the loop serves its other clients."""
         if self.settings.storage_transfer_syntax is not None:
             spool = yield functools.partial(self._in_storage_syntax, spool)
         with spool:

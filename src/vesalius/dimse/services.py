@@ -187,7 +187,8 @@ class Services:
         return spool
 
     async def _store(self, assoc: Association, spool: Spool) -> StoreOutcome:
-        """Store *spool*: its CPU work on the loop, its disk flush on a thread meanwhile.
+        """Store *spool*: its CPU work on the loop, its disk flush on a thread meanwhile
+        (unless a C-FIND of this loop is on the pool: then all of it on the pool).
 
         Handing a whole store to a thread costs 25-40 context switches (the GIL passes between
         the thread and the loop at every system call); storing it all on the loop holds the
@@ -195,7 +196,9 @@ class Services:
         microseconds' hand-off to a thread waits for the disk, and the loop meanwhile reads
         and stores the other associations' instances (``archive.inline.await_steps``).
         """
-        return await self.archive.store_spool_async(spool, self._origin(assoc), self._run)
+        return await inline_work.of_running_loop().run_split(
+            True, self._run, self.archive.store_steps, spool, self._origin(assoc)
+        )
 
     async def store(self, assoc: Association, message: Message) -> None:
         command = message.command
