@@ -73,11 +73,6 @@ async def _to_the_end(future: asyncio.Future[Any]) -> Any:
         raise
 
 
-INLINE_MAX = 8 * 1024 * 1024
-"""Bytes: a larger instance is stored on the pool (its fsync alone would hold the loop for
-tens of milliseconds)."""
-
-
 class LoopWork:
     """Counts the work of one event loop in progress, inline or on the pool."""
 

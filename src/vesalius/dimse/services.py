@@ -192,9 +192,10 @@ class Services:
 
         Handing a whole store to a thread costs 25-40 context switches (the GIL passes between
         the thread and the loop at every system call); storing it all on the loop holds the
-        other associations for its fsync. So the loop parses and indexes, the same in a few
-        microseconds' hand-off to a thread waits for the disk, and the loop meanwhile reads
-        and stores the other associations' instances (``archive.inline.await_steps``).
+        other associations for its fsync. So the loop parses and indexes, a thread waits for
+        the disk, and the loop meanwhile reads and stores the other associations' instances
+        (``archive.inline.await_steps``). An instance of any size is stored so: its data is
+        already on the disk as it arrived, and its parse stops before the pixel data.
         """
         return await inline_work.of_running_loop().run_split(
             True, self._run, self.archive.store_steps, spool, self._origin(assoc)

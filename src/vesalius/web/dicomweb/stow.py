@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from vesalius.archive import inline as inline_work
-from vesalius.archive.inline import INLINE_MAX, Steps, run_steps
+from vesalius.archive.inline import Steps, run_steps
 from vesalius.archive.parse import Part10Writer, write_spool
 from vesalius.archive.service import Archive, StoreStatus
 from vesalius.config import Settings
@@ -231,9 +231,9 @@ class PartSpooler:
         self.tasks.append(asyncio.ensure_future(self._store(writer.spool)))
 
     async def _store(self, spool: Spool) -> Outcome:
-        """Store a part: on the loop when it is large enough and nothing else of the loop is
-        in progress (``archive.inline``), else on anyio's pool, which shields the thread from
-        cancellation (the spool is always consumed).
+        """Store a part: on the loop when it is large enough and no work of the loop is on
+        the pool (``archive.inline``), else on anyio's pool, which shields the thread from
+        cancellation (the spool is always consumed either way).
 
         Measured with 4 clients sending 25 parts per request: series of 512 KB parts went
         from 305 to 346 instances/s on the loop, while small one-image parts went from 457
@@ -241,7 +241,7 @@ class PartSpooler:
         commit, and on the loop each commits alone. On the loop, a part's flush to the disk
         waits on a thread (``LoopWork.run_split``): 516 to 557 instances/s for the series.
         """
-        inline = INLINE_MIN <= spool.size <= INLINE_MAX
+        inline = spool.size >= INLINE_MIN
         try:
             return await inline_work.of_running_loop().run_split(
                 inline,
