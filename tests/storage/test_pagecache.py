@@ -68,7 +68,7 @@ def store_files(store: FilesystemBlobStore, count: int) -> list[Path]:
         else:
             with store.spool() as spool:
                 spool.write(os.urandom(SIZE))
-                store.put_spool(spool, key)
+                store.place_spool(spool, key).sync()
         paths.append(store.root / key)
     return paths
 

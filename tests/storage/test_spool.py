@@ -29,7 +29,7 @@ def test_a_spool_becomes_a_blob(tmp_path: Path) -> None:
     spool.write(memoryview(b"xxld")[2:])
     assert spool.size == 11
     assert spool.path.read_bytes() == b"hello world"  # readable by path while open
-    info = store.put_spool(spool, "a/b/c.dcm")
+    info = store.place_spool(spool, "a/b/c.dcm").sync()
     assert (info.key, info.size) == ("a/b/c.dcm", 11)
     assert info.sha256 == hashlib.sha256(b"hello world").hexdigest() == spool.sha256()
     with store.open("a/b/c.dcm") as fh:
@@ -64,7 +64,7 @@ def test_writeback_is_started_as_data_arrives_in_whole_pages(
         spool = store.spool()
         for chunk in chunks:
             spool.write(chunk)
-        info = store.put_spool(spool, f"wb/{number}.dcm")
+        info = store.place_spool(spool, f"wb/{number}.dcm").sync()
         with store.open(info.key) as fh:
             assert fh.read() == expected
         assert info.sha256 == hashlib.sha256(expected).hexdigest()
@@ -93,18 +93,18 @@ def test_a_spool_is_discarded_on_error_and_discard_is_idempotent(tmp_path: Path)
     assert temporaries(store) == []
 
 
-def test_put_spool_never_overwrites_and_consumes_the_spool(tmp_path: Path) -> None:
+def test_place_spool_never_overwrites_and_consumes_the_spool(tmp_path: Path) -> None:
     store = FilesystemBlobStore(tmp_path)
     store.put("x", [b"first"])
     spool = store.spool()
     spool.write(b"second")
     with pytest.raises(FileExistsError):
-        store.put_spool(spool, "x")
+        store.place_spool(spool, "x").sync()
     with store.open("x") as fh:
         assert fh.read() == b"first"
     assert temporaries(store) == []
     with pytest.raises(ValueError, match="invalid blob key"):
-        store.put_spool(store.spool(), "../escape")
+        store.place_spool(store.spool(), "../escape").sync()
     assert temporaries(store) == []
 
 
@@ -116,7 +116,7 @@ def test_a_large_spool_is_written_in_chunks(tmp_path: Path) -> None:
             chunk = bytes([i]) * 65536
             digest.update(chunk)
             spool.write(chunk)
-        info = store.put_spool(spool, "big")
+        info = store.place_spool(spool, "big").sync()
     assert (info.size, info.sha256) == (64 * 65536, digest.hexdigest())
     assert os.path.getsize(store.local_path("big")) == 64 * 65536  # type: ignore[arg-type]
 
@@ -156,4 +156,4 @@ def test_sweep_keeps_live_spools_and_removes_those_of_dead_processes(tmp_path: P
     assert store.sweep_temporaries() == 1
     assert not theirs.exists()
     assert mine.path.exists()
-    assert store.put_spool(mine, "k").size == 13
+    assert store.place_spool(mine, "k").sync().size == 13

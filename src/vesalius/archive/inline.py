@@ -74,7 +74,8 @@ async def _to_the_end(future: asyncio.Future[Any]) -> Any:
 
 
 class LoopWork:
-    """Counts the work of one event loop in progress, inline or on the pool."""
+    """Counts the work of one event loop in progress, inline or on the pool (split work
+    only while on the pool: see :meth:`run_split`)."""
 
     def __init__(self) -> None:
         self.working = 0

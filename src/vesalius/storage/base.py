@@ -1,6 +1,6 @@
 """The blob store interface: where DICOM files and attachments live.
 
-Kept narrow (put, spool/put_spool, open, delete, exists, local_path) so an object store can
+Kept narrow (put, spool/place_spool, open, delete, exists, local_path) so an object store can
 implement it too.
 """
 
@@ -31,20 +31,17 @@ class BlobStore(Protocol):
         ...
 
     def spool(self) -> Spool:
-        """A new temporary file in the store's volume, to be written and then ``put_spool``."""
-        ...
-
-    def put_spool(self, spool: Spool, key: str) -> BlobInfo:
-        """Make a written spool the blob *key*: durable when this returns.
-
-        The spool is consumed whether this returns or raises (its file is gone either way).
-        """
+        """A new temporary file in the store's volume, to be written and then ``place_spool``."""
         ...
 
     def place_spool(self, spool: Spool, key: str) -> PlacedBlob:
-        """:meth:`put_spool` in two steps: put the spool in place now, make it durable with
-        the returned blob's :meth:`~PlacedBlob.sync` (the step that waits for the disk, which
-        a caller on an event loop runs on a thread)."""
+        """Make a written spool the blob *key*, in two steps: put in place now, durable once
+        the returned blob's :meth:`~PlacedBlob.sync` has returned (the step that waits for
+        the disk, which a caller on an event loop runs on a thread).
+
+        The spool is consumed whether this or ``sync`` returns or raises, and a blob whose
+        ``sync`` raised or never ran (:meth:`~PlacedBlob.abandon`) is gone.
+        """
         ...
 
 

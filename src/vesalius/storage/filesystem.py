@@ -80,9 +80,6 @@ class FilesystemBlobStore:
     def spool(self) -> Spool:
         return Spool(self.temp_dir)
 
-    def put_spool(self, spool: Spool, key: str) -> BlobInfo:
-        return self.place_spool(spool, key).sync()
-
     def place_spool(self, spool: Spool, key: str) -> PlacedFile:
         """Move the spool into place; :meth:`PlacedFile.sync` then makes its data and its
         name durable.

@@ -39,13 +39,13 @@ class Spool:
     Writes go straight to the file descriptor (no buffering in Python, no reopen), so the
     file on disk is complete up to :attr:`size` at any time and can be read by path while the
     spool is still open. Used as a context manager, the spool is discarded when the block
-    raises; the store's ``put_spool`` consumes it otherwise.
+    raises; the store's ``place_spool`` consumes it otherwise.
 
     Examples
     --------
     >>> with store.spool() as spool:  # doctest: +SKIP
     ...     spool.write(b"DICM...")
-    ...     info = store.put_spool(spool, "dicom/x.dcm")
+    ...     info = store.place_spool(spool, "dicom/x.dcm").sync()
     """
 
     __slots__ = ("_digest", "_fd", "_written_back", "path", "size")
