@@ -94,6 +94,73 @@ def tree_size(path: Path) -> tuple[int, int]:
     return files, size
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """CPU seconds of a process and its child processes (``vesalius serve``'s workers), and
+    the machine's busy and total CPU seconds, at one moment (see :func:`cpu_times`)."""
+
+    user: float
+    system: float
+    machine_busy: float
+    machine_total: float
+
+    def __sub__(self, earlier: CpuTimes) -> CpuTimes:
+        return CpuTimes(
+            self.user - earlier.user,
+            self.system - earlier.system,
+            self.machine_busy - earlier.machine_busy,
+            self.machine_total - earlier.machine_total,
+        )
+
+    @property
+    def seconds(self) -> float:
+        """User + system."""
+        return self.user + self.system
+
+    @property
+    def busy_share(self) -> float:
+        """The share of the machine's CPU time (all cores) that was not idle."""
+        return self.machine_busy / self.machine_total if self.machine_total else 0.0
+
+
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        return fh.read().rpartition(")")[2].split()  # fields from the 3rd (state) on
+
+
+def cpu_times(pid: int) -> CpuTimes:
+    """utime and stime of *pid* and of its live child processes (all their threads), and the
+    machine's CPU counters from /proc/stat. Take two and subtract: a child that exits in
+    between takes its time with it, which a server's workers do not do."""
+    pids = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != pid:
+            try:
+                if int(_stat_fields(int(entry))[1]) == pid:
+                    pids.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue  # exited meanwhile
+    user = system = 0
+    for each in pids:
+        try:
+            fields = _stat_fields(each)
+        except OSError:
+            continue
+        user += int(fields[11])
+        system += int(fields[12])
+    with open("/proc/stat", encoding="ascii") as fh:
+        counters = [int(v) for v in fh.readline().split()[1:]]
+    idle = counters[3] + counters[4]  # idle, iowait
+    total = sum(counters[:8])  # guest time is already counted in user
+    return CpuTimes(
+        user / _CLOCK_TICKS, system / _CLOCK_TICKS,
+        (total - idle) / _CLOCK_TICKS, total / _CLOCK_TICKS,
+    )  # fmt: skip
+
+
 def first_line(cmd: Sequence[str], timeout: float = 10.0) -> str:
     """First non-empty output line of a command (used for version strings), '' on failure."""
     try:

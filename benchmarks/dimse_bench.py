@@ -9,7 +9,9 @@ and stopped again. Servers alternate, and their order flips every round. Measure
   associations (N ``storescu`` processes, each sending its share of the studies); beside it
   two limits measured in the same round: the disk's rate of fsync'd writes of files of the
   instance size, and the rate storescu itself reaches into ``storescp --ignore`` (an SCP that
-  stores nothing), the most any archive can take from this client here;
+  stores nothing), the most any archive can take from this client here; and the server's CPU
+  per instance stored (user + system, workers included; the log and the JSON record also give
+  the two apart and how busy the whole machine was: a row that is slower at less CPU waited);
 * C-ECHO, C-FIND study-level latency (``findscu -S``, median of repeated calls; each call is a
   whole process: start, associate, query, release), for a PatientName wildcard and for a
   StudyDate range;
@@ -54,6 +56,7 @@ from _common import (
     VesaliusLauncher,
     add_vesalius_options,
     count_find_responses,
+    cpu_times,
     default_vesalius_command,
     free_ports,
     fsync_limit,
@@ -106,6 +109,9 @@ class Metric:
 class Launcher(Protocol):
     key: str
     label: str
+
+    @property
+    def pid(self) -> int | None: ...
 
     def run(self) -> AbstractContextManager[Endpoint]: ...
 
@@ -317,11 +323,28 @@ def server_lifetime(
             run_preload(launcher, endpoint, dcmtk, preload, opts, metrics, results, record, tmp)
 
         key, folders = ingest_plan(phase, data)
+        pid = launcher.pid
+        before = cpu_times(pid) if pid is not None else None
         secs = ingest(dcmtk, endpoint, folders, opts.timeout, tmp / "logs")
         rate = data.instances / secs
         results.add(launcher.key, metrics[key], rate)
         record.update({f"{key}_s": secs, key: rate})
         console.log(f"{who}: {metrics[key].label}: {rate:.1f} instances/s ({secs:.2f} s)")
+        if pid is not None and before is not None:
+            used = cpu_times(pid) - before
+            cpu_ms = 1000 * used.seconds / data.instances
+            results.add(launcher.key, metrics[f"{key}_cpu"], cpu_ms)
+            record.update({
+                f"{key}_cpu_user_ms": 1000 * used.user / data.instances,
+                f"{key}_cpu_system_ms": 1000 * used.system / data.instances,
+                f"{key}_machine_busy": used.busy_share,
+            })  # fmt: skip
+            console.log(
+                f"{who}: server CPU {cpu_ms:.2f} ms per instance (user "
+                f"{1000 * used.user / data.instances:.2f}, system "
+                f"{1000 * used.system / data.instances:.2f}); machine "
+                f"{100 * used.busy_share:.0f}% busy"
+            )
         verify_ingest(dcmtk, endpoint, data, tmp, results, who)
 
         if phase == "single":
@@ -427,6 +450,8 @@ def build_metrics(opts: Options) -> dict[str, Metric]:
     metrics = [
         Metric("ingest_1", "Ingest, 1 association", "inst/s", True),
         Metric("ingest_n", f"Ingest, {n} parallel associations", "inst/s", True),
+        Metric("ingest_1_cpu", "Server CPU per instance, 1 association", "ms", False),
+        Metric("ingest_n_cpu", f"Server CPU per instance, {n} associations", "ms", False),
         Metric("echo", "C-ECHO (process + association)", "ms", False),
         Metric("find_name", f"C-FIND study, PatientName={opts.name_query}", "ms", False),
         Metric("find_date", f"C-FIND study, StudyDate={'-'.join(opts.date_range)}", "ms", False),

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shlex
 import shutil
 import signal
@@ -64,7 +63,6 @@ STUDY_KEYS: dict[str, str] = {
     "NumberOfStudyRelatedInstances": "",
 }
 TIMEOUT = 300.0
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -82,10 +80,8 @@ class Figures:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of process *pid* (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        fields = fh.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    """User + system CPU seconds of the server *pid* (its workers included) so far."""
+    return _common.cpu_times(pid).seconds
 
 
 def server_pid(launcher: object) -> int:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import shutil
 import statistics
@@ -46,6 +45,7 @@ from _common import (
     Endpoint,
     OrthancLauncher,
     VesaliusLauncher,
+    cpu_times,
     default_vesalius_command,
     free_ports,
     generate_data,
@@ -97,8 +97,7 @@ def server_cpu_s() -> float:
     procs = [p for p in _LIVE if p.name == "Vesalius" and p.pid is not None]
     if not procs:
         return float("nan")
-    fields = Path(f"/proc/{procs[0].pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_times(procs[0].pid).seconds
 
 
 def ingest(dcmtk: Dcmtk, endpoint: Endpoint, folder: Path, timeout: float) -> float:

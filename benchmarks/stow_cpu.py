@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import signal
 import statistics
@@ -43,6 +42,7 @@ from _common import (
     Dcmtk,
     OrthancLauncher,
     VesaliusLauncher,
+    cpu_times,
     default_vesalius_command,
     find_orthanc_plugin,
     generate_data,
@@ -51,7 +51,6 @@ from _common import (
 BOUNDARY = "vesalius-bench-boundary"
 STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 WARMUP_REQUESTS = 5
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -72,9 +71,8 @@ class Figures:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process *pid* (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14, 15)
+    """User + system CPU seconds of the server *pid* (its workers included) so far."""
+    return cpu_times(pid).seconds
 
 
 def stow_body(files: Sequence[Path]) -> bytes:
