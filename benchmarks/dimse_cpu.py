@@ -7,7 +7,7 @@ instances are stored with ``storescu`` over one association (CPU ms per instance
 then:
 
 * ``findscu -S`` (study level, the usual study-list keys) is called *R* times; the server's
-  CPU time (utime + stime of /proc/PID/stat, children excluded) before and after gives the CPU
+  CPU time (utime + stime from /proc, its worker processes included) before and after gives the CPU
   ms per C-FIND call, and the median wall time of a call is printed alongside;
 * ``getscu -S`` fetches every study once; CPU ms per instance sent and MB/s.
 

@@ -9,10 +9,10 @@ requests alone. Three loads, each on a fresh server:
 * ``batch-25`` and ``batch-100``: ``--instances`` 512x512 CT images of one series, posted in
   requests of 25 and 100 instances.
 
-For each, the server's CPU time (user + system, all its threads, from ``/proc/PID/stat``) is
-read before and after the posts and printed per request and per instance, with the wall rate
-(instances/s). A few warm-up requests (other studies) go first, so imports and caches are not
-counted. With ``--py-spy DIR`` each Vesalius load is also profiled (``py-spy record
+For each, the server's CPU time (user + system, all its threads and worker processes, from
+``/proc``) is read before and after the posts and printed per request and per instance, with the
+wall rate (instances/s). A few warm-up requests (other studies) go first, so imports and caches
+are not counted. With ``--py-spy DIR`` each Vesalius load is also profiled (``py-spy record
 --nonblocking``, speedscope files in DIR), which costs the server some CPU of its own.
 
 Examples
