@@ -280,6 +280,28 @@ def test_a_silent_peer_is_dropped_after_the_timeouts(server: Any) -> None:
     still_serves(host, port)
 
 
+def test_each_read_has_its_own_timeout_and_a_stall_mid_pdu_is_aborted(server: Any) -> None:
+    """Reads that each finish in time keep an association alive past one timeout (2 s here);
+    a PDU that stalls is aborted about one timeout after its last byte, not sooner."""
+    host, port, _ = server
+    peer = established(host, port)
+    started = time.monotonic()
+    for _ in range(3):  # the last echo comes 2.4 s in: past the first read's deadline
+        time.sleep(1.2)
+        peer.send(echo_rq())
+        answer = peer.receive()
+        assert answer is not None and answer[0] == 0x04, "a timely read was timed out"
+    stalled = time.monotonic()
+    # a P-DATA-TF with a command fragment of 98 bytes, of which 10 come
+    peer.send(pdu(0x04, pdv(ECHO_CONTEXT, 0x01, b"\x00" * 98))[:22])
+    answer = peer.receive()
+    assert answer is None or answer[0] == 0x07
+    waited = time.monotonic() - stalled
+    assert time.monotonic() - started > 3.6
+    assert 1.5 < waited < 5, f"aborted {waited:.1f} s after the stall, the timeout is 2 s"
+    still_serves(host, port)
+
+
 def test_seeded_mutations_never_stop_the_server(server: Any) -> None:
     """200 seeded mutations of a valid association and C-ECHO: the server answers each with a
     PDU or a close, and still serves afterwards."""
