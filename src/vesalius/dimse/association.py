@@ -134,9 +134,10 @@ class Association:
         The read notes its deadline, and one timer per association (:meth:`_watch`) fails the
         stream once the read in progress is past it. ``asyncio.wait_for`` wrapped each read in
         a task of its own; a timer per read still cost a handle, a push on the loop's heap and
-        a cancellation (2 µs), some 20 times per instance stored. Deadlines only grow, so the
-        timer mostly fires early, finds a later deadline and waits for that one: about once
-        per timeout. A stream failed by the timer stays failed: the association ends anyway.
+        a cancellation (2 µs), some 20 times per instance stored. Deadlines mostly grow, so the
+        timer fires early, finds a later deadline and waits for that one: about once per
+        timeout (an earlier deadline moves the timer forward). A stream failed by the timer
+        stays failed: the association ends anyway.
         """
         if timeout is None:
             return await read
