@@ -332,17 +332,17 @@ def server_lifetime(
         console.log(f"{who}: {metrics[key].label}: {rate:.1f} instances/s ({secs:.2f} s)")
         if pid is not None and before is not None:
             used = cpu_times(pid) - before
-            cpu_ms = 1000 * used.seconds / data.instances
-            results.add(launcher.key, metrics[f"{key}_cpu"], cpu_ms)
+            user_ms = 1000 * used.user / data.instances
+            system_ms = 1000 * used.system / data.instances
+            results.add(launcher.key, metrics[f"{key}_cpu"], user_ms + system_ms)
             record.update({
-                f"{key}_cpu_user_ms": 1000 * used.user / data.instances,
-                f"{key}_cpu_system_ms": 1000 * used.system / data.instances,
+                f"{key}_cpu_user_ms": user_ms,
+                f"{key}_cpu_system_ms": system_ms,
                 f"{key}_machine_busy": used.busy_share,
             })  # fmt: skip
             console.log(
-                f"{who}: server CPU {cpu_ms:.2f} ms per instance (user "
-                f"{1000 * used.user / data.instances:.2f}, system "
-                f"{1000 * used.system / data.instances:.2f}); machine "
+                f"{who}: server CPU {user_ms + system_ms:.2f} ms per instance (user "
+                f"{user_ms:.2f}, system {system_ms:.2f}); machine "
                 f"{100 * used.busy_share:.0f}% busy"
             )
         verify_ingest(dcmtk, endpoint, data, tmp, results, who)
