@@ -15,7 +15,7 @@ from pynetdicom.sop_class import (
 )
 
 from dicomgen import make_dataset
-from vesalius.dimse import association
+from vesalius.dimse import association, services
 
 
 def _store(server: Any, *datasets: Dataset) -> None:
@@ -30,15 +30,17 @@ def _store(server: Any, *datasets: Dataset) -> None:
 
 
 def _get(
-    server: Any, study_uid: str, pdus: list[str] | None = None
+    server: Any, study_uid: str, pdus: list[str] | None = None, into: list[Dataset] | None = None
 ) -> tuple[list[Dataset], list[str], Any]:
     """C-GET a study: (the statuses, the SOP Instance UIDs received, the association); the
-    names of the PDU types received go to *pdus*."""
+    names of the PDU types received go to *pdus*, the data sets received to *into*."""
     received: list[str] = []
     pdus = [] if pdus is None else pdus
 
     def on_store(event: Any) -> int:
         received.append(str(event.dataset.SOPInstanceUID))
+        if into is not None:
+            into.append(event.dataset)
         return 0x0000
 
     ae = AE(ae_title="TESTSCU")
@@ -89,6 +91,63 @@ def test_pending_responses_arrive_with_the_sub_operations(sqlite_dicom_server: A
     assert [int(s.NumberOfRemainingSuboperations) for s in statuses[:2]] == [2, 1]
     assert int(statuses[-1].NumberOfCompletedSuboperations) == 3
     assert len(received) == 3
+
+
+def test_each_next_file_is_read_while_the_requestor_takes_in_the_current_one(
+    sqlite_dicom_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    datasets = [make_dataset(rows=64, columns=64)]
+    datasets += [
+        make_dataset(rows=64, columns=64, StudyInstanceUID=datasets[0].StudyInstanceUID)
+        for _ in range(3)
+    ]
+    _store(sqlite_dicom_server, *datasets)
+    read_ahead: list[bool] = []  # whether each read ahead left the next file's PDUs ready
+    original = services._GetSender._read_ahead
+
+    def counted(self: Any, record: Any) -> None:
+        original(self, record)
+        read_ahead.append(self._ready is not None and self._ready[0] is record)
+
+    monkeypatch.setattr(services._GetSender, "_read_ahead", counted)
+    received: list[Dataset] = []
+    statuses, _uids, assoc = _get(sqlite_dicom_server, datasets[0].StudyInstanceUID, into=received)
+    assoc.release()
+    assert int(statuses[-1].NumberOfCompletedSuboperations) == 4
+    assert read_ahead == [True] * 3  # all but the first, each while the one before was sent
+    sent = {str(ds.SOPInstanceUID): ds.PixelData for ds in datasets}
+    assert {str(ds.SOPInstanceUID): ds.PixelData for ds in received} == sent
+
+
+def test_a_file_that_fails_when_read_ahead_fails_only_its_sub_operation(
+    sqlite_dicom_server: Any,
+) -> None:
+    first = make_dataset(rows=64, columns=64)
+    middle, last = (
+        make_dataset(rows=64, columns=64, StudyInstanceUID=first.StudyInstanceUID) for _ in range(2)
+    )
+    _store(sqlite_dicom_server, first, middle, last)
+    order = [
+        r.sop_instance_uid for r in sqlite_dicom_server.archive.instances_of(first.StudyInstanceUID)
+    ]
+    _cut(sqlite_dicom_server, first.StudyInstanceUID, order[1], -100)
+    statuses, received, assoc = _get(sqlite_dicom_server, first.StudyInstanceUID)
+    try:
+        assert int(statuses[-1].Status) == 0xB000
+        assert int(statuses[-1].NumberOfCompletedSuboperations) == 2
+        assert int(statuses[-1].NumberOfFailedSuboperations) == 1
+        assert received == [order[0], order[2]]
+        assert assoc.is_established
+    finally:
+        assoc.release()
+
+
+def test_a_prepared_data_set_follows_a_prefix_larger_than_its_headroom() -> None:
+    prepared = bytearray(association.HEADROOM) + b"PDUS"
+    small = association._before(bytearray(b"cmd"), prepared)
+    assert bytes(small) == b"cmdPDUS"
+    large = bytearray(b"x" * (association.HEADROOM + 1))
+    assert bytes(association._before(large, prepared)) == bytes(large) + b"PDUS"
 
 
 def test_a_stored_file_shorter_than_indexed_fails_only_its_sub_operation(

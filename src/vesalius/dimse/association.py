@@ -41,6 +41,19 @@ _TIMER_SLACK = 0.001
 # one write; a larger one in writes of about this size.
 SEND_WHOLE = 16 * 1024 * 1024
 DEFAULT_SEND_PDU = 256 * 1024  # when the peer sets no maximum
+# Room left before a data set read ahead of its message (see Association.prepare): the command
+# and the held responses that go out in the same write are copied there.
+HEADROOM = 1024
+
+
+def _before(prefix: bytearray, prepared: bytearray) -> memoryview | bytearray:
+    """*prefix* followed by the PDUs of *prepared* (see ``Association.prepare``), copied into
+    its headroom when it fits, so that the data set is not copied again."""
+    start = HEADROOM - len(prefix)
+    if start < 0:
+        return prefix + memoryview(prepared)[HEADROOM:]
+    prepared[start:HEADROOM] = prefix
+    return memoryview(prepared)[start:]
 
 
 def _read_exactly(source: BinaryIO, target: memoryview) -> None:
@@ -401,8 +414,10 @@ class Association:
         dataset: bytes | memoryview | None = None,
         source: BinaryIO | None = None,
         source_length: int = 0,
+        prepared: bytearray | None = None,
     ) -> None:
-        """Send one message: the command, then a data set from memory or read from *source*.
+        """Send one message: the command, then a data set from memory, read from *source*, or
+        *prepared* (its PDUs, read ahead by :meth:`prepare`).
 
         The message's P-DATA-TF PDUs (and the held messages before it, see :meth:`hold`) are
         built in one buffer and written at once; a data set from *source* is read straight
@@ -411,17 +426,20 @@ class Association:
         message, so the association is aborted.
         """
         async with self._send_lock:
-            buffer = bytearray().join(self._held)
-            self._append(buffer, context_id, command, 0x01)
-            if dataset is not None:
-                self._append(buffer, context_id, dataset, 0x00)
+            head = bytearray().join(self._held)
+            self._append(head, context_id, command, 0x01)
+            out: bytearray | memoryview = head
+            if prepared is not None:
+                out = _before(head, prepared)
+            elif dataset is not None:
+                self._append(head, context_id, dataset, 0x00)
             elif source is not None and source_length <= SEND_WHOLE:
-                buffer = self._read_into(buffer, context_id, source, source_length, last=True)
+                out = self._read_into(head, context_id, source, source_length, last=True)
             elif source is not None:
-                await self._send_in_parts(buffer, context_id, source, source_length)
+                await self._send_in_parts(head, context_id, source, source_length)
                 return
             self._held.clear()
-            self.writer.write(buffer)
+            self.writer.write(out)
             await self.writer.drain()
 
     async def send_all(
@@ -437,6 +455,18 @@ class Association:
             self._held.clear()
             self.writer.write(buffer)
             await self.writer.drain()
+
+    def prepare(self, context_id: int, source: BinaryIO, length: int) -> bytearray | None:
+        """Read a data set from *source* into its PDUs now, to be sent later with
+        ``send(prepared=...)``; None when it is too large to be sent in one write.
+
+        A C-GET reads its next file while the peer is still taking in the current one, so
+        that only the write is left between the peer's response and the next message.
+        Raises ``OSError`` when *source* ends early.
+        """
+        if length > SEND_WHOLE:
+            return None
+        return self._read_into(bytearray(HEADROOM), context_id, source, length, last=True)
 
     def hold(self, context_id: int, command: bytes) -> None:
         """Queue a message without a data set to go out with the next write.
@@ -521,14 +551,23 @@ class Association:
             self.writer.close()
             raise Aborted(f"a stored file failed while it was being sent: {exc}") from exc
 
-    async def request(self, context_id: int, build: Callable[[int], bytes], **data: Any) -> Command:
-        """Send a request of ours (a C-GET's C-STORE) and wait for its response."""
+    async def request(
+        self,
+        context_id: int,
+        build: Callable[[int], bytes],
+        meanwhile: Callable[[], object] | None = None,
+        **data: Any,
+    ) -> Command:
+        """Send a request of ours (a C-GET's C-STORE) and wait for its response, running
+        *meanwhile* once the request is sent."""
         self._next_id = (self._next_id % 0xFFFF) + 1
         message_id = self._next_id
         waiter: asyncio.Future[Command] = asyncio.get_running_loop().create_future()
         self._waiting[message_id] = waiter
         await self.send(context_id, build(message_id), **data)
         try:
+            if meanwhile is not None:
+                meanwhile()
             return await asyncio.wait_for(waiter, self.settings.dimse_timeout)
         except TimeoutError:
             await self._abort(pdu.ABORT_NOT_SPECIFIED)

@@ -390,9 +390,10 @@ class Services:
                     assoc, message, CANCELLED, counts=_counts(None, completed, failed, warned)
                 )
                 return
-            if number < total:  # its disk read overlaps this one's sending
-                self.archive.prefetch(records[number])
-            status = await sender.send(record)
+            following = records[number] if number < total else None
+            if following is not None:  # its disk read overlaps this one's sending
+                self.archive.prefetch(following)
+            status = await sender.send(record, following)
             if status == SUCCESS:
                 completed += 1
             elif status in _WARNINGS:
@@ -447,15 +448,21 @@ def _name(sop_class: str) -> str:
 
 
 class _GetSender:
-    """C-GET sub-operations: C-STORE requests of ours on the requestor's association."""
+    """C-GET sub-operations: C-STORE requests of ours on the requestor's association.
+
+    While the requestor takes in one instance, the next one's file is read into its PDUs
+    (``Association.prepare``): the requestor's response then only waits for a write.
+    """
 
     holds_pending = True  # pending responses share a write with the next C-STORE
 
     def __init__(self, assoc: Association, services: Services) -> None:
         self.assoc = assoc
         self.services = services
+        # (record, context ID, its PDUs or why they could not be read), read ahead
+        self._ready: tuple[InstanceRecord, int, bytearray | OSError] | None = None
 
-    async def send(self, record: InstanceRecord) -> int:
+    async def send(self, record: InstanceRecord, following: InstanceRecord | None = None) -> int:
         contexts = self.assoc.storage_contexts(record.sop_class_uid)
         archive = self.services.archive
 
@@ -471,26 +478,72 @@ class _GetSender:
                 ]
             )
 
+        def read_ahead() -> None:
+            if following is not None:
+                self._read_ahead(following)
+
         try:
             if record.transfer_syntax_uid in contexts:
-                with archive.open(record) as fh:
-                    offset = dataset_offset(fh)
-                    fh.seek(offset)
+                context_id = contexts[record.transfer_syntax_uid]
+                prepared = self._take(record, context_id)
+                if prepared is not None:
                     response = await self.assoc.request(
-                        contexts[record.transfer_syntax_uid],
-                        build,
-                        source=fh,
-                        source_length=record.size - offset,
+                        context_id, build, read_ahead, prepared=prepared
                     )
+                else:  # too large for one write: read as it is sent
+                    with archive.open(record) as fh:
+                        offset = dataset_offset(fh)
+                        fh.seek(offset)
+                        response = await self.assoc.request(
+                            context_id,
+                            build,
+                            read_ahead,
+                            source=fh,
+                            source_length=record.size - offset,
+                        )
             else:
                 context_id, encoded = await self.services._run(
                     _converted, archive, record, contexts
                 )
-                response = await self.assoc.request(context_id, build, dataset=encoded)
+                response = await self.assoc.request(context_id, build, read_ahead, dataset=encoded)
         except (TranscodeError, OSError) as exc:
             log.warning("cannot send %s: %s", record.sop_instance_uid, exc)
             return 0xA702
         return response.us(commands.STATUS, 0xC000) or 0
+
+    def _read(self, record: InstanceRecord, context_id: int) -> bytearray | None:
+        """*record*'s stored data set as its PDUs; None when too large for one write."""
+        with self.services.archive.open(record) as fh:
+            offset = dataset_offset(fh)
+            fh.seek(offset)
+            return self.assoc.prepare(context_id, fh, record.size - offset)
+
+    def _take(self, record: InstanceRecord, context_id: int) -> bytearray | None:
+        """*record*'s PDUs, read ahead or now; raises ``OSError`` when its file fails."""
+        ready, self._ready = self._ready, None
+        if ready is None or ready[0] is not record or ready[1] != context_id:
+            return self._read(record, context_id)
+        if isinstance(ready[2], OSError):
+            raise ready[2]
+        return ready[2]
+
+    def _read_ahead(self, record: InstanceRecord) -> None:
+        """Read *record*'s file now, when it will be sent as stored (see the class)."""
+        context_id = self.assoc.storage_contexts(record.sop_class_uid).get(
+            record.transfer_syntax_uid
+        )
+        if context_id is None:
+            return  # converted when its turn comes
+        try:
+            prepared = self._read(record, context_id)
+        except OSError as exc:
+            self._ready = (record, context_id, exc)
+            return
+        except Exception:  # read again at its turn, which reports what is wrong
+            log.debug("reading %s ahead failed", record.sop_instance_uid, exc_info=True)
+            return
+        if prepared is not None:
+            self._ready = (record, context_id, prepared)
 
 
 def _find_answers(archive: Archive, query: Any, encoder: AnswerEncoder) -> list[bytes]:
@@ -594,7 +647,7 @@ class _MoveSender:
         )
         return int(status.Status) if "Status" in status else 0xA702
 
-    async def send(self, record: InstanceRecord) -> int:
+    async def send(self, record: InstanceRecord, following: InstanceRecord | None = None) -> int:
         if self.sub is None or not self.sub.is_established:
             return 0xA702
         result: int = await self.services._run(self._send_one, record)
