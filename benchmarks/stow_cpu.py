@@ -68,11 +68,9 @@ class Figures:
     cpu_ms_per_request: float
     cpu_ms_per_instance: float
     instances_per_s: float
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of the server *pid* (its workers included) so far."""
-    return cpu_times(pid).seconds
+    user_ms_per_request: float  # the two parts of cpu_ms_per_request
+    system_ms_per_request: float
+    machine_busy: float  # the share of the whole machine's CPU that was not idle
 
 
 def stow_body(files: Sequence[Path]) -> bytes:
@@ -171,14 +169,20 @@ def run_load(
         for body in load.warmup:
             post(body)
         with profiled(pid, profile, gil):
-            cpu = cpu_seconds(pid)
+            before = cpu_times(pid)
             start = time.perf_counter()
             for body in load.bodies:
                 post(body)
             wall = time.perf_counter() - start
-            cpu = cpu_seconds(pid) - cpu
+            cpu = cpu_times(pid) - before
+    requests = len(load.bodies)
     return Figures(
-        cpu * 1000 / len(load.bodies), cpu * 1000 / load.instances, load.instances / wall
+        cpu.seconds * 1000 / requests,
+        cpu.seconds * 1000 / load.instances,
+        load.instances / wall,
+        cpu.user * 1000 / requests,
+        cpu.system * 1000 / requests,
+        cpu.busy_share,
     )
 
 
@@ -286,7 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"  round {number + 1} {load.name:10} {name:9}"
                     f" {figures.cpu_ms_per_request:8.2f} ms/request"
                     f" {figures.cpu_ms_per_instance:7.2f} ms/instance"
-                    f" {figures.instances_per_s:8.1f} instances/s",
+                    f" {figures.instances_per_s:8.1f} instances/s"
+                    f" (user {figures.user_ms_per_request:.2f}, system"
+                    f" {figures.system_ms_per_request:.2f} ms/request; machine"
+                    f" {figures.machine_busy:.0%} busy)",
                     flush=True,
                 )
     except BenchError as exc:
