@@ -516,6 +516,17 @@ def ratio(metric: Metric, vesalius: float | None, orthanc: float | None) -> floa
     return vesalius / orthanc if metric.higher_is_better else orthanc / vesalius
 
 
+def round_ratios(results: Results, metric: Metric) -> list[float]:
+    """:func:`ratio` round by round (both servers measure each metric once per round): their
+    spread says how far the median ratio can be trusted on a noisy machine."""
+    mine = results.values.get("vesalius", {}).get(metric.key, [])
+    theirs = results.values.get("orthanc", {}).get(metric.key, [])
+    if len(mine) != len(theirs):
+        return []
+    pairs = (ratio(metric, v, o) for v, o in zip(mine, theirs, strict=True))
+    return [r for r in pairs if r is not None]
+
+
 def fmt(value: float | None) -> str:
     if value is None:
         return "-"
@@ -545,6 +556,7 @@ def print_table(results: Results, launchers: Sequence[Launcher], opts: Options) 
         table.add_column("Limit: storescu to\na null SCP", justify="right")
     if both:
         table.add_column("Vesalius vs Orthanc\n(>1 = Vesalius better)", justify="right")
+        table.add_column("Ratio per\nround", justify="right")
     if limited and "vesalius" in keys:
         table.add_column("Vesalius /\nlimit", justify="right")
     for metric in results.metrics.values():
@@ -565,6 +577,7 @@ def print_table(results: Results, launchers: Sequence[Launcher], opts: Options) 
                 results.median("orthanc", metric.key),
             )
             row.append("-" if r is None else f"[{'green' if r >= 1 else 'red'}]{r:.2f}x[/]")
+            row.append(" ".join(f"{x:.2f}" for x in round_ratios(results, metric)) or "-")
         if limited and "vesalius" in keys:
             limit = results.median(LIMIT, metric.key)
             mine = results.median("vesalius", metric.key)
@@ -623,6 +636,7 @@ def summary(results: Results) -> dict[str, Any]:
         entry["ratio_vesalius_vs_orthanc"] = ratio(
             metric, results.median("vesalius", metric.key), results.median("orthanc", metric.key)
         )
+        entry["ratio_per_round"] = round_ratios(results, metric)
         data[metric.key] = entry
     return data
 
