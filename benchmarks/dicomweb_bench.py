@@ -244,9 +244,10 @@ def report(rounds: list[dict[str, Results]], limits: dict[str, list[float]]) -> 
     print(
         f"{'measure (median of ' + str(len(rounds)) + ' rounds)':34} "
         + " ".join(f"{name:>12}" for name in servers)
-        + "   ratio   of limit"
+        + "   ratio   of limit   ratio per round"
     )
     ratios: dict[str, float] = {}
+    per_round: dict[str, list[float]] = {}
     for key in keys:
         row = f"{key:34} " + " ".join(f"{median(name, key):12.2f}" for name in servers)
         if both and key != "wado_study_mb":
@@ -255,9 +256,14 @@ def report(rounds: list[dict[str, Results]], limits: dict[str, list[float]]) -> 
                 v, o = r["vesalius"].figures[key], r["orthanc"].figures[key]
                 paired.append(v / o if key in RATES else o / v)
             ratios[key] = statistics.median(paired)
+            per_round[key] = paired
             row += f"   {ratios[key]:6.2f}x"
         if key in limits and "vesalius" in servers:
             row += f"   {median('vesalius', key) / statistics.median(limits[key]):6.0%}"
+        elif key in per_round:
+            row += " " * 10
+        if key in per_round:
+            row += "   " + " ".join(f"{x:.2f}" for x in per_round[key])
         print(row)
         if key in limits:
             print(f"{'  limit (durable files/s)':34} {statistics.median(limits[key]):12.2f}")
@@ -269,6 +275,7 @@ def report(rounds: list[dict[str, Results]], limits: dict[str, list[float]]) -> 
             for name in servers
         },
         "ratios": ratios,
+        "ratios_per_round": per_round,
         "limits": {key: statistics.median(values) for key, values in limits.items()},
         "rounds": [{name: result.figures for name, result in r.items()} for r in rounds],
     }
