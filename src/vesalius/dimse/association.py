@@ -416,14 +416,14 @@ class Association:
         source_length: int = 0,
         prepared: bytearray | None = None,
     ) -> None:
-        """Send one message: the command, then a data set from memory, read from *source*, or
-        *prepared* (its PDUs, read ahead by :meth:`prepare`).
+        """Send one message: the command, then a data set from memory, *prepared* (its PDUs,
+        read by :meth:`prepare`), or read from *source* as it is sent.
 
         The message's P-DATA-TF PDUs (and the held messages before it, see :meth:`hold`) are
-        built in one buffer and written at once; a data set from *source* is read straight
-        into its place in that buffer. Only a data set over :data:`SEND_WHOLE` bytes is sent
-        in several writes; if reading it fails after a first write, the peer has part of a
-        message, so the association is aborted.
+        built in one buffer and written at once. Only a data set from *source* (one over
+        :data:`SEND_WHOLE` bytes, which :meth:`prepare` leaves there) is sent in several
+        writes; if reading it fails after a first write, the peer has part of a message, so
+        the association is aborted.
         """
         async with self._send_lock:
             head = bytearray().join(self._held)
@@ -433,8 +433,6 @@ class Association:
                 out = _before(head, prepared)
             elif dataset is not None:
                 self._append(head, context_id, dataset, 0x00)
-            elif source is not None and source_length <= SEND_WHOLE:
-                out = self._read_into(head, context_id, source, source_length, last=True)
             elif source is not None:
                 await self._send_in_parts(head, context_id, source, source_length)
                 return
