@@ -50,6 +50,23 @@ class BenchError(RuntimeError):
 # Small utilities
 
 
+def server_folder(workdir: Path, prefix: str) -> Path:
+    """A fresh folder for one server's files, made in *workdir*.
+
+    *workdir* is first marked as a top of directory hierarchies (``chattr +T``, ext2/3/4), so
+    that the kernel places each server's folder in a block group of its own instead of next to
+    the folders of the rounds before. Why: on ext4 without a journal (this project's
+    development machine) creating a file first skips the inodes freed in the last minutes of
+    its block group one by one, and every round deletes thousands: creates cost 280-460 µs
+    there against 20 µs in a fresh group (measured), a cost of the benchmark's own clean-up
+    that a server pays per file and directory it creates. Elsewhere the mark is harmless or
+    refused; a refusal is ignored.
+    """
+    with contextlib.suppress(OSError):
+        subprocess.run(["chattr", "+T", str(workdir)], capture_output=True, check=False)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=workdir))
+
+
 def free_ports(count: int) -> list[int]:
     """Return *count* distinct TCP ports that are free on the loopback interface right now."""
     sockets: list[socket.socket] = []
@@ -754,7 +771,7 @@ class OrthancLauncher:
 
     @contextlib.contextmanager
     def run(self) -> Iterator[Endpoint]:
-        instance_dir = Path(tempfile.mkdtemp(prefix="orthanc-", dir=self.workdir))
+        instance_dir = server_folder(self.workdir, "orthanc-")
         proc: ManagedProcess | None = None
         try:
             dicom_port, http_port, scu_port = free_ports(3)
@@ -978,7 +995,7 @@ class VesaliusLauncher:
 
     @contextlib.contextmanager
     def run(self) -> Iterator[Endpoint]:
-        instance_dir = Path(tempfile.mkdtemp(prefix="vesalius-", dir=self.workdir))
+        instance_dir = server_folder(self.workdir, "vesalius-")
         proc: ManagedProcess | None = None
         try:
             data_dir = instance_dir / "data"

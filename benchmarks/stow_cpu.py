@@ -7,7 +7,9 @@ requests alone. Three loads, each on a fresh server:
 * ``one-image``: ``--studies`` one-instance studies (``--small-rows`` square images), one per
   request (every request creates a patient, a study and a series);
 * ``batch-25`` and ``batch-100``: ``--instances`` 512x512 CT images of one series, posted in
-  requests of 25 and 100 instances.
+  requests of 25 and 100 instances;
+* ``studies-25`` (on request, with ``--loads``): the one-image studies posted 25 to a request,
+  as ``dicomweb_bench`` posts them.
 
 For each, the server's CPU time (user + system, all its threads and worker processes, from
 ``/proc``) is read before and after the posts and printed per request and per instance, with the
@@ -116,6 +118,11 @@ def make_loads(root: Path, args: argparse.Namespace) -> list[Load]:
         ).root
     )  # fmt: skip
     for batch in args.batches:
+        if f"studies-{batch}" in args.loads:
+            one_each = small[WARMUP_REQUESTS:]
+            bodies = [stow_body(one_each[i : i + batch]) for i in range(0, len(one_each), batch)]
+            warmup = [stow_body(small[:WARMUP_REQUESTS])]
+            loads.append(Load(f"studies-{batch}", bodies, len(one_each), warmup))
         if f"batch-{batch}" not in args.loads:
             continue
         big = _files(
@@ -239,7 +246,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--loads",
         nargs="+",
         default=["one-image", "batch-25", "batch-100"],
-        help="which loads (one-image, batch-N for each N of --batches)",
+        help="which loads (one-image; batch-N and studies-N for each N of --batches)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds (medians; fresh servers)")
     parser.add_argument("--servers", default="vesalius,orthanc", help="which servers, in order")
