@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
 import httpx
+import pytest
 
 from dicomgen import make_dataset, make_file, to_bytes, uid
 from dicomgen_raw import with_vr
@@ -115,3 +117,44 @@ def test_store_rules_over_stow(sqlite_web: RunningWeb) -> None:
     found = httpx.get(f"{web.dicomweb}/studies", params={"StudyInstanceUID": study_y})
     assert found.status_code == 204 or found.json() == []
     assert leftovers(web) == []
+
+
+def test_parts_stored_at_once_small_ones_more_than_large_ones(
+    sqlite_web: RunningWeb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to IN_FLIGHT parts of a request are stored at once, LARGE_IN_FLIGHT large ones:
+    counted in the step every store waits in, the blob's flush to the disk (slowed here)."""
+    from vesalius.storage.filesystem import PlacedFile
+    from vesalius.web.dicomweb.stow import IN_FLIGHT, INLINE_MIN, LARGE_IN_FLIGHT
+
+    web = sqlite_web
+    lock = threading.Lock()
+    busy = {"now": 0, "most": 0}
+    sync = PlacedFile.sync
+
+    def slow_sync(placed: PlacedFile) -> object:
+        with lock:
+            busy["now"] += 1
+            busy["most"] = max(busy["most"], busy["now"])
+        time.sleep(0.1)
+        with lock:
+            busy["now"] -= 1
+        return sync(placed)
+
+    monkeypatch.setattr(PlacedFile, "sync", slow_sync)
+
+    def post(parts: list[bytes]) -> int:
+        busy["most"] = 0
+        response = httpx.post(
+            f"{web.dicomweb}/studies", content=body(*parts),
+            headers={"Content-Type": CONTENT_TYPE}, timeout=60,
+        )  # fmt: skip
+        assert response.status_code == 200
+        return busy["most"]
+
+    small = [make_file() for _ in range(IN_FLIGHT + 4)]
+    assert LARGE_IN_FLIGHT < post(small) <= IN_FLIGHT
+    large = [make_file(rows=400, columns=400) for _ in range(LARGE_IN_FLIGHT + 3)]
+    assert all(len(part) >= INLINE_MIN for part in large)
+    assert 1 < post(large) <= LARGE_IN_FLIGHT
+    assert web.archive.totals().instances == len(small) + len(large)

@@ -54,8 +54,13 @@ CANNOT_UNDERSTAND = 0xC000
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 ELEMENTS_DISCARDED = 0xB006
 
-# Parts stored concurrently: the blob writes and fsyncs of one overlap the next's parsing.
-IN_FLIGHT = 4
+# Parts of one request stored concurrently: the blob writes and fsyncs of one overlap the
+# next's parsing, and the parts ready together share one group commit. Small parts are cheap
+# to hold and gain most from sharing a commit, so more of them may be in flight: with 25
+# one-image studies to a request, 16 rather than 4 in flight took 333 to 459 instances/s
+# (interleaved rounds, one client; 32 gave 505, within the noise).
+IN_FLIGHT = 16
+LARGE_IN_FLIGHT = 4  # of which parts of INLINE_MIN bytes or more
 INLINE_MIN = 256 * 1024  # bytes: a smaller part is stored on the pool, see PartSpooler._store
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -158,9 +163,10 @@ class TooLarge(Exception):
 class PartSpooler:
     """Writes each part of a STOW-RS body into a spool as it arrives and stores it at its end.
 
-    Up to ``IN_FLIGHT`` complete parts are stored concurrently (in threads) while the body is
-    still read. Whatever happens, no spool outlives the request: :meth:`abort` discards the
-    part being received, and every stored part's spool is consumed by the archive.
+    Up to ``IN_FLIGHT`` complete parts (``LARGE_IN_FLIGHT`` large ones) are stored
+    concurrently (in threads) while the body is still read. Whatever happens, no spool
+    outlives the request: :meth:`abort` discards the part being received, and every stored
+    part's spool is consumed by the archive.
     """
 
     def __init__(
@@ -174,6 +180,7 @@ class PartSpooler:
         self.received = 0
         self.tasks: list[asyncio.Future[Outcome]] = []
         self._slots = asyncio.Semaphore(IN_FLIGHT)
+        self._large_slots = asyncio.Semaphore(LARGE_IN_FLIGHT)
         self._writer: Part10Writer | None = None
         self._refused: Outcome | None = None
         self._part_bytes = 0
@@ -227,10 +234,25 @@ class PartSpooler:
         except BaseException:
             writer.spool.discard()
             raise
-        await self._slots.acquire()
-        self.tasks.append(asyncio.ensure_future(self._store(writer.spool)))
+        large = writer.spool.size >= INLINE_MIN
+        try:
+            await self._admit(large)
+        except BaseException:  # the request was cancelled while waiting for a slot
+            writer.spool.discard()
+            raise
+        self.tasks.append(asyncio.ensure_future(self._store(writer.spool, large)))
 
-    async def _store(self, spool: Spool) -> Outcome:
+    async def _admit(self, large: bool) -> None:
+        """Wait until one more part, *large* or not, may be stored."""
+        await self._slots.acquire()
+        if large:
+            try:
+                await self._large_slots.acquire()
+            except BaseException:
+                self._slots.release()
+                raise
+
+    async def _store(self, spool: Spool, large: bool) -> Outcome:
         """Store a part: on the loop when it is large enough and no work of the loop is on
         the pool (``archive.inline``), else on anyio's pool, which shields the thread from
         cancellation (the spool is always consumed either way).
@@ -241,10 +263,9 @@ class PartSpooler:
         commit, and on the loop each commits alone. On the loop, a part's flush to the disk
         waits on a thread (``LoopWork.run_split``): 516 to 557 instances/s for the series.
         """
-        inline = spool.size >= INLINE_MIN
         try:
             return await inline_work.of_running_loop().run_split(
-                inline,
+                large,
                 run_in_threadpool,
                 stored_part,
                 self.archive,
@@ -254,6 +275,8 @@ class PartSpooler:
             )
         finally:
             self._slots.release()
+            if large:
+                self._large_slots.release()
 
     def abort(self) -> None:
         """Discard the part being received (the body broke off or passed a limit)."""
