@@ -86,3 +86,41 @@ def test_a_lone_instance_is_not_kept_waiting(sqlite_container: Any, count: int) 
     for _ in range(count):
         archive.store(encoded(make_dataset()))
     assert archive.rows.batches - before == count  # one commit each, nobody waits for a batch
+
+
+def test_many_callers_through_small_batches_each_get_their_own_outcome(
+    sqlite_container: Any,
+) -> None:
+    """40 callers at once, 3 steps to a commit: callers whose step did not fit in a batch
+    lead a later one, nobody hangs, each gets its own result or its own error."""
+    from sqlalchemy import text
+
+    from vesalius.archive.group_commit import GroupCommit
+
+    rows = GroupCommit(sqlite_container.archive.db, max_batch=3)
+    results: dict[int, Any] = {}
+
+    def step(number: int) -> Any:
+        def write(session: Any) -> int:
+            time.sleep(0.002)  # long enough for the others to queue up
+            if number % 7 == 0:
+                raise ValueError(f"step {number} fails")
+            return int(session.execute(text("select :v"), {"v": number}).scalar())
+
+        return write
+
+    def call(number: int) -> None:
+        try:
+            results[number] = rows.run(step(number))
+        except ValueError as exc:
+            results[number] = str(exc)
+
+    callers = [threading.Thread(target=call, args=(n,)) for n in range(40)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(30)
+    assert not any(caller.is_alive() for caller in callers)
+    assert results == {n: f"step {n} fails" if n % 7 == 0 else n for n in range(40)}
+    assert rows.pending() == 0
+    assert rows.batches >= 40 // 3  # never more than max_batch steps in one commit
