@@ -85,6 +85,11 @@ def stow_body(files: Sequence[Path]) -> bytes:
     return bytes(body)
 
 
+def in_requests(files: Sequence[Path], per_request: int) -> list[bytes]:
+    """The bodies that post *files*, *per_request* to a request."""
+    return [stow_body(files[i : i + per_request]) for i in range(0, len(files), per_request)]
+
+
 def _files(root: Path) -> list[Path]:
     return sorted(root.rglob("*.dcm"))
 
@@ -103,14 +108,8 @@ def make_loads(root: Path, args: argparse.Namespace) -> list[Load]:
             parts=1,
         ).root
     )
-    loads = [
-        Load(
-            "one-image",
-            [stow_body([f]) for f in small[WARMUP_REQUESTS:]],
-            len(small) - WARMUP_REQUESTS,
-            [stow_body([f]) for f in small[:WARMUP_REQUESTS]],
-        )
-    ]
+    warm_small, measured = small[:WARMUP_REQUESTS], small[WARMUP_REQUESTS:]
+    loads = [Load("one-image", in_requests(measured, 1), len(measured), in_requests(warm_small, 1))]
     warm = _files(
         generate_data(
             root / "warm", WARMUP_REQUESTS, prefix="WARM", rows=args.rows, columns=args.rows,
@@ -119,10 +118,8 @@ def make_loads(root: Path, args: argparse.Namespace) -> list[Load]:
     )  # fmt: skip
     for batch in args.batches:
         if f"studies-{batch}" in args.loads:
-            one_each = small[WARMUP_REQUESTS:]
-            bodies = [stow_body(one_each[i : i + batch]) for i in range(0, len(one_each), batch)]
-            warmup = [stow_body(small[:WARMUP_REQUESTS])]
-            loads.append(Load(f"studies-{batch}", bodies, len(one_each), warmup))
+            bodies = in_requests(measured, batch)
+            loads.append(Load(f"studies-{batch}", bodies, len(measured), [stow_body(warm_small)]))
         if f"batch-{batch}" not in args.loads:
             continue
         big = _files(
@@ -132,8 +129,7 @@ def make_loads(root: Path, args: argparse.Namespace) -> list[Load]:
                 parts=1,
             ).root
         )  # fmt: skip
-        bodies = [stow_body(big[i : i + batch]) for i in range(0, len(big), batch)]
-        loads.append(Load(f"batch-{batch}", bodies, len(big), [stow_body(warm)]))
+        loads.append(Load(f"batch-{batch}", in_requests(big, batch), len(big), [stow_body(warm)]))
     return loads
 
 
