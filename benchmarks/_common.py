@@ -27,6 +27,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import httpx
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -699,6 +700,19 @@ def _stop_leftovers() -> None:
     for proc in list(_LIVE):
         with contextlib.suppress(Exception):
             proc.stop(timeout=10)
+
+
+def wait_http(url: str, headers: Mapping[str, str] | None = None, timeout: float = 60) -> None:
+    """Wait until *url* answers below 500 (a server's HTTP side is up); BenchError after
+    *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, headers=dict(headers or {}), timeout=5).status_code < 500:
+                return
+        if time.monotonic() > deadline:
+            raise BenchError(f"{url} did not answer within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def wait_until_echo(

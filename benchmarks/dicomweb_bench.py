@@ -57,6 +57,7 @@ from _common import (
     fsync_limit,
     generate_data,
     key_values,
+    wait_http,
 )
 
 BOUNDARY = "vesalius-bench-boundary"
@@ -309,24 +310,11 @@ def _server(
         version = launcher.version()
     with launcher.run() as endpoint:
         assert isinstance(endpoint, Endpoint) and endpoint.http_url
-        _wait_http(endpoint.http_url + "/dicom-web/studies?limit=1")
+        wait_http(endpoint.http_url + "/dicom-web/studies?limit=1")
         auth: dict[str, str] = {}
         if isinstance(launcher, VesaliusLauncher):  # Vesalius refuses anonymous callers
             auth = {"Authorization": f"Bearer {launcher.api_token()}"}
         yield f"{endpoint.http_url}/dicom-web", version, auth
-
-
-def _wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=5).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise BenchError(f"{url} did not answer within {timeout:.0f} s")
-        time.sleep(0.2)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -48,6 +48,7 @@ from _common import (
     default_vesalius_command,
     find_orthanc_plugin,
     generate_data,
+    wait_http,
 )
 
 BOUNDARY = "vesalius-bench-boundary"
@@ -214,19 +215,8 @@ def server(
         auth: dict[str, str] = {}
         if isinstance(launcher, VesaliusLauncher):
             auth = {"Authorization": f"Bearer {launcher.api_token()}"}
-        _wait_http(endpoint.http_url + "/dicom-web/studies?limit=1", auth)
+        wait_http(endpoint.http_url + "/dicom-web/studies?limit=1", auth)
         yield f"{endpoint.http_url}/dicom-web", launcher.pid, auth
-
-
-def _wait_http(url: str, auth: dict[str, str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, headers=auth, timeout=5).status_code < 500:
-                return
-        if time.monotonic() > deadline:
-            raise BenchError(f"{url} did not answer within {timeout:.0f} s")
-        time.sleep(0.2)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
