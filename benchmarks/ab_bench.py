@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """A/B of Vesalius code changes: source trees measured in interleaved rounds, paired ratios.
 
-The development machine's speed drifts by 20-30% over minutes (measured: the same code ingested
-226 to 275 instances/s in consecutive rounds), more than most changes are worth, so two
-benchmark runs one after the other cannot tell a 10% gain from the drift. Here every round runs
-each variant once, one after the other, on fresh servers with the same data; the result is each
-variant's ratio to the first variant *in the same round*, whose drift mostly cancels out, and
-how many rounds it won.
+The development machine's speed varies from one server run to the next by more than most
+changes are worth, so two benchmark runs one after the other cannot tell a 10% gain from the
+noise. Here every round runs each variant once, one after the other, on fresh servers with the
+same data; the result is each variant's ratio to the first variant *in the same round* (what
+drifts over minutes cancels out) and how many rounds it won.
+
+Run an A/A test first (``--variant a=. --variant b=.``): it shows the spread of this machine
+that day. Measured on 2026-12-04, 4 associations, 6 rounds: per-round ratios of the same code
+0.85-1.22 with 2 workers and 0.88-1.39 with 1, the CPU per instance moving with them (3.2 to
+4.0 ms), medians within 5%. The guest runs DAMON reclaim (``pageout`` of cold memory), so a
+server's new page cache sometimes lands in memory the host must fault in again. A change is
+shown by the median ratio *and* the rounds won over enough rounds, not by one round.
 
 A variant is a git revision (checked out into a temporary worktree, removed at the end) or a
 folder holding ``src/vesalius``; all run with this checkout's venv (``PYTHONPATH=<tree>/src``),
