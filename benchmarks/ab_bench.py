@@ -10,9 +10,10 @@ drifts over minutes cancels out) and how many rounds it won.
 Run an A/A test first (``--variant a=. --variant b=.``): it shows the spread of this machine
 that day. Measured on 2026-12-04, 4 associations, 6 rounds: per-round ratios of the same code
 0.85-1.22 with 2 workers and 0.88-1.39 with 1, the CPU per instance moving with them (3.2 to
-4.0 ms), medians within 5%. The guest runs DAMON reclaim (``pageout`` of cold memory), so a
-server's new page cache sometimes lands in memory the host must fault in again. A change is
-shown by the median ratio *and* the rounds won over enough rounds, not by one round.
+4.0 ms), medians within 5%. A likely cause, not proven: the guest runs DAMON reclaim
+(``pageout`` of cold memory), so a server's new page cache may land in memory that the host
+must fault in again. A change is shown by the median ratio *and* the rounds won over enough
+rounds, not by one round.
 
 A variant is a git revision (checked out into a temporary worktree, removed at the end) or a
 folder holding ``src/vesalius``; all run with this checkout's venv (``PYTHONPATH=<tree>/src``),
