@@ -3,9 +3,9 @@
 
 The development machine's speed varies from one server run to the next by more than most
 changes are worth, so two benchmark runs one after the other cannot tell a 10% gain from the
-noise. Here every round runs each variant once, one after the other, on fresh servers with the
-same data; the result is each variant's ratio to the first variant *in the same round* (what
-drifts over minutes cancels out) and how many rounds it won.
+noise. Here every round runs each variant once, one after the other (every other round in
+reverse), on fresh servers with the same data; the result is each variant's ratio to the first
+variant *in the same round* (what drifts over minutes cancels out) and how many rounds it won.
 
 Run an A/A test first (``--variant a=. --variant b=.``): it shows the spread of this machine
 that day. Measured on 2026-12-04, 4 associations, 6 rounds: per-round ratios of the same code
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import statistics
 import subprocess
 import sys
@@ -266,42 +267,53 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def measure(
+    args: argparse.Namespace, variants: Sequence[Variant], root: Path, console: Console
+) -> None:
+    """Generate the load under *root* and run every round."""
+    dcmtk = Dcmtk.locate()
+    console.print(f"generating {args.instances} instances for {args.load} ...")
+    send = make_load(args, dcmtk, root / "data")
+    for number in range(1, args.rounds + 1):
+        # Every other round in reverse, so that no variant always runs right after another.
+        for variant in variants if number % 2 else list(reversed(variants)):
+            with serving(variant, args, dcmtk, root) as (endpoint, pid, auth):
+                time.sleep(0.5)  # let the workers settle
+                before = cpu_times(pid)
+                started = time.perf_counter()
+                send(endpoint, auth)
+                elapsed = time.perf_counter() - started
+                used = cpu_times(pid) - before
+            variant.rates.append(args.instances / elapsed)
+            variant.cpu_ms.append(used.seconds / args.instances * 1000)
+            console.print(
+                f"round {number} {variant.name:>12}: {variant.rates[-1]:7.1f} inst/s, "
+                f"{variant.cpu_ms[-1]:.2f} ms CPU/inst, machine {used.busy_share:.0%} busy"
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # A SIGTERM ends the run through the finally blocks: the servers are stopped, the
+    # worktrees and the temp folder removed (by default it would kill this process alone).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     console = Console()
     variants: list[Variant] = []
     try:
         with tempfile.TemporaryDirectory(prefix="ab-bench-", dir=args.workdir) as tmp:
-            root = Path(tmp)
-            for spec in args.variant:
-                variants.append(make_variant(spec, root))
-                check_imports(variants[-1], sys.executable)
-            if args.orthanc:
-                variants.append(Variant(ORTHANC, None))
-            dcmtk = Dcmtk.locate()
-            console.print(f"generating {args.instances} instances for {args.load} ...")
-            send = make_load(args, dcmtk, root / "data")
-            for number in range(1, args.rounds + 1):
-                for variant in variants:
-                    with serving(variant, args, dcmtk, root) as (endpoint, pid, auth):
-                        time.sleep(0.5)  # let the workers settle
-                        before = cpu_times(pid)
-                        started = time.perf_counter()
-                        send(endpoint, auth)
-                        elapsed = time.perf_counter() - started
-                        used = cpu_times(pid) - before
-                    variant.rates.append(args.instances / elapsed)
-                    variant.cpu_ms.append(used.seconds / args.instances * 1000)
-                    console.print(
-                        f"round {number} {variant.name:>12}: {variant.rates[-1]:7.1f} inst/s, "
-                        f"{variant.cpu_ms[-1]:.2f} ms CPU/inst, machine {used.busy_share:.0%} busy"
-                    )
-            report(variants, console)
+            try:
+                for spec in args.variant:
+                    variants.append(make_variant(spec, Path(tmp)))
+                    check_imports(variants[-1], sys.executable)
+                if args.orthanc:
+                    variants.append(Variant(ORTHANC, None))
+                measure(args, variants, Path(tmp), console)
+            finally:
+                remove_worktrees(variants)  # before the folder that holds them goes
+        report(variants, console)
     except BenchError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
-    finally:
-        remove_worktrees(variants)
     return 0
 
 
