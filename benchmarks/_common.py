@@ -710,6 +710,26 @@ def _stop_leftovers() -> None:
             proc.stop(timeout=10)
 
 
+BOUNDARY = "vesalius-bench-boundary"
+STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+
+
+def stow_body(files: Sequence[Path]) -> bytes:
+    """A STOW-RS request body (multipart/related, :data:`STOW_TYPE`) holding *files*."""
+    body = bytearray()
+    for path in files:
+        body += f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        body += path.read_bytes()
+        body += b"\r\n"
+    body += f"--{BOUNDARY}--\r\n".encode()
+    return bytes(body)
+
+
+def in_requests(files: Sequence[Path], per_request: int) -> list[bytes]:
+    """The STOW-RS bodies that post *files*, *per_request* to a request."""
+    return [stow_body(files[i : i + per_request]) for i in range(0, len(files), per_request)]
+
+
 def wait_http(url: str, headers: Mapping[str, str] | None = None, timeout: float = 60) -> None:
     """Wait until *url* answers below 500 (a server's HTTP side is up); BenchError after
     *timeout* seconds."""

@@ -45,6 +45,7 @@ from typing import Any
 
 import httpx
 from _common import (
+    STOW_TYPE,
     BenchError,
     Dcmtk,
     Endpoint,
@@ -56,12 +57,11 @@ from _common import (
     find_orthanc_plugin,
     fsync_limit,
     generate_data,
+    in_requests,
     key_values,
     wait_http,
 )
 
-BOUNDARY = "vesalius-bench-boundary"
-STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 OHIF_INCLUDE = "00081030,00080060"
 
@@ -89,24 +89,9 @@ def _files(data: GeneratedData) -> list[Path]:
     return sorted(p for part in data.parts for p in part.glob("*.dcm"))
 
 
-def _batches(files: list[Path], size: int) -> list[list[Path]]:
-    return [files[i : i + size] for i in range(0, len(files), size)]
-
-
-def _stow_body(files: list[Path]) -> bytes:
-    body = bytearray()
-    for path in files:
-        body += f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-        body += path.read_bytes()
-        body += b"\r\n"
-    body += f"--{BOUNDARY}--\r\n".encode()
-    return bytes(body)
-
-
 def stow(base: str, files: list[Path], batch: int, parallel: int, auth: dict[str, str]) -> float:
     """Post every file (batches, parallel clients); instances per second."""
-    batches = _batches(files, batch)
-    bodies = [_stow_body(b) for b in batches]  # built before the clock starts
+    bodies = in_requests(files, batch)  # built before the clock starts
     local = threading.local()
 
     def post(body: bytes) -> None:

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import httpx
 from _common import (
+    STOW_TYPE,
     BenchError,
     Dcmtk,
     OrthancLauncher,
@@ -48,11 +49,11 @@ from _common import (
     default_vesalius_command,
     find_orthanc_plugin,
     generate_data,
+    in_requests,
+    stow_body,
     wait_http,
 )
 
-BOUNDARY = "vesalius-bench-boundary"
-STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 WARMUP_REQUESTS = 5
 
 
@@ -74,21 +75,6 @@ class Figures:
     user_ms_per_request: float  # the two parts of cpu_ms_per_request
     system_ms_per_request: float
     machine_busy: float  # the share of the whole machine's CPU that was not idle
-
-
-def stow_body(files: Sequence[Path]) -> bytes:
-    body = bytearray()
-    for path in files:
-        body += f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-        body += path.read_bytes()
-        body += b"\r\n"
-    body += f"--{BOUNDARY}--\r\n".encode()
-    return bytes(body)
-
-
-def in_requests(files: Sequence[Path], per_request: int) -> list[bytes]:
-    """The bodies that post *files*, *per_request* to a request."""
-    return [stow_body(files[i : i + per_request]) for i in range(0, len(files), per_request)]
 
 
 def _files(root: Path) -> list[Path]:
