@@ -198,7 +198,7 @@ def make_load(
     if args.load == "stow-studies":
         data = generate_data(
             root, args.instances, prefix="AB", rows=64, columns=64, instances_per_series=1,
-            series_per_study=1, studies_per_patient=1, parts=1,
+            series_per_study=1, studies_per_patient=2, parts=1,
         )  # fmt: skip
     else:
         data = generate_data(
