@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -741,6 +742,40 @@ def wait_http(url: str, headers: Mapping[str, str] | None = None, timeout: float
         if time.monotonic() > deadline:
             raise BenchError(f"{url} did not answer within {timeout:.0f} s")
         time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def py_spy(
+    pid: int | None, out: Path | None, *, fmt: str = "raw", rate: int = 250, gil: bool = False
+) -> Iterator[None]:
+    """``py-spy record`` of *pid* and its worker processes into *out* while the block runs.
+
+    Nothing is recorded when *out* or *pid* is None or py-spy is not installed. ``--nonblocking``
+    (the server is not paused to be sampled); *fmt* ``raw`` writes collapsed stacks (read them
+    with ``profile_top.py``), ``speedscope`` a file for speedscope.app; with *gil* only the
+    thread holding the GIL is sampled (Python's own CPU, no waits).
+    """
+    beside = Path(sys.executable).parent / "py-spy"  # the venv's, when PATH does not have it
+    binary = shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+    if out is None or pid is None or binary is None:
+        yield
+        return
+    proc = subprocess.Popen(
+        [binary, "record", "--nonblocking", "--subprocesses", "--pid", str(pid),
+         "--rate", str(rate), "--format", fmt, "--output", str(out),
+         *(["--gil"] if gil else [])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(1.0)  # let it attach
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def wait_until_echo(

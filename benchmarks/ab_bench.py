@@ -30,7 +30,8 @@ Loads (``--load``):
 
 Printed per round and variant: instances/s and the server's CPU ms per instance (all its
 processes, from ``/proc``); at the end the medians, the per-round ratios to the first variant
-(median, min-max) and the rounds each variant won.
+(median, min-max) and the rounds each variant won. With ``--py-spy DIR`` every Vesalius send is
+also sampled (which costs the server some CPU: compare profiles, not rates, of such a run).
 
 Examples
 --------
@@ -66,6 +67,7 @@ from _common import (
     find_orthanc_plugin,
     generate_data,
     key_values,
+    py_spy,
     run_parallel,
     wait_http,
 )
@@ -260,10 +262,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--orthanc-bin", type=Path, default=Path("/usr/sbin/Orthanc"))
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed per send")
     parser.add_argument("--workdir", type=Path, help="parent of the temp folder")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="record each Vesalius send with py-spy into DIR/<variant>-<round>.txt "
+        "(collapsed stacks; summarise them with profile_top.py)",
+    )
+    parser.add_argument(
+        "--gil", action="store_true", help="with --py-spy: only the thread holding the GIL"
+    )
     add_vesalius_options(parser)
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.instances < 1 or args.parallel < 1:
         parser.error("--rounds, --instances and --parallel must be at least 1")
+    if args.py_spy is not None:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
     return args
 
 
@@ -279,16 +293,21 @@ def measure(
         for variant in variants if number % 2 else list(reversed(variants)):
             with serving(variant, args, dcmtk, root) as (endpoint, pid, auth):
                 time.sleep(0.5)  # let the workers settle
-                before = cpu_times(pid)
-                started = time.perf_counter()
-                send(endpoint, auth)
-                elapsed = time.perf_counter() - started
-                used = cpu_times(pid) - before
+                profile = None
+                if args.py_spy is not None and variant.tree is not None:
+                    profile = args.py_spy / f"{variant.name}-{number}.txt"
+                with py_spy(pid, profile, gil=args.gil):
+                    before = cpu_times(pid)
+                    started = time.perf_counter()
+                    send(endpoint, auth)
+                    elapsed = time.perf_counter() - started
+                    used = cpu_times(pid) - before
             variant.rates.append(args.instances / elapsed)
             variant.cpu_ms.append(used.seconds / args.instances * 1000)
             console.print(
                 f"round {number} {variant.name:>12}: {variant.rates[-1]:7.1f} inst/s, "
-                f"{variant.cpu_ms[-1]:.2f} ms CPU/inst, machine {used.busy_share:.0%} busy"
+                f"{variant.cpu_ms[-1]:.2f} ms CPU/inst (system "
+                f"{used.system / args.instances * 1000:.2f}), machine {used.busy_share:.0%} busy"
             )
 
 

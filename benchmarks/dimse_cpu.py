@@ -20,16 +20,13 @@ Run ``benchmarks/dimse_cpu.py --help`` for the options.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +40,7 @@ from _common import (
     count_find_responses,
     default_vesalius_command,
     generate_data,
+    py_spy,
     run_tool,
     tree_size,
 )
@@ -97,30 +95,6 @@ def server_pid(launcher: object) -> int:
     return pids[0]
 
 
-@contextlib.contextmanager
-def sampled(pid: int, out: Path | None) -> Iterator[None]:
-    """py-spy records *pid* into *out* (collapsed stacks) meanwhile, when *out* is given."""
-    if out is None or shutil.which("py-spy") is None:
-        yield
-        return
-    cmd = ["py-spy", "record", "--nonblocking", "--format", "raw", "-r", "997"]
-    proc = subprocess.Popen(
-        [*cmd, "-p", str(pid), "-o", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(0.5)  # let it attach
-        yield
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def measure(
     launcher: VesaliusLauncher | OrthancLauncher,
     dcmtk: Dcmtk,
@@ -132,7 +106,7 @@ def measure(
     env = dcmtk.env
     with launcher.run() as endpoint:
         pid = server_pid(launcher)
-        with sampled(pid, profile / "store.txt" if profile else None):
+        with py_spy(pid, profile / "store.txt" if profile else None, rate=997):
             before = cpu_seconds(pid)
             start = time.perf_counter()
             run_tool(dcmtk.store_cmd(endpoint, data.root), TIMEOUT, "storescu", env)
@@ -143,7 +117,7 @@ def measure(
         run_tool(find, TIMEOUT, "findscu", env)  # warm up
         walls: list[float] = []
         matches: set[int] = set()
-        with sampled(pid, profile / "find.txt" if profile else None):
+        with py_spy(pid, profile / "find.txt" if profile else None, rate=997):
             before = cpu_seconds(pid)
             for _ in range(repeats):
                 start = time.perf_counter()
@@ -155,7 +129,7 @@ def measure(
             raise BenchError(f"C-FIND returned {sorted(matches)}, not {len(data.studies)} studies")
         seconds = 0.0
         received = files = 0
-        with sampled(pid, profile / "get.txt" if profile else None):
+        with py_spy(pid, profile / "get.txt" if profile else None, rate=997):
             before = cpu_seconds(pid)
             for index, study in enumerate(data.studies):
                 target = tmp / f"get-{index}"

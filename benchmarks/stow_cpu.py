@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +48,7 @@ from _common import (
     find_orthanc_plugin,
     generate_data,
     in_requests,
+    py_spy,
     stow_body,
     wait_http,
 )
@@ -120,30 +119,6 @@ def make_loads(root: Path, args: argparse.Namespace) -> list[Load]:
     return loads
 
 
-@contextlib.contextmanager
-def profiled(pid: int, out: Path | None, gil: bool = False) -> Iterator[None]:
-    """py-spy recording *pid* for the duration of the block (when *out* is given); with *gil*
-    only the samples of the thread holding the GIL (Python's own CPU, no I/O waits)."""
-    if out is None:
-        yield
-        return
-    proc = subprocess.Popen(
-        ["py-spy", "record", "--nonblocking", "--pid", str(pid), "--rate", "200",
-         "--format", "speedscope", "--output", str(out), *(["--gil"] if gil else [])],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    time.sleep(1.0)  # let it attach
-    try:
-        yield
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def run_load(
     base: str, pid: int, load: Load, auth: dict[str, str], profile: Path | None, gil: bool
 ) -> Figures:
@@ -158,7 +133,7 @@ def run_load(
 
         for body in load.warmup:
             post(body)
-        with profiled(pid, profile, gil):
+        with py_spy(pid, profile, fmt="speedscope", rate=200, gil=gil):
             before = cpu_times(pid)
             start = time.perf_counter()
             for body in load.bodies:
