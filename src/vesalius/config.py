@@ -228,10 +228,11 @@ class Settings(BaseModel):
     sqlite_synchronous: Literal["normal", "full"] = Field(
         default="normal",
         description=(
-            "How the embedded SQLite index reaches the disk. normal: a stored file is flushed "
-            "before its rows commit, the index log is flushed in the background (see "
-            "index_flush_interval_s) and start-up re-indexes what a power cut lost, so an "
-            "instance costs one disk flush; full: every commit is flushed too."
+            "How the embedded SQLite index reaches the disk. normal: a stored instance's rows "
+            "commit while its file is flushed, the index log is flushed in the background "
+            "(see index_flush_interval_s) and start-up mends what a power cut left (files "
+            "without rows are indexed, rows without their file removed), so an instance costs "
+            "one disk flush; full: every commit is flushed too, after the file."
         ),
     )
     index_flush_interval_s: float = Field(

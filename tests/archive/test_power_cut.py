@@ -98,6 +98,41 @@ def test_instances_acknowledged_after_the_last_flush_survive_a_power_cut(
     assert indexed(env, before + after) == set(before + after)
 
 
+def test_rows_whose_file_did_not_reach_the_disk_are_removed_at_start(
+    env: dict[str, str],
+) -> None:
+    """Rows commit while their file is flushed, so a power cut may keep the rows of a file
+    the disk never got (its sender was not answered). The next `serve` removes them, and the
+    short file with them; the other instances stay."""
+    served = serve(env)
+    try:
+        uids = c_store(served.dicom_port, 6, "1.2.826.0.1.3680043.10.1.3")
+    finally:
+        assert served.stop() == 0
+    container = build(load_settings(env=env), migrate=True, load_plugins=False)
+    try:
+        with container.db.read() as session:
+            records = [imaging.get_instance(session, uid) for uid in uids]
+        paths = [container.blobs.local_path(r.blob_key) for r in records if r is not None]
+    finally:
+        container.close()
+    assert len(paths) == 6 and all(p is not None and p.exists() for p in paths)
+    # What a power cut leaves of two files whose flush had not ended: none, and a short one.
+    paths[1].unlink()
+    with paths[4].open("r+b") as fh:
+        fh.truncate(paths[4].stat().st_size // 2)
+
+    served = serve(env)
+    try:
+        log = "".join(served.lines)
+        assert "removed the rows of 2 instance(s)" in log, log
+    finally:
+        assert served.stop() == 0
+    assert indexed(env, uids) == {uids[0], uids[2], uids[3], uids[5]}
+    assert not paths[4].exists()  # not indexed again as an orphan
+    assert all(paths[i].exists() for i in (0, 2, 3, 5))
+
+
 def test_every_other_write_is_flushed_at_its_commit(env: dict[str, str]) -> None:
     """Only the store pipeline waits for the background flush: a deletion is on the disk when
     it returns, so a power cut cannot bring back rows whose files are gone."""

@@ -203,7 +203,26 @@ def test_a_failed_flush_leaves_no_file_and_no_row(sqlite_container: Container) -
         asyncio.run(await_steps(sqlite_container.archive.store_steps(spool), disk_gone))
     assert blob_files(sqlite_container) == []
     assert list(sqlite_container.blobs.temp_dir.iterdir()) == []
-    assert count(sqlite_container, Instance) == 0
+    # Its rows had committed meanwhile (see the next test) and were taken back.
+    assert count(sqlite_container, Instance) == count(sqlite_container, Study) == 0
+
+
+def test_the_rows_commit_while_the_file_is_flushed(container: Container) -> None:
+    """With the embedded index (commits reach the disk in the background) the rows commit
+    while the file is flushed; with a server database (each commit is durable at once) only
+    after it, so that no durable row ever names a file the disk may not have."""
+    indexed_meanwhile: list[int] = []
+
+    async def flush(step: Callable[[], Any]) -> Any:
+        indexed_meanwhile.append(count(container, Instance))
+        return await asyncio.to_thread(step)
+
+    spool = _spooled(container, make_file())
+    outcome = asyncio.run(await_steps(container.archive.store_steps(spool), flush))
+    assert outcome.status is StoreStatus.STORED
+    assert indexed_meanwhile == [1 if container.db.log is not None else 0]
+    assert count(container, Instance) == 1
+    assert len(blob_files(container)) == 1
 
 
 def test_delete_study_series_instance(container: Container) -> None:

@@ -26,18 +26,74 @@ from typing import Any, TypeAlias, TypeVar
 
 T = TypeVar("T")
 
-Steps: TypeAlias = Generator[Callable[[], Any], Any, T]
+
+class Background:
+    """A waiting step to start now and wait for later, while the steps go on with their CPU
+    work: yielding it gives back a :class:`Started` at once, and yielding that waits for the
+    step and gives back its result (or raises what it raised). Steps that start one wait for
+    it on every path, so that nothing they clean up afterwards is still in use."""
+
+    __slots__ = ("step",)
+
+    def __init__(self, step: Callable[[], Any]) -> None:
+        self.step = step
+
+
+class Started:
+    """A :class:`Background` step under way: an asyncio future on a loop, or (in line) the
+    outcome it already has."""
+
+    __slots__ = ("_error", "_result", "future")
+
+    def __init__(
+        self,
+        future: asyncio.Future[Any] | None = None,
+        result: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        self.future = future
+        self._result = result
+        self._error = error
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the step has ended without raising."""
+        if self.future is not None:
+            return (
+                self.future.done()
+                and not self.future.cancelled()
+                and (self.future.exception() is None)
+            )
+        return self._error is None
+
+    def outcome(self) -> Any:
+        """The result of a step run in line (or raise what it raised)."""
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+Step: TypeAlias = Callable[[], Any] | Background | Started
+Steps: TypeAlias = Generator[Step, Any, T]
 """Work that yields its waiting steps to its caller, gets back what each returned (or has
 its exception raised where it yielded), and returns its result."""
 
 
 def run_steps(steps: Steps[T]) -> T:
-    """Run *steps* here, each waiting step in line."""
+    """Run *steps* here, each waiting step in line (a :class:`Background` one at once)."""
     try:
         step = next(steps)
         while True:
             try:
-                result = step()
+                if isinstance(step, Started):
+                    result = step.outcome()
+                elif isinstance(step, Background):
+                    try:
+                        result = Started(result=step.step())
+                    except Exception as exc:
+                        result = Started(error=exc)
+                else:
+                    result = step()
             except BaseException as exc:
                 step = steps.throw(exc)
             else:
@@ -47,7 +103,8 @@ def run_steps(steps: Steps[T]) -> T:
 
 
 async def await_steps(steps: Steps[T], offload: Callable[[Callable[[], Any]], Awaitable[Any]]) -> T:
-    """Run *steps* on the running loop, each waiting step through *offload* (a thread).
+    """Run *steps* on the running loop, each waiting step through *offload* (a thread); a
+    :class:`Background` one is started there and the steps go on meanwhile.
 
     A cancelled caller still waits for the step in progress before the steps clean up: the
     thread may be using the files they would remove.
@@ -56,7 +113,13 @@ async def await_steps(steps: Steps[T], offload: Callable[[Callable[[], Any]], Aw
         step = next(steps)
         while True:
             try:
-                result = await _to_the_end(asyncio.ensure_future(offload(step)))
+                if isinstance(step, Started):
+                    assert step.future is not None
+                    result = await _to_the_end(step.future)
+                elif isinstance(step, Background):
+                    result = Started(asyncio.ensure_future(offload(step.step)))
+                else:
+                    result = await _to_the_end(asyncio.ensure_future(offload(step)))
             except BaseException as exc:
                 step = steps.throw(exc)
             else:

@@ -210,7 +210,7 @@ def _settle_garbage_collector() -> None:
 
 
 def _recover_unflushed(container: Container) -> None:
-    """Re-index what a power cut took from the index's unflushed log, then start flushing it.
+    """Mend what a power cut left of the index's unflushed log, then start flushing it.
 
     Only the serving process records its flushes (see :mod:`vesalius.index.durability`), so
     the files stored since the last recorded one are still there to check.

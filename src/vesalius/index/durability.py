@@ -5,12 +5,15 @@ without waiting for the disk; what a process crash cannot lose (the log is in th
 cache) a power cut can. So a store pays one disk flush, its blob's, instead of two in series
 (blob, then log), as Orthanc does; unlike Orthanc, nothing acknowledged is lost at a power cut:
 
-* every stored file is fsync'd before its rows commit, under a key that starts with the hour it
-  was written (``dicom/2026/12/02/15/...``);
+* a stored instance is acknowledged once its file is fsync'd and its rows committed; the file
+  is put in place first, under a key that starts with the hour it was written
+  (``dicom/2026/12/02/15/...``), and its rows commit while it is fsync'd;
 * ``vesalius serve`` flushes the log at most every ``index_flush_interval_s`` while commits
   happen, and at a clean stop, and records in ``<index>.flushed`` when each flush began;
-* at start-up, before anything is flushed again, ``serve`` re-indexes the files written since
-  that moment (less a margin) that the index does not name (:meth:`Archive.recover_unflushed`).
+* at start-up, before anything is flushed again, ``serve`` mends what a power cut left since
+  that moment (less a margin): it re-indexes the files the index does not name, and removes
+  the rows whose file is missing or short, whose sender was never answered
+  (:meth:`Archive.recover_unflushed`).
 
 Only the store pipeline's commits wait for the background flush (``Database.write(durable=
 False)``); every other write (a deletion, a replaced instance, the research records, accounts,

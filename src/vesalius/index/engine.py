@@ -150,8 +150,8 @@ class Database:
         """A session whose work is committed when the block ends without error.
 
         The commit is on the disk when the block ends. Only the store pipeline passes
-        ``durable=False``: its files are on the disk before its rows commit, and start-up
-        re-indexes them after a power cut (see :mod:`vesalius.index.durability`).
+        ``durable=False``: start-up mends what a power cut leaves of its rows and files (see
+        :mod:`vesalius.index.durability`).
         """
         lock = self._sqlite_write_lock
         if lock is not None:

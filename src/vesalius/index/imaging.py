@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, select, update
@@ -821,6 +822,39 @@ def totals(session: Session) -> Totals:
 
     size = session.execute(select(func.coalesce(func.sum(Instance.size), 0))).scalar_one()
     return Totals(count(Patient), count(Study), count(Series), count(Instance), int(size))
+
+
+@dataclass(frozen=True)
+class IndexedFile:
+    """An instance row's file, as the row describes it."""
+
+    id: int
+    sop_instance_uid: str
+    blob_key: str
+    size: int
+
+
+def instances_since(session: Session, since: datetime) -> list[IndexedFile]:
+    """The instances indexed at or after *since* (naive UTC), newest first.
+
+    Read backwards along the primary key and stopped at the first older row, so a large
+    index costs no more than the rows asked for (``created_at`` has no index of its own).
+    """
+    found: list[IndexedFile] = []
+    rows = session.execute(
+        select(
+            Instance.id, Instance.created_at, Instance.sop_instance_uid, Instance.blob_key,
+            Instance.size,
+        )
+        .order_by(Instance.id.desc())
+        .execution_options(yield_per=500)
+    )  # fmt: skip
+    for row_id, created, sop_uid, key, size in rows:
+        if created is not None and created < since:
+            break
+        found.append(IndexedFile(row_id, sop_uid, key, size))
+    rows.close()
+    return found
 
 
 def all_blob_keys(session: Session) -> set[str]:

@@ -51,6 +51,10 @@ class PlacedBlob(Protocol):
     Exactly one of its two methods ends it, and ``abandon`` may be called after either.
     """
 
+    def info(self) -> BlobInfo:
+        """What :meth:`sync` will return (to index the blob while it is made durable)."""
+        ...
+
     def sync(self) -> BlobInfo:
         """Make the blob durable; it is removed if this raises."""
         ...

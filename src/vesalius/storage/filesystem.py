@@ -209,6 +209,10 @@ class PlacedFile:
         self._folders = folders
         self._spool = spool
 
+    def info(self) -> BlobInfo:
+        """What :meth:`sync` returns, known before it runs (the spool counted and hashed it)."""
+        return BlobInfo(key=self.key, size=self._spool.size, sha256=self._spool.sha256())
+
     def sync(self) -> BlobInfo:
         spool = self._spool
         try:
@@ -221,7 +225,7 @@ class PlacedFile:
         finally:
             spool.release()
         self._store.recent.add(self.path, spool.size)
-        return BlobInfo(key=self.key, size=spool.size, sha256=spool.sha256())
+        return self.info()
 
     def abandon(self) -> None:
         if self._spool.is_open:
