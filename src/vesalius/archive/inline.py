@@ -117,7 +117,10 @@ async def await_steps(steps: Steps[T], offload: Callable[[Callable[[], Any]], Aw
                     assert step.future is not None
                     result = await _to_the_end(step.future)
                 elif isinstance(step, Background):
-                    result = Started(asyncio.ensure_future(offload(step.step)))
+                    started = asyncio.ensure_future(offload(step.step))
+                    if isinstance(started, asyncio.Task):  # a coroutine: let it start first
+                        await asyncio.sleep(0)
+                    result = Started(started)
                 else:
                     result = await _to_the_end(asyncio.ensure_future(offload(step)))
             except BaseException as exc:

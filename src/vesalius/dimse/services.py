@@ -144,8 +144,10 @@ class Services:
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
-    async def _run(self, function: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+    def _run(self, function: Any, *args: Any) -> asyncio.Future[Any]:
+        """*function* submitted to the pool now (not when the caller's task next runs, as a
+        coroutine would be: a flush started in the background must start at once)."""
+        return asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
     async def _run_inline(self, inline: bool, function: Any, *args: Any) -> Any:
         """Run *function* on the loop when *inline* allows it (``archive.inline``)."""
