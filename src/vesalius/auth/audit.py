@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,7 +52,7 @@ class AuditRecord:
     at: datetime = field(default_factory=utcnow)
 
     def row(self) -> dict[str, Any]:
-        values = asdict(self)
+        values = dict(vars(self))  # its fields are flat: asdict's deep copy is not needed
         values["actor"] = _cut(self.actor, 80)
         values["object"] = _cut(self.object, 512)
         values["study_uid"] = _cut(self.study_uid, 64)
