@@ -65,6 +65,15 @@ def indexed(env: dict[str, str], uids: list[str]) -> set[str]:
         container.close()
 
 
+def start_and_stop(env: dict[str, str]) -> str:
+    """Start `serve` (which mends the index before it serves) and stop it cleanly; its log."""
+    served = serve(env)
+    try:
+        return "".join(served.lines)
+    finally:
+        assert served.stop() == 0
+
+
 def test_instances_acknowledged_after_the_last_flush_survive_a_power_cut(
     env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -89,12 +98,8 @@ def test_instances_acknowledged_after_the_last_flush_survive_a_power_cut(
         shutil.copy2(snapshot / name, data / name)
     assert indexed(env, before + after) == set(before)
 
-    served = serve(env)
-    try:
-        log = "".join(served.lines)
-        assert "re-indexed 7 instance(s)" in log, log
-    finally:
-        assert served.stop() == 0
+    log = start_and_stop(env)
+    assert "re-indexed 7 instance(s)" in log, log
     assert indexed(env, before + after) == set(before + after)
 
 
@@ -122,12 +127,8 @@ def test_rows_whose_file_did_not_reach_the_disk_are_removed_at_start(
     with paths[4].open("r+b") as fh:
         fh.truncate(paths[4].stat().st_size // 2)
 
-    served = serve(env)
-    try:
-        log = "".join(served.lines)
-        assert "removed the rows of 2 instance(s)" in log, log
-    finally:
-        assert served.stop() == 0
+    log = start_and_stop(env)
+    assert "removed the rows of 2 instance(s)" in log, log
     assert indexed(env, uids) == {uids[0], uids[2], uids[3], uids[5]}
     assert not paths[4].exists()  # not indexed again as an orphan
     assert all(paths[i].exists() for i in (0, 2, 3, 5))
