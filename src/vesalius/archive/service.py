@@ -404,10 +404,11 @@ class Archive:
         Anything but a new instance (a re-send, a conflict, a failing hook) waits for the
         flush and takes the ordinary path (:meth:`_index_new`).
         """
+        written = placed.info()
         flush = yield Background(placed.sync)
         try:
             instance_id, new_study = self.rows.run(
-                lambda session: self._index(session, parsed, placed.info(), origin)
+                lambda session: self._index(session, parsed, written, origin)
             )
         except BaseException:
             try:
