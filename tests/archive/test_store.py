@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -206,6 +207,27 @@ def test_a_failed_flush_leaves_no_file_and_no_row(sqlite_container: Container) -
     assert list(sqlite_container.blobs.temp_dir.iterdir()) == []
     # Its rows had committed meanwhile (see the next test) and were taken back.
     assert count(sqlite_container, Instance) == count(sqlite_container, Study) == 0
+
+
+def test_files_go_to_one_of_256_folders_of_their_hour(sqlite_container: Container) -> None:
+    """A study's files of one hour share a folder, and studies share the hour's 256 folders
+    (no new folder per study): ``dicom/YYYY/MM/DD/HH/xx/<SOP Instance UID>.<random>.dcm``."""
+    by_folder: dict[str, str] = {}
+    while True:  # two studies whose folder is the same one of the 256
+        study = uid()
+        folder = hashlib.sha1(study.encode()).hexdigest()[:2]
+        if folder in by_folder:
+            break
+        by_folder[folder] = study
+    studies = [by_folder[folder], by_folder[folder], study]
+    stored = [sqlite_container.archive.store(make_file(StudyInstanceUID=s)) for s in studies]
+    with sqlite_container.db.read() as session:
+        keys = [imaging.get_instance(session, o.sop_instance_uid).blob_key for o in stored]
+    pattern = re.compile(r"dicom/\d{4}/\d{2}/\d{2}/\d{2}/([0-9a-f]{2})/([0-9.]+)\.[0-9a-f]{8}\.dcm")
+    for key, outcome in zip(keys, stored, strict=True):
+        match = pattern.fullmatch(key)
+        assert match is not None, key
+        assert (match[1], match[2]) == (folder, outcome.sop_instance_uid)
 
 
 def test_the_rows_commit_while_the_file_is_flushed(container: Container) -> None:

@@ -81,13 +81,18 @@ class StoreOutcome:
 
 
 def blob_key_for(parsed: ParsedInstance) -> str:
-    """A key that never collides: the hour it was written (UTC), then the study; unique per
-    write. The hour lets start-up find the files written since the index log's last flush
-    (:meth:`Archive.recover_unflushed`) without walking the whole store."""
+    """A key that never collides: the hour it was written (UTC), then one of 256 folders
+    chosen by the study (``dicom/YYYY/MM/DD/HH/3f/<SOP Instance UID>.<random>.dcm``); unique
+    per write.
+
+    The hour lets start-up find the files written since the index log's last flush
+    (:meth:`Archive.recover_unflushed`) without walking the whole store. A study's files of
+    one hour share a folder, and the folders of an hour exist after its first few hundred
+    studies: a folder per study cost every one-image study a new folder and two more folder
+    fsyncs (one-image STOW-RS: +11% instances/s with the 256, 6 of 6 interleaved rounds).
+    """
     h = hashlib.sha1(parsed.study_instance_uid.encode()).hexdigest()
-    return (
-        f"{hour_prefix(time.time())}{h[:12]}/{parsed.sop_instance_uid}.{secrets.token_hex(4)}.dcm"
-    )
+    return f"{hour_prefix(time.time())}{h[:2]}/{parsed.sop_instance_uid}.{secrets.token_hex(4)}.dcm"
 
 
 def hour_prefix(moment: float) -> str:
