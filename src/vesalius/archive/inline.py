@@ -104,7 +104,9 @@ def run_steps(steps: Steps[T]) -> T:
 
 async def await_steps(steps: Steps[T], offload: Callable[[Callable[[], Any]], Awaitable[Any]]) -> T:
     """Run *steps* on the running loop, each waiting step through *offload* (a thread); a
-    :class:`Background` one is started there and the steps go on meanwhile.
+    :class:`Background` one is started there and the steps go on meanwhile. It starts at once
+    when *offload* submits its work when called (``Services._run``); a coroutine starts only
+    when the loop next turns, after the steps' CPU work.
 
     A cancelled caller still waits for the step in progress before the steps clean up: the
     thread may be using the files they would remove.
@@ -117,10 +119,7 @@ async def await_steps(steps: Steps[T], offload: Callable[[Callable[[], Any]], Aw
                     assert step.future is not None
                     result = await _to_the_end(step.future)
                 elif isinstance(step, Background):
-                    started = asyncio.ensure_future(offload(step.step))
-                    if isinstance(started, asyncio.Task):  # a coroutine: let it start first
-                        await asyncio.sleep(0)
-                    result = Started(started)
+                    result = Started(asyncio.ensure_future(offload(step.step)))
                 else:
                     result = await _to_the_end(asyncio.ensure_future(offload(step)))
             except BaseException as exc:
