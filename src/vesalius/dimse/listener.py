@@ -1,5 +1,9 @@
 """The DICOM port on asyncio: one event loop in a thread of its own, one task per association.
 
+The loop is uvloop's where it is installed (it is a dependency on Linux and macOS): its
+event dispatch is compiled, where asyncio's selector loop runs a Python function per event
+and per callback, and a stored instance takes a dozen of them.
+
 Connections are taken by a :class:`~vesalius.workers.Acceptor` rather than asyncio's server,
 so that the workers of one ``serve`` sharing the port leave each new association to the least
 busy of them.
@@ -26,6 +30,15 @@ from vesalius.tls import HANDSHAKE_TIMEOUT
 from vesalius.workers import Acceptor, bind, inherited_socket
 
 log = logging.getLogger(__name__)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """An event loop for the DICOM port: uvloop's, or asyncio's where uvloop is missing."""
+    try:
+        import uvloop
+    except ImportError:  # not built for this platform (Windows)
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 class Listener:
@@ -110,7 +123,7 @@ class Listener:
         """Start listening; returns the address and port actually bound."""
         sock = self._socket()  # raises OSError here, in the caller's thread
         ready = threading.Event()
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()
         self._loop = loop
 
         self._acceptor = Acceptor(loop, sock, "dicom", self._handoff)

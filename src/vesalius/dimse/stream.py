@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import mmap
-from asyncio.streams import FlowControlMixin
 from collections.abc import Callable
 from typing import Any
 
@@ -34,11 +33,20 @@ STEP = 256 * 1024
 MIN_ROOM = 64 * 1024
 
 
-class PduStream(FlowControlMixin, asyncio.BufferedProtocol):
-    """A buffered protocol with ``StreamReader``-like reads (see the module docstring)."""
+class PduStream(asyncio.BufferedProtocol):
+    """A buffered protocol with ``StreamReader``-like reads (see the module docstring).
+
+    It does its own write flow control for ``StreamWriter.drain`` rather than inherit
+    asyncio's ``FlowControlMixin``: that mixin is an ``asyncio.Protocol``, and uvloop hands
+    the data of any ``Protocol`` to ``data_received`` (a no-op here), never to
+    ``get_buffer``.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int = BUFFER_SIZE) -> None:
-        super().__init__(loop)
+        self._loop = loop
+        self._writing_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._connection_lost = False
         # Anonymous memory: a page costs only once data reaches it (a zeroed bytearray would
         # touch all 256 pages at every association, C-ECHO included).
         self._buffer = mmap.mmap(-1, size)
@@ -82,13 +90,40 @@ class PduStream(FlowControlMixin, asyncio.BufferedProtocol):
         return not self._over_ssl
 
     def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
+        self._connection_lost = True
+        for waiter in self._drain_waiters:  # a writer paused by a full socket gives up
+            if not waiter.done():
+                if exc is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(exc)
         if exc is not None and self._exception is None:
             self._exception = exc
         self._eof = True
         self._wake()
         if not self._closed.done():
             self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _drain_helper(self) -> None:  # StreamWriter.drain
+        if self._connection_lost:
+            raise ConnectionResetError("Connection lost")
+        if not self._writing_paused:
+            return
+        waiter = self._loop.create_future()
+        self._drain_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            self._drain_waiters.remove(waiter)
 
     def _get_close_waiter(self, stream: Any) -> asyncio.Future[None]:
         return self._closed  # StreamWriter.wait_closed
