@@ -64,9 +64,9 @@ class PartStart:
 
 @dataclass
 class PartData:
-    """A piece of the current part's body."""
+    """A piece of the current part's body (valid as long as the chunk it came from)."""
 
-    data: bytes
+    data: bytes | memoryview
 
 
 @dataclass
@@ -119,11 +119,22 @@ class MultipartReader:
         return parts
 
     def events(self, chunk: bytes) -> list[Event]:
-        """Add body bytes; return what they complete: part starts, body pieces, part ends."""
+        """Add body bytes; return what they complete: part starts, body pieces, part ends.
+
+        A body piece may be a view of *chunk* (which must then not change): inside a part's
+        body, the common case of a large part, the chunk is searched where it is, not copied
+        into the reader's buffer and out again.
+        """
         if self.finished:
             return []
-        self._buffer += chunk
         events: list[Event] = []
+        rest: bytes | memoryview = chunk
+        size = len(self._delimiter)
+        if self._state == "body" and len(self._buffer) < size <= len(chunk):
+            rest = self._body_in(chunk, events)
+            if not rest:
+                return events
+        self._buffer += rest
         while True:
             if self._state == "preamble":
                 if not self._skip_preamble():
@@ -166,13 +177,44 @@ class MultipartReader:
                             events.append(PartData(bytes(view[:ready])))
                         del self._buffer[:ready]
                     return events
-                if index:
-                    with memoryview(self._buffer) as view:
-                        events.append(PartData(bytes(view[:index])))
-                events.append(PartEnd())
-                self.parts_seen += 1
+                with memoryview(self._buffer) as view:
+                    self._end_part(bytes(view[:index]), events)
                 del self._buffer[: index + len(self._delimiter)]
-                self._state = "after-boundary"
+
+    def _body_in(self, chunk: bytes, events: list[Event]) -> bytes | memoryview:
+        """Inside a part's body, with at most the start of a delimiter held back: append the
+        events of *chunk* up to the part's end, and return what follows that end (empty when
+        the chunk ends inside the body; its last bytes are then held back, as they could
+        begin a delimiter). The chunk is at least a delimiter long."""
+        size = len(self._delimiter)
+        view = memoryview(chunk)
+        if self._buffer:  # a delimiter may begin in the held bytes and end in the chunk
+            held = len(self._buffer)
+            joined = bytes(self._buffer) + chunk[: size - 1]
+            index = joined.find(self._delimiter)
+            if index >= 0:  # it begins in the held bytes (it cannot fit in the chunk's part)
+                self._buffer.clear()
+                self._end_part(joined[:index], events)
+                return view[index + size - held :]
+            events.append(PartData(bytes(self._buffer)))
+            self._buffer.clear()
+        index = chunk.find(self._delimiter)
+        if index < 0:
+            ready = max(len(chunk) - size + 1, 0)
+            if ready:
+                events.append(PartData(view[:ready]))
+            self._buffer += view[ready:]
+            return b""
+        self._end_part(view[:index], events)
+        return view[index + size :]
+
+    def _end_part(self, data: bytes | memoryview, events: list[Event]) -> None:
+        """The last piece of a part's body (if any) and the part's end."""
+        if data:
+            events.append(PartData(data))
+        events.append(PartEnd())
+        self.parts_seen += 1
+        self._state = "after-boundary"
 
     def _skip_preamble(self) -> bool:
         if self._buffer.startswith(self._dash):
