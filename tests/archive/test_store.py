@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import blake3
 import pytest
 from sqlalchemy import func, select
 
@@ -40,7 +41,7 @@ def test_store_keeps_the_file_byte_for_byte_and_indexes_it(container: Container)
     [record] = container.archive.instances_of(outcome.study_instance_uid)
     with container.archive.open(record) as fh:
         assert fh.read() == data
-    assert record.sha256 == hashlib.sha256(data).hexdigest()
+    assert record.digest == f"blake3:{blake3.blake3(data).hexdigest()}"
     assert record.size == len(data)
     assert (count(container, Patient), count(container, Study)) == (1, 1)
     assert (count(container, Series), count(container, Instance)) == (1, 1)
@@ -74,6 +75,25 @@ def test_identical_resend_is_not_duplicated(container: Container) -> None:
     assert container.archive.store(data).status is StoreStatus.DUPLICATE
     assert count(container, Instance) == 1
     assert len(blob_files(container)) == 1
+
+
+def test_a_resend_is_compared_with_a_row_of_the_sha256_days(container: Container) -> None:
+    """Rows indexed before revision 0009 hold a SHA-256: an identical re-send is still a
+    duplicate (the stored file is hashed again), a changed one still a change."""
+    container.settings.duplicate_policy = DuplicatePolicy.REPLACE
+    ds = make_dataset(SeriesDescription="first")
+    first = to_bytes(ds)
+    assert container.archive.store(first).status is StoreStatus.STORED
+    with container.db.write() as session:
+        session.execute(
+            Instance.__table__.update().values(digest=f"sha256:{hashlib.sha256(first).hexdigest()}")
+        )
+    assert container.archive.store(first).status is StoreStatus.DUPLICATE
+    assert len(blob_files(container)) == 1
+    ds.SeriesDescription = "second"
+    assert container.archive.store(to_bytes(ds)).status is StoreStatus.REPLACED
+    [record] = container.archive.instances_of(str(ds.StudyInstanceUID))
+    assert record.digest.startswith("blake3:")
 
 
 def test_changed_resend_keeps_the_first_by_default(container: Container) -> None:

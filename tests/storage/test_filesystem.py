@@ -15,6 +15,7 @@ def test_put_open_delete(tmp_path: Path) -> None:
     store = FilesystemBlobStore(tmp_path)
     info = store.put("a/b/c.dcm", [b"hello ", b"world"])
     assert (info.size, info.sha256) == (11, hashlib.sha256(b"hello world").hexdigest())
+    assert info.digest == f"sha256:{info.sha256}"  # put: SHA-256, as the records publish it
     with store.open("a/b/c.dcm") as fh:
         assert fh.read() == b"hello world"
     assert list(store.iter_keys()) == ["a/b/c.dcm"]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import blake3
 import pytest
 
 from vesalius.storage import pagecache
@@ -31,7 +31,9 @@ def test_a_spool_becomes_a_blob(tmp_path: Path) -> None:
     assert spool.path.read_bytes() == b"hello world"  # readable by path while open
     info = store.place_spool(spool, "a/b/c.dcm").sync()
     assert (info.key, info.size) == ("a/b/c.dcm", 11)
-    assert info.sha256 == hashlib.sha256(b"hello world").hexdigest() == spool.sha256()
+    assert info.digest == f"blake3:{blake3.blake3(b'hello world').hexdigest()}" == spool.digest()
+    with pytest.raises(ValueError, match="blake3 digest, not a SHA-256"):
+        info.sha256  # noqa: B018  (only put's blobs have one)
     with store.open("a/b/c.dcm") as fh:
         assert fh.read() == b"hello world"
     assert temporaries(store) == []
@@ -67,7 +69,7 @@ def test_writeback_is_started_as_data_arrives_in_whole_pages(
         info = store.place_spool(spool, f"wb/{number}.dcm").sync()
         with store.open(info.key) as fh:
             assert fh.read() == expected
-        assert info.sha256 == hashlib.sha256(expected).hexdigest()
+        assert info.digest == f"blake3:{blake3.blake3(expected).hexdigest()}"
     page = 4096
     ends = []
     position = 0
@@ -110,14 +112,14 @@ def test_place_spool_never_overwrites_and_consumes_the_spool(tmp_path: Path) -> 
 
 def test_a_large_spool_is_written_in_chunks(tmp_path: Path) -> None:
     store = FilesystemBlobStore(tmp_path)
-    digest = hashlib.sha256()
+    digest = blake3.blake3()
     with store.spool() as spool:
         for i in range(64):
             chunk = bytes([i]) * 65536
             digest.update(chunk)
             spool.write(chunk)
         info = store.place_spool(spool, "big").sync()
-    assert (info.size, info.sha256) == (64 * 65536, digest.hexdigest())
+    assert (info.size, info.digest) == (64 * 65536, f"blake3:{digest.hexdigest()}")
     assert os.path.getsize(store.local_path("big")) == 64 * 65536  # type: ignore[arg-type]
 
 

@@ -49,6 +49,7 @@ from vesalius.events import (
 from vesalius.index import imaging
 from vesalius.index.engine import Database
 from vesalius.index.imaging import InstanceRecord
+from vesalius.storage import digest as digests
 from vesalius.storage.base import BlobInfo, BlobStore, PlacedBlob
 from vesalius.storage.spool import Spool
 
@@ -510,7 +511,9 @@ class Archive:
         """A re-sent SOP Instance UID: the new blob is written; keep it or remove it."""
         if existing.blob_key == blob.key:  # indexed meanwhile by `doctor --repair`
             return self._outcome(StoreStatus.DUPLICATE, parsed)
-        if blob.sha256 == existing.sha256:
+        if digests.same_content(
+            existing.digest, blob.digest, lambda: self.blobs.open(existing.blob_key)
+        ):
             self._discard(blob.key)
             return self._outcome(StoreStatus.DUPLICATE, parsed)
         if self.settings.duplicate_policy is DuplicatePolicy.KEEP_FIRST:
@@ -682,7 +685,7 @@ class Archive:
 
     def _read_stored(self, key: str) -> tuple[ParsedInstance, BlobInfo]:
         """Parse a stored file (up to its pixel data) and hash it whole, a chunk at a time."""
-        digest = hashlib.sha256()
+        digest = digests.new_hasher()
         size = 0
         with self.blobs.open(key) as fh:
             while chunk := fh.read(1 << 20):
@@ -694,7 +697,7 @@ class Archive:
             else:
                 fh.seek(0)
                 parsed = parse_instance(fh.read())
-        return parsed, BlobInfo(key, size, digest.hexdigest())
+        return parsed, BlobInfo(key, size, digests.written(digests.ALGORITHM, digest.hexdigest()))
 
     def iter_orphans(self, min_age: float = 0.0) -> Iterator[str]:
         """Stored DICOM files the index does not reference.

@@ -79,7 +79,7 @@ class InstanceRecord:
     transfer_syntax_uid: str
     blob_key: str
     size: int
-    sha256: str
+    digest: str  # <algorithm>:<hex> (vesalius.storage.digest)
     study_instance_uid: str
     series_instance_uid: str
 
@@ -91,7 +91,7 @@ _RECORD_COLUMNS = (
     Instance.transfer_syntax_uid,
     Instance.blob_key,
     Instance.size,
-    Instance.sha256,
+    Instance.digest,
     Study.study_instance_uid,
     Series.series_instance_uid,
 )
@@ -327,7 +327,7 @@ def add_instance(
             "transfer_syntax_uid": transfer_syntax_uid,
             "blob_key": blob.key,
             "size": blob.size,
-            "sha256": blob.sha256,
+            "digest": blob.digest,
             "origin": (origin or "")[:255] or None,
             **_instance_values(data),
         },
@@ -414,7 +414,7 @@ def replace_instance(
             transfer_syntax_uid=transfer_syntax_uid,
             blob_key=blob.key,
             size=blob.size,
-            sha256=blob.sha256,
+            digest=blob.digest,
             origin=(origin or "")[:255] or None,
             **_instance_values(data),
         )
@@ -876,7 +876,7 @@ def snapshot(session: Session) -> list[tuple[Any, ...]]:
             Series.series_instance_uid,
             Series.num_instances,
             Instance.sop_instance_uid,
-            Instance.sha256,
+            Instance.digest,
             Instance.metadata_json,
         )
         .join(Study, Study.patient_pk == Patient.id)

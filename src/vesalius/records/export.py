@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -162,11 +161,17 @@ def export_subject(records: Records, subject_id: str) -> IO[bytes]:
 
 def _copy_blob(
     records: Records, archive: zipfile.ZipFile, key: str, path: str, *, compress: bool = True
-) -> None:
+) -> str:
+    """Copy a blob into the bundle; returns the hex SHA-256 of what was copied (the manifest
+    publishes SHA-256, whatever digest the index keeps)."""
     info = zipfile.ZipInfo(path, date_time=(1980, 1, 1, 0, 0, 0))
     info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    digest = hashlib.sha256()
     with records.open_blob(key) as source, archive.open(info, "w", force_zip64=True) as target:
-        shutil.copyfileobj(source, target, filemod.CHUNK)
+        while chunk := source.read(filemod.CHUNK):
+            digest.update(chunk)
+            target.write(chunk)
+    return digest.hexdigest()
 
 
 def _export_event(
@@ -239,13 +244,13 @@ def _export_study(records: Records, archive: zipfile.ZipFile, study_uid: str) ->
     instances = []
     for record in sorted(records.archive.instances_of(study_uid), key=lambda r: r.sop_instance_uid):
         path = f"dicom/{study_uid}/{record.sop_instance_uid}.dcm"
-        _copy_blob(records, archive, record.blob_key, path)
+        sha256 = _copy_blob(records, archive, record.blob_key, path)
         instances.append(
             ManifestInstance(
                 path=path,
                 sop_instance_uid=record.sop_instance_uid,
                 size=record.size,
-                sha256=record.sha256,
+                sha256=sha256,
             )
         )
     return ManifestStudy(study_instance_uid=study_uid, instances=instances)

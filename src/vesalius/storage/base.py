@@ -16,18 +16,28 @@ from vesalius.storage.spool import Spool
 
 @dataclass(frozen=True)
 class BlobInfo:
-    """What the store says about a blob it has written."""
+    """What the store says about a blob it has written: its *digest* is written
+    ``<algorithm>:<hex>`` (:mod:`vesalius.storage.digest`)."""
 
     key: str
     size: int
-    sha256: str
+    digest: str
+
+    @property
+    def sha256(self) -> str:
+        """The hex SHA-256 of a blob written by ``put`` (the research records' attachments)."""
+        algorithm, _, hexdigest = self.digest.partition(":")
+        if algorithm != "sha256":
+            raise ValueError(f"blob {self.key} has a {algorithm} digest, not a SHA-256")
+        return hexdigest
 
 
 class BlobStore(Protocol):
     """Durable, atomic storage of immutable blobs addressed by key."""
 
     def put(self, key: str, chunks: Iterable[bytes]) -> BlobInfo:
-        """Write a new blob; it is durable when this returns, and absent if this raises."""
+        """Write a new blob; it is durable when this returns, and absent if this raises.
+        Its digest is SHA-256 (the research records publish it)."""
         ...
 
     def spool(self) -> Spool:

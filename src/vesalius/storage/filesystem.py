@@ -126,7 +126,7 @@ class FilesystemBlobStore:
             tmp.unlink(missing_ok=True)
             raise
         self.recent.add(path, size)
-        return BlobInfo(key=key, size=size, sha256=digest.hexdigest())
+        return BlobInfo(key=key, size=size, digest=f"sha256:{digest.hexdigest()}")
 
     def open(self, key: str) -> BinaryIO:
         return open(self._path(key), "rb")
@@ -211,7 +211,7 @@ class PlacedFile:
 
     def info(self) -> BlobInfo:
         """What :meth:`sync` returns, known before it runs (the spool counted and hashed it)."""
-        return BlobInfo(key=self.key, size=self._spool.size, sha256=self._spool.sha256())
+        return BlobInfo(key=self.key, size=self._spool.size, digest=self._spool.digest())
 
     def sync(self) -> BlobInfo:
         spool = self._spool

@@ -1,4 +1,4 @@
-"""A spool: an incoming file written to disk as it arrives, hashed on the way.
+"""A spool: an incoming file written to disk as it arrives, hashed (BLAKE3) on the way.
 
 Every store path (C-STORE, STOW-RS, ``vesalius import``) writes what it receives into a spool
 instead of gathering it in memory; the blob store then renames the spool into place, so a
@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import secrets
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from vesalius.storage import digest as digests
 from vesalius.storage import pagecache
 
 SPOOL_SUFFIX = ".spool"
@@ -60,7 +60,7 @@ class Spool:
         except OSError:
             self.discard()
             raise
-        self._digest = hashlib.sha256()
+        self._digest = digests.new_hasher()
         self.size = 0
         self._written_back = 0  # writeback was started up to here
 
@@ -70,7 +70,7 @@ class Spool:
         return self._fd is not None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append *data* to the file and to the running SHA-256."""
+        """Append *data* to the file and to the running digest."""
         if self._fd is None:
             raise ValueError("write to a spool that was already consumed or discarded")
         view = memoryview(data).cast("B")
@@ -84,9 +84,9 @@ class Spool:
             pagecache.start_writeback(self._fd, self._written_back, end - self._written_back)
             self._written_back = end
 
-    def sha256(self) -> str:
-        """The hex SHA-256 of everything written so far."""
-        return self._digest.hexdigest()
+    def digest(self) -> str:
+        """The digest of everything written so far (``blake3:<hex>``)."""
+        return digests.written(digests.ALGORITHM, self._digest.hexdigest())
 
     def fileno(self) -> int:
         if self._fd is None:
