@@ -24,7 +24,7 @@ _CHUNK = 1024 * 1024
 
 def new_hasher() -> Any:
     """A hasher of :data:`ALGORITHM` (``update``, ``hexdigest``)."""
-    return blake3.blake3()
+    return _HASHERS[ALGORITHM]()
 
 
 def written(algorithm: str, hexdigest: str) -> str:

@@ -33,9 +33,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # A BLAKE3 digest has no SHA-256 to go back to: such rows get the file's SHA-256 only
-    # by re-indexing (`vesalius doctor --repair` after removing the rows); here they keep
-    # their hex, which then no longer matches the file.
+    # A BLAKE3 row keeps its hex, which is not its file's SHA-256: the older server then
+    # takes an identical re-send of that instance for a changed one (its duplicate policy).
     digest = sa.table("instances", sa.column("digest", sa.String(80)))
     op.execute(digest.update().values(digest=sa.func.substr(digest.c.digest, 8)))
     with op.batch_alter_table("instances") as batch:
