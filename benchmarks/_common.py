@@ -778,6 +778,37 @@ def py_spy(
             proc.wait()
 
 
+@contextlib.contextmanager
+def perf_record(out: Path | None, *, rate: int = 999) -> Iterator[None]:
+    """``perf record`` of the whole machine (every process, the kernel, call graphs) into
+    *out* while the block runs; nothing when *out* is None or perf is not installed.
+
+    py-spy sees Python frames only: time spent in a C library (hashing, SQLite) or in the
+    kernel (page-cache writes, file creation) is charged to the Python line that called it.
+    perf shows it by library and kernel function. Read the file with, for example,
+    ``perf report -i OUT --no-children -g none --sort comm,dso`` (by process and library) or
+    ``--children --comm python --sort sym`` (what the servers' system calls do).
+    """
+    binary = shutil.which("perf")
+    if out is None or binary is None:
+        yield
+        return
+    proc = subprocess.Popen(
+        [binary, "record", "-a", "-g", "-F", str(rate), "-o", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)  # let it start
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_until_echo(
     dcmtk: Dcmtk, endpoint: Endpoint, proc: ManagedProcess, timeout: float
 ) -> float:

@@ -31,7 +31,8 @@ Loads (``--load``):
 Printed per round and variant: instances/s and the server's CPU ms per instance (all its
 processes, from ``/proc``); at the end the medians, the per-round ratios to the first variant
 (median, min-max) and the rounds each variant won. With ``--py-spy DIR`` every Vesalius send is
-also sampled (which costs the server some CPU: compare profiles, not rates, of such a run).
+also sampled (which costs the server some CPU: compare profiles, not rates, of such a run);
+with ``--perf DIR`` the whole machine is, by ``perf``, during every send (Orthanc's too).
 
 Examples
 --------
@@ -67,6 +68,7 @@ from _common import (
     find_orthanc_plugin,
     generate_data,
     key_values,
+    perf_record,
     py_spy,
     run_parallel,
     wait_http,
@@ -272,12 +274,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--gil", action="store_true", help="with --py-spy: only the thread holding the GIL"
     )
+    parser.add_argument(
+        "--perf",
+        type=Path,
+        metavar="DIR",
+        help="record each send, of every variant and Orthanc, with perf (the whole machine: "
+        "C libraries and the kernel too) into DIR/<variant>-<round>.data",
+    )
     add_vesalius_options(parser)
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.instances < 1 or args.parallel < 1:
         parser.error("--rounds, --instances and --parallel must be at least 1")
-    if args.py_spy is not None:
-        args.py_spy.mkdir(parents=True, exist_ok=True)
+    for folder in (args.py_spy, args.perf):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
     return args
 
 
@@ -296,7 +306,8 @@ def measure(
                 profile = None
                 if args.py_spy is not None and variant.tree is not None:
                     profile = args.py_spy / f"{variant.name}-{number}.txt"
-                with py_spy(pid, profile, gil=args.gil):
+                recording = args.perf / f"{variant.name}-{number}.data" if args.perf else None
+                with perf_record(recording), py_spy(pid, profile, gil=args.gil):
                     before = cpu_times(pid)
                     started = time.perf_counter()
                     send(endpoint, auth)
