@@ -760,22 +760,14 @@ def py_spy(
     if out is None or pid is None or binary is None:
         yield
         return
-    proc = subprocess.Popen(
+    with _recording(
         [binary, "record", "--nonblocking", "--subprocesses", "--pid", str(pid),
          "--rate", str(rate), "--format", fmt, "--output", str(out),
          *(["--gil"] if gil else [])],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    time.sleep(1.0)  # let it attach
-    try:
+        settle=1.0,  # let it attach
+        finish=60,
+    ):  # fmt: skip
         yield
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextlib.contextmanager
@@ -793,17 +785,25 @@ def perf_record(out: Path | None, *, rate: int = 999) -> Iterator[None]:
     if out is None or binary is None:
         yield
         return
-    proc = subprocess.Popen(
-        [binary, "record", "-a", "-g", "-F", str(rate), "-o", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    time.sleep(0.5)  # let it start
+    with _recording(
+        [binary, "record", "-a", "-g", "-F", str(rate), "-o", str(out)], settle=0.5, finish=120
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def _recording(command: list[str], *, settle: float, finish: float) -> Iterator[None]:
+    """Run a recorder (py-spy, perf) while the block runs: started, given *settle* seconds
+    to attach, stopped with SIGINT at the end (so it writes its file), killed after *finish*
+    seconds of writing."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(settle)
     try:
         yield
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=120)
+            proc.wait(timeout=finish)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
