@@ -697,7 +697,7 @@ class Archive:
             else:
                 fh.seek(0)
                 parsed = parse_instance(fh.read())
-        return parsed, BlobInfo(key, size, digests.written(digests.ALGORITHM, digest.hexdigest()))
+        return parsed, BlobInfo(key, size, digests.written(digest))
 
     def iter_orphans(self, min_age: float = 0.0) -> Iterator[str]:
         """Stored DICOM files the index does not reference.

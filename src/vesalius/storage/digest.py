@@ -27,9 +27,10 @@ def new_hasher() -> Any:
     return _HASHERS[ALGORITHM]()
 
 
-def written(algorithm: str, hexdigest: str) -> str:
-    """The digest as the index stores it: ``blake3:ab12...``."""
-    return f"{algorithm}:{hexdigest}"
+def written(hasher: Any) -> str:
+    """What *hasher* (BLAKE3 or a ``hashlib`` one) has hashed, written as the index stores
+    it: ``blake3:ab12...`` (both kinds name their algorithm)."""
+    return f"{hasher.name}:{hasher.hexdigest()}"
 
 
 def algorithm_of(digest: str) -> str:
@@ -44,7 +45,7 @@ def of_chunks(algorithm: str, chunks: Iterable[bytes]) -> str:
     hasher = _HASHERS[algorithm]()
     for chunk in chunks:
         hasher.update(chunk)
-    return written(algorithm, hasher.hexdigest())
+    return written(hasher)
 
 
 def of_stream(algorithm: str, stream: BinaryIO) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from vesalius.storage import digest as digests
 from vesalius.storage import pagecache
 from vesalius.storage.base import BlobInfo
 from vesalius.storage.spool import SPOOL_SUFFIX, Spool, is_in_use
@@ -126,7 +127,7 @@ class FilesystemBlobStore:
             tmp.unlink(missing_ok=True)
             raise
         self.recent.add(path, size)
-        return BlobInfo(key=key, size=size, digest=f"sha256:{digest.hexdigest()}")
+        return BlobInfo(key=key, size=size, digest=digests.written(digest))
 
     def open(self, key: str) -> BinaryIO:
         return open(self._path(key), "rb")

@@ -86,7 +86,7 @@ class Spool:
 
     def digest(self) -> str:
         """The digest of everything written so far (``blake3:<hex>``)."""
-        return digests.written(digests.ALGORITHM, self._digest.hexdigest())
+        return digests.written(self._digest)
 
     def fileno(self) -> int:
         if self._fd is None:

@@ -200,9 +200,8 @@ class MultipartReader:
             self._buffer.clear()
         index = chunk.find(self._delimiter)
         if index < 0:
-            ready = max(len(chunk) - size + 1, 0)
-            if ready:
-                events.append(PartData(view[:ready]))
+            ready = len(chunk) - size + 1  # at least 1: the chunk is a delimiter long
+            events.append(PartData(view[:ready]))
             self._buffer += view[ready:]
             return b""
         self._end_part(view[:index], events)
