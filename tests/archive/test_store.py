@@ -259,6 +259,8 @@ def test_the_rows_commit_while_the_file_is_flushed(container: Container) -> None
     patience = 5.0 if overlaps else 0.3  # how long the flush waits for the rows to appear
 
     def slow_flush(step: Callable[[], Any]) -> Any:
+        if step.__name__ != "sync":  # the spool's early flush (Spool.flush): not the barrier
+            return step()
         deadline = time.monotonic() + patience
         while count(container, Instance) == 0 and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -159,3 +159,106 @@ def test_sweep_keeps_live_spools_and_removes_those_of_dead_processes(tmp_path: P
     assert not theirs.exists()
     assert mine.path.exists()
     assert store.place_spool(mine, "k").sync().size == 13
+
+
+def _recording_fsyncs(monkeypatch: pytest.MonkeyPatch, fail: int = 0) -> list[str]:
+    """Record the path of every fsync (the real one runs after); the first *fail* raise EIO."""
+    real = os.fsync
+    synced: list[str] = []
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        if len(synced) <= fail:
+            raise OSError(5, "Input/output error (a test's disk)")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_an_early_flush_leaves_the_sync_only_the_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FilesystemBlobStore(tmp_path)
+    synced = _recording_fsyncs(monkeypatch)
+    spool = store.spool()
+    spool.write(b"received")
+    spool.flush()
+    spool.flush()  # nothing new: no second fsync
+    assert synced == [str(spool.path)]
+    info = store.place_spool(spool, "f/one.dcm").sync()
+    assert synced[1:] == [str(tmp_path / "f"), str(tmp_path)]  # the folders, not the file
+    assert info.size == 8
+    # data written after the early flush is flushed by the sync itself
+    synced.clear()
+    late = store.spool()
+    late.write(b"first")
+    late.flush()
+    late.write(b" and more")
+    store.place_spool(late, "f/two.dcm").sync()
+    assert synced[:2] == [str(late.path), str(tmp_path / "f" / "two.dcm")]
+    with store.open("f/two.dcm") as fh:
+        assert fh.read() == b"first and more"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_a_failed_early_flush_is_left_to_the_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The early flush swallows its failure; the sync flushes again and reports its own, and
+    a file that failed it is not left in place."""
+    store = FilesystemBlobStore(tmp_path)
+    synced = _recording_fsyncs(monkeypatch, fail=1)
+    spool = store.spool()
+    spool.write(b"data")
+    spool.flush()  # fails quietly
+    store.place_spool(spool, "ok.dcm").sync()
+    assert synced == [str(spool.path), str(tmp_path / "ok.dcm"), str(tmp_path)]
+    synced = _recording_fsyncs(monkeypatch, fail=2)
+    broken = store.spool()
+    broken.write(b"data")
+    broken.flush()
+    placed = store.place_spool(broken, "bad.dcm")
+    with pytest.raises(OSError, match="Input/output error"):
+        placed.sync()
+    assert not store.exists("bad.dcm")
+    assert temporaries(store) == []
+
+
+def test_a_spool_is_not_closed_under_a_flush_in_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discarding a spool whose early flush runs on another thread waits for the flush (its
+    file descriptor stays valid until then); a flush after the discard does nothing."""
+    import threading
+
+    store = FilesystemBlobStore(tmp_path)
+    real = os.fsync
+    entered, release = threading.Event(), threading.Event()
+    events: list[str] = []
+
+    def slow_fsync(fd: int) -> None:
+        entered.set()
+        release.wait(5)
+        real(fd)  # raises EBADF had the descriptor been closed meanwhile
+        events.append("flushed")
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    spool = store.spool()
+    spool.write(b"data")
+    flusher = threading.Thread(target=spool.flush)
+    flusher.start()
+    assert entered.wait(5)
+    discarder = threading.Thread(target=lambda: (spool.discard(), events.append("discarded")))
+    discarder.start()
+    discarder.join(0.2)
+    assert discarder.is_alive()  # waiting for the flush
+    release.set()
+    flusher.join(5)
+    discarder.join(5)
+    assert events == ["flushed", "discarded"]
+    assert temporaries(store) == []
+    entered.clear()
+    spool.flush()  # discarded: nothing to flush
+    assert not entered.is_set()

@@ -374,6 +374,9 @@ class Archive:
         caller on an event loop runs on a thread while the loop serves its other clients."""
         if self.settings.storage_transfer_syntax is not None:
             spool = yield functools.partial(self._in_storage_syntax, spool)
+        # The data to the disk while it is parsed and indexed (nothing waits for it: the
+        # spool's own lock keeps it from being closed under the flush; Spool.flush).
+        yield Background(spool.flush)
         with spool:
             parsed = parse_spool(spool)
             if self.filters:

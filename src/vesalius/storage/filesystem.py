@@ -217,7 +217,7 @@ class PlacedFile:
     def sync(self) -> BlobInfo:
         spool = self._spool
         try:
-            os.fsync(spool.fileno())
+            spool.sync()  # little left to do when its early flush ran (Spool.flush)
             for folder in self._folders:
                 _fsync_dir(folder)
         except BaseException:

@@ -11,7 +11,8 @@ As the data arrives, the spool asks the kernel to start writing it to the disk
 (:func:`~vesalius.storage.pagecache.start_writeback`, which returns without waiting): by the
 time the instance has been received and parsed, most of it is written, and the fsync that
 makes it durable waits only for the rest and the journal (0.2 instead of 0.6 ms for a 512 KB
-file on the development machine).
+file on the development machine). Once it has all arrived, :meth:`Spool.flush` makes it
+durable while the instance is parsed and indexed, rather than after: see there.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -48,7 +50,7 @@ class Spool:
     ...     info = store.place_spool(spool, "dicom/x.dcm").sync()
     """
 
-    __slots__ = ("_digest", "_fd", "_written_back", "path", "size")
+    __slots__ = ("_digest", "_fd", "_flush_lock", "_flushed", "_written_back", "path", "size")
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / f"{secrets.token_hex(12)}{SPOOL_SUFFIX}"
@@ -63,6 +65,9 @@ class Spool:
         self._digest = digests.new_hasher()
         self.size = 0
         self._written_back = 0  # writeback was started up to here
+        self._flushed = -1  # the size the last flush made durable
+        # Held by a flush while it runs, so the file descriptor is not closed under it.
+        self._flush_lock = threading.Lock()
 
     @property
     def is_open(self) -> bool:
@@ -84,6 +89,34 @@ class Spool:
             pagecache.start_writeback(self._fd, self._written_back, end - self._written_back)
             self._written_back = end
 
+    def flush(self) -> None:
+        """Make what was written durable (fsync) now, ahead of :meth:`sync`; meant for a
+        thread, started as soon as the last byte has arrived.
+
+        The store then parses the instance, renames it into place and indexes it while the
+        disk writes it, and its own flush finds the data there: over one association that
+        took the file's fsync (about 1 ms here) off the time between an instance's last byte
+        and its answer. A failure is left for :meth:`sync`, which flushes again and raises.
+        A spool discarded meanwhile is not flushed.
+        """
+        with self._flush_lock:
+            if self._fd is None or self._flushed == self.size:
+                return
+            size = self.size
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                return
+            self._flushed = size
+
+    def sync(self) -> None:
+        """Make the data durable: wait for a :meth:`flush` in progress, then fsync unless it
+        made everything written durable already. Raises ``OSError`` when the disk fails."""
+        with self._flush_lock:
+            if self._flushed != self.size:
+                os.fsync(self.fileno())
+                self._flushed = self.size
+
     def digest(self) -> str:
         """The digest of everything written so far (``blake3:<hex>``)."""
         return digests.written(self._digest)
@@ -95,13 +128,15 @@ class Spool:
 
     def release(self) -> None:
         """Close the file descriptor (after the file was renamed away); the spool is spent."""
-        fd, self._fd = self._fd, None
+        with self._flush_lock:
+            fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
 
     def discard(self) -> None:
         """Remove the file; calling it again, or after the spool was consumed, does nothing."""
-        fd, self._fd = self._fd, None
+        with self._flush_lock:
+            fd, self._fd = self._fd, None
         if fd is None:
             return
         try:
