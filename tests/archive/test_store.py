@@ -278,6 +278,27 @@ def test_the_rows_commit_while_the_file_is_flushed(container: Container) -> None
     assert len(blob_files(container)) == 1
 
 
+@pytest.mark.parametrize("early", [False, True])
+def test_an_early_flush_is_started_before_the_parse(container: Container, early: bool) -> None:
+    """With *flush_early* the data's flush is handed over first, while nothing is indexed
+    yet, and the stored file is whole either way."""
+    handed: list[tuple[str, int]] = []
+
+    def offload(step: Callable[[], Any]) -> asyncio.Future[Any]:  # started at once
+        handed.append((step.__name__, count(container, Instance)))
+        return asyncio.get_running_loop().run_in_executor(None, step)
+
+    data = make_file()
+    spool = _spooled(container, data)
+    steps = container.archive.store_steps(spool, flush_early=early)
+    outcome = asyncio.run(await_steps(steps, offload))
+    assert outcome.status is StoreStatus.STORED
+    assert handed == ([("flush", 0)] if early else []) + [("sync", 0)]
+    (key,) = blob_files(container)
+    with container.blobs.open(key) as fh:
+        assert fh.read() == data
+
+
 def test_delete_study_series_instance(container: Container) -> None:
     study, series = uid(), uid()
     outcomes = [

@@ -199,8 +199,10 @@ class Services:
         (``archive.inline.await_steps``). An instance of any size is stored so: its data is
         already on the disk as it arrived, and its parse stops before the pixel data.
         """
+        # The only association of this worker waits for the disk: flush its data at once.
+        early = assoc.listener.active == 1
         return await inline_work.of_running_loop().run_split(
-            True, self._run, self.archive.store_steps, spool, self._origin(assoc)
+            True, self._run, self.archive.store_steps, spool, self._origin(assoc), None, early
         )
 
     async def store(self, assoc: Association, message: Message) -> None:
