@@ -697,19 +697,16 @@ class Archive:
 
     def _read_stored(self, key: str) -> tuple[ParsedInstance, BlobInfo]:
         """Parse a stored file (up to its pixel data) and hash it whole, a chunk at a time."""
-        digest = digests.new_hasher()
-        size = 0
         with self.blobs.open(key) as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-                size += len(chunk)
+            digest = digests.of_stream(digests.ALGORITHM, fh)
+            size = fh.tell()
             path = self.blobs.local_path(key)
             if path is not None:
                 parsed = parse_file(path, size)
             else:
                 fh.seek(0)
                 parsed = parse_instance(fh.read())
-        return parsed, BlobInfo(key, size, digests.written(digest))
+        return parsed, BlobInfo(key, size, digest)
 
     def iter_orphans(self, min_age: float = 0.0) -> Iterator[str]:
         """Stored DICOM files the index does not reference.

@@ -12,7 +12,6 @@ research records keep plain SHA-256 (their API and export format publish it).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from typing import Any, BinaryIO
 
 import blake3
@@ -40,17 +39,13 @@ def algorithm_of(digest: str) -> str:
     return algorithm
 
 
-def of_chunks(algorithm: str, chunks: Iterable[bytes]) -> str:
-    """The digest of *chunks* with *algorithm*, written as the index stores it."""
+def of_stream(algorithm: str, stream: BinaryIO) -> str:
+    """The digest with *algorithm* of what *stream* holds from where it is to its end,
+    written as the index stores it."""
     hasher = _HASHERS[algorithm]()
-    for chunk in chunks:
+    while chunk := stream.read(_CHUNK):
         hasher.update(chunk)
     return written(hasher)
-
-
-def of_stream(algorithm: str, stream: BinaryIO) -> str:
-    """The digest of what *stream* holds from where it is to its end."""
-    return of_chunks(algorithm, iter(lambda: stream.read(_CHUNK), b""))
 
 
 def same_content(digest: str, other: str, reopen: Any) -> bool:
