@@ -11,8 +11,8 @@ then written into the pages just freed. The files most likely to be read soon (f
 route, opened in the viewer right after the scan) are the newest, and stay.
 
 **Writeback.** :func:`start_writeback` asks the kernel to start writing what has arrived of a
-file (``sync_file_range(2)``, which returns without waiting), so that the fsync making the file
-durable waits only for the tail and the journal.
+large file (``sync_file_range(2)``, which returns without waiting), so that the fsync making
+the file durable waits only for the tail and the journal (the spool says when).
 
 **Read-ahead.** :func:`prefetch` asks the kernel to start reading a file that is about to be
 sent (``POSIX_FADV_WILLNEED``), so a sender's disk read of the next file overlaps the network
