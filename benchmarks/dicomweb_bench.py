@@ -18,8 +18,10 @@ Every figure is the median of ``--rounds`` rounds (fresh servers each round, the
 flipped every round), printed for both servers with the ratio Orthanc / Vesalius for times
 (above 1: Vesalius is faster) and Vesalius / Orthanc for rates (above 1: Vesalius is faster):
 the median of the per-round ratios, so that a noisy machine slows both sides of a ratio alike.
-The STOW-RS rows also get a **limit**: how many files of that instance size this disk makes
-durable per second (written, fsync'd, renamed, folder fsync'd), measured in the same rounds.
+The STOW-RS rows also get two **limits**, measured in the same rounds: how many files of that
+instance size this disk makes durable per second (written, fsync'd, renamed, folder fsync'd),
+and how many instances per second the same client posts, in the same requests, to a server
+that reads each body and stores nothing (``null_http.py``, the **sender limit**).
 
 Examples
 --------
@@ -50,11 +52,13 @@ from _common import (
     Dcmtk,
     Endpoint,
     GeneratedData,
+    ManagedProcess,
     OrthancLauncher,
     VesaliusLauncher,
     add_vesalius_options,
     default_vesalius_command,
     find_orthanc_plugin,
+    free_ports,
     fsync_limit,
     generate_data,
     in_requests,
@@ -217,7 +221,11 @@ RATES = ("stow_big_instances_per_s", "stow_small_instances_per_s", "wado_study_m
 LIMIT_SIZES = ("stow_big_instances_per_s", "stow_small_instances_per_s")
 
 
-def report(rounds: list[dict[str, Results]], limits: dict[str, list[float]]) -> dict[str, Any]:
+def report(
+    rounds: list[dict[str, Results]],
+    limits: dict[str, list[float]],
+    senders: dict[str, list[float]],
+) -> dict[str, Any]:
     """Print medians over the rounds, the median per-round ratio, and the limit rows."""
     servers = list(rounds[0])
     keys = list(rounds[0][servers[0]].figures)
@@ -253,6 +261,12 @@ def report(rounds: list[dict[str, Results]], limits: dict[str, list[float]]) -> 
         print(row)
         if key in limits:
             print(f"{'  limit (durable files/s)':34} {statistics.median(limits[key]):12.2f}")
+        if senders.get(key):
+            sent = statistics.median(senders[key])
+            row = f"{'  sender limit (to a null server)':34} {sent:12.2f}"
+            if "vesalius" in servers:
+                row += f"   Vesalius at {median('vesalius', key) / sent:.0%} of it"
+            print(row)
     print("\nratio > 1 means Vesalius is faster (rates: V/O, times: O/V); each ratio is the")
     print("median of the per-round ratios; 'of limit' is Vesalius' rate over the disk's limit")
     return {
@@ -263,8 +277,36 @@ def report(rounds: list[dict[str, Results]], limits: dict[str, list[float]]) -> 
         "ratios": ratios,
         "ratios_per_round": per_round,
         "limits": {key: statistics.median(values) for key, values in limits.items()},
+        "sender_limits": {key: statistics.median(v) for key, v in senders.items() if v},
         "rounds": [{name: result.figures for name, result in r.items()} for r in rounds],
     }
+
+
+@contextlib.contextmanager
+def null_server(workdir: Path) -> Iterator[str]:
+    """The URL of a ``null_http.py`` server for the sender limit, stopped on leaving."""
+    port = free_ports(1)[0]
+    folder = workdir / "null-http"
+    folder.mkdir(parents=True, exist_ok=True)
+    script = Path(__file__).with_name("null_http.py")
+    proc = ManagedProcess(
+        "null_http", [sys.executable, str(script), str(port)], folder / "log", cwd=folder
+    )
+    proc.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.post(url + "/studies", content=b"", timeout=5)
+                break
+            except httpx.TransportError:
+                if proc.exit_code() is not None or time.monotonic() > deadline:
+                    raise BenchError(f"the null server did not start: {proc.log_tail()}") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.stop(timeout=5.0)
 
 
 @contextlib.contextmanager
@@ -366,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             names = [s.strip() for s in args.servers.split(",") if s.strip()]
             rounds: list[dict[str, Results]] = []
             limits: dict[str, list[float]] = {key: [] for key in LIMIT_SIZES}
+            senders: dict[str, list[float]] = {key: [] for key in LIMIT_SIZES}
             for number in range(args.rounds):
                 order = names if number % 2 == 0 else names[::-1]
                 this: dict[str, Results] = {}
@@ -375,6 +418,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ):
                     size = dataset.nbytes // max(1, len(_files(dataset)))
                     limits[key].append(fsync_limit(root / "limit", size))
+                with null_server(root) as sink:
+                    senders["stow_big_instances_per_s"].append(
+                        stow(sink, _files(big), args.batch, args.parallel, {})
+                    )
+                    senders["stow_small_instances_per_s"].append(
+                        stow(sink, _files(small), args.batch, args.parallel, {})
+                    )
                 for name in order:
                     print(f"round {number + 1}/{args.rounds}, {name}:")
                     with _server(name, args, dcmtk, root) as (base, version, auth):
@@ -382,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         measure(name, base, data, args, result, auth)
                         this[name] = result
                 rounds.append(this)
-            summary = report(rounds, limits)
+            summary = report(rounds, limits, senders)
             summary["data"] = {
                 "small_studies": args.studies,
                 "big_series_instances": args.series_instances,
