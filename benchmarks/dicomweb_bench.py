@@ -295,15 +295,7 @@ def null_server(workdir: Path) -> Iterator[str]:
     proc.start()
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.post(url + "/studies", content=b"", timeout=5)
-                break
-            except httpx.TransportError:
-                if proc.exit_code() is not None or time.monotonic() > deadline:
-                    raise BenchError(f"the null server did not start: {proc.log_tail()}") from None
-                time.sleep(0.1)
+        wait_http(url, timeout=30)
         yield url
     finally:
         proc.stop(timeout=5.0)
