@@ -404,19 +404,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             for number in range(args.rounds):
                 order = names if number % 2 == 0 else names[::-1]
                 this: dict[str, Results] = {}
-                for key, dataset in (
-                    ("stow_big_instances_per_s", big),
-                    ("stow_small_instances_per_s", small),
-                ):
-                    size = dataset.nbytes // max(1, len(_files(dataset)))
-                    limits[key].append(fsync_limit(root / "limit", size))
                 with null_server(root) as sink:
-                    senders["stow_big_instances_per_s"].append(
-                        stow(sink, _files(big), args.batch, args.parallel, {})
-                    )
-                    senders["stow_small_instances_per_s"].append(
-                        stow(sink, _files(small), args.batch, args.parallel, {})
-                    )
+                    for key, dataset in (
+                        ("stow_big_instances_per_s", big),
+                        ("stow_small_instances_per_s", small),
+                    ):
+                        files = _files(dataset)
+                        size = dataset.nbytes // max(1, len(files))
+                        limits[key].append(fsync_limit(root / "limit", size))
+                        senders[key].append(stow(sink, files, args.batch, args.parallel, {}))
                 for name in order:
                     print(f"round {number + 1}/{args.rounds}, {name}:")
                     with _server(name, args, dcmtk, root) as (base, version, auth):
