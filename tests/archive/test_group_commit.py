@@ -124,3 +124,62 @@ def test_many_callers_through_small_batches_each_get_their_own_outcome(
     assert results == {n: f"step {n} fails" if n % 7 == 0 else n for n in range(40)}
     assert rows.pending() == 0
     assert rows.batches >= 40 // 3  # never more than max_batch steps in one commit
+
+
+@pytest.mark.parametrize("with_conflict", [True, False])
+def test_stores_on_one_loop_share_the_commit_of_its_turn_and_a_conflict_fails_alone(
+    container: Any, with_conflict: bool
+) -> None:
+    """Stores run on one event loop with a CommitBatch (the STOW-RS parts of small
+    instances) commit their rows together: one transaction for all that reached their
+    commit in one turn of the loop. A conflicting one fails alone and leaves no file."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vesalius.archive.inline import CommitBatch, await_steps
+    from vesalius.archive.parse import write_spool
+
+    archive = container.archive
+    rows = archive.rows
+    first = make_dataset()
+    archive.store(encoded(first))
+    conflicting = make_dataset(SeriesInstanceUID=first.SeriesInstanceUID)
+    good = [make_dataset(StudyInstanceUID=uid(), PatientID="LOOP") for _ in range(6)]
+    sent = [*good, conflicting] if with_conflict else good
+    pool = ThreadPoolExecutor(max_workers=4)
+
+    async def offload(function: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, function)
+
+    async def store_all() -> list[Any]:
+        commits = CommitBatch()
+
+        async def one(ds: Dataset) -> Any:
+            spool = archive.blobs.spool()
+            write_spool(spool, encoded(ds))
+            try:
+                outcome = await await_steps(archive.store_steps(spool, "test"), offload, commits)
+            except Exception as exc:  # checked below
+                return exc
+            return outcome.status
+
+        return list(await asyncio.gather(*(one(ds) for ds in sent)))
+
+    batches_before, steps_before, reruns_before = rows.batches, rows.steps, rows.reruns
+    try:
+        results = asyncio.run(store_all())
+    finally:
+        pool.shutdown()
+    if archive.db.log is not None:  # the embedded index: rows commit while files flush
+        assert rows.batches - batches_before == 1
+    else:  # each commits once its file is flushed: those flushed in one turn, together
+        assert 1 <= rows.batches - batches_before <= len(sent)
+    assert rows.steps - steps_before == len(sent)
+    assert rows.reruns - reruns_before == (1 if with_conflict else 0)
+    assert results[: len(good)] == ["stored"] * len(good)
+    if with_conflict:
+        assert isinstance(results[-1], SeriesConflict)
+    totals = archive.totals()
+    assert (totals.studies, totals.instances) == (1 + len(good), 1 + len(good))
+    assert list(archive.iter_orphans()) == []
+    assert archive.blobs.stale_temporaries() == []

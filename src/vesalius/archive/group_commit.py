@@ -130,6 +130,21 @@ class GroupCommit:
                 self._hand_on()
         return waiting.result()
 
+    def run_many(self, steps: list[Step]) -> list[Outcome]:
+        """Run *steps* in one transaction now, each failing alone; returns their outcomes.
+
+        For a caller that gathered the steps itself (:class:`~vesalius.archive.inline.
+        CommitBatch`). It does not queue: a batch led by another thread meanwhile is
+        serialised with it by the database's write lock.
+        """
+        batch = [_Waiting(step) for step in steps]
+        self._local.leading = True
+        try:
+            self._commit(batch)
+        finally:
+            self._local.leading = False
+        return [waiting.outcome for waiting in batch]  # type: ignore[misc]
+
     def _hand_on(self) -> None:
         """Ask the caller of the first queued step to lead the next batch (under the lock)."""
         self._leading = bool(self._queue)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from vesalius import jobs
 from vesalius.archive.group_commit import GroupCommit, RunIsolated, first_pass
-from vesalius.archive.inline import Background, Steps, run_steps
+from vesalius.archive.inline import Background, Commit, Steps, run_steps
 from vesalius.archive.parse import (
     ParsedInstance,
     parse_file,
@@ -404,7 +404,7 @@ class Archive:
             blob = yield placed.sync
         finally:
             placed.abandon()  # a store given up before its flush leaves no file
-        return self._index_new(parsed, blob, origin, retry=True)
+        return (yield from self._index_new(parsed, blob, origin, retry=True))
 
     def _index_while_flushing(
         self, parsed: ParsedInstance, placed: PlacedBlob, origin: str | None
@@ -427,8 +427,8 @@ class Archive:
         written = placed.info()
         flush = yield Background(placed.sync)
         try:
-            instance_id, new_study = self.rows.run(
-                lambda session: self._index(session, parsed, written, origin)
+            instance_id, new_study = yield Commit(
+                self.rows, lambda session: self._index(session, parsed, written, origin)
             )
         except BaseException as exc:
             try:
@@ -479,12 +479,14 @@ class Archive:
 
     def _index_new(
         self, parsed: ParsedInstance, blob: BlobInfo, origin: str | None, retry: bool
-    ) -> StoreOutcome:
+    ) -> Steps[StoreOutcome]:
         """Index a written blob; on any failure the blob is removed (or kept by a duplicate)."""
         # The unique SOP Instance UID catches re-sends: the common case (a new instance) then
         # costs one blob write and one transaction.
         try:
-            _, new_study = self.rows.run(lambda session: self._index(session, parsed, blob, origin))
+            _, new_study = yield Commit(
+                self.rows, lambda session: self._index(session, parsed, blob, origin)
+            )
         except IntegrityError as exc:
             return self._index_taken(parsed, blob, origin, retry, exc)
         except BaseException:
@@ -515,7 +517,7 @@ class Archive:
         if not retry:
             self._discard(blob.key)
             raise error
-        return self._index_new(parsed, blob, origin, retry=False)  # deleted meanwhile
+        return run_steps(self._index_new(parsed, blob, origin, retry=False))  # deleted meanwhile
 
     def _store_existing(
         self, parsed: ParsedInstance, blob: BlobInfo, existing: InstanceRecord, origin: str | None

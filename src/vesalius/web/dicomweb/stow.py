@@ -177,7 +177,7 @@ class PartSpooler:
     """Writes each part of a STOW-RS body into a spool as it arrives and stores it at its end.
 
     Up to ``IN_FLIGHT`` complete parts (``LARGE_IN_FLIGHT`` large ones) are stored
-    concurrently (in threads) while the body is still read. Whatever happens, no spool
+    concurrently while the body is still read (see :meth:`_store`). Whatever happens, no spool
     outlives the request: :meth:`abort` discards the part being received, and every stored
     part's spool is consumed by the archive.
     """
@@ -266,18 +266,30 @@ class PartSpooler:
                 raise
 
     async def _store(self, spool: Spool, large: bool) -> Outcome:
-        """Store a part: on the loop when it is large enough and no work of the loop is on
-        the pool (``archive.inline``), else on the pool (its thread goes on if the request is
-        cancelled: the spool is always consumed either way).
+        """Store a part on the loop, its flush to the disk on a thread meanwhile.
+
+        A small part always: its rows are committed with those of every part (of any request)
+        that reached its commit in the same turn of the loop (``LoopWork.commits``). A
+        large part when no work of the loop is on the pool (``archive.inline``), else on the
+        pool. Either way the store goes on if the request is cancelled (see
+        :meth:`outcomes`): the spool is always consumed.
 
         Measured with 4 clients sending 25 parts per request: series of 512 KB parts went
-        from 305 to 346 instances/s on the loop, while small one-image parts went from 457
-        down to 383: on the pool up to ``IN_FLIGHT`` small parts of a request share one group
-        commit, and on the loop each commits alone. On the loop, a part's flush to the disk
-        waits on a thread (``LoopWork.run_split``): 516 to 557 instances/s for the series.
+        from 305 to 346 instances/s on the loop, and to 557 with the flush on a thread. Small
+        one-image parts, on the pool so that up to ``IN_FLIGHT`` of a request shared a
+        commit (on the loop each committed alone: 457 down to 383), gained 18% more on the
+        loop with their commits batched per turn (median of 5 interleaved rounds, 5 won,
+        0.18 ms less CPU per instance): up to 40 pool threads had passed the GIL between them.
         """
         try:
-            return await inline_work.of_running_loop().run_split(
+            work = inline_work.of_running_loop()
+            if not large:
+                return await inline_work.await_steps(
+                    stored_part(self.archive, spool, self.study_uid, self.origin),
+                    _on_pool,
+                    work.commits,
+                )
+            return await work.run_split(
                 large,
                 _on_pool,
                 stored_part,
@@ -298,7 +310,8 @@ class PartSpooler:
             writer.spool.discard()
 
     async def outcomes(self) -> list[Outcome]:
-        return list(await asyncio.gather(*self.tasks))
+        """Each part's outcome; a cancelled caller leaves the stores to go on to their end."""
+        return list(await asyncio.gather(*(asyncio.shield(task) for task in self.tasks)))
 
 
 def response_body(result: StowResult, base: str, study_uid: str | None) -> dict[str, Any]:
