@@ -165,3 +165,42 @@ def test_split_work_runs_on_the_loop_beside_split_work_that_waits_not_beside_the
         pool.shutdown()
     assert beside_a_wait == loop_thread
     assert beside_the_pool != loop_thread
+
+
+def test_steps_handed_over_in_one_turn_run_in_groups_and_each_gets_its_own_outcome() -> None:
+    """TurnOffload: the steps of one turn of the loop run on threads, up to `group` after
+    one another on each; each caller gets its own result or its own exception."""
+    from vesalius.archive.inline import TurnOffload
+
+    pool = ThreadPoolExecutor(max_workers=4)
+    offload = TurnOffload(pool, group=4)
+    ran: list[tuple[int, str]] = []
+
+    def step(number: int) -> Any:
+        def run() -> int:
+            ran.append((number, threading.current_thread().name))
+            if number == 2:
+                raise ValueError("step 2 fails")
+            return number * 10
+
+        return run
+
+    async def scenario() -> list[Any]:
+        loop_thread = threading.current_thread().name
+        futures = [offload(step(n)) for n in range(6)]  # all in one turn
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert all(name != loop_thread for _, name in ran)
+        later = await offload(step(7))  # a later turn: a group of its own
+        return [*results, later]
+
+    try:
+        results = asyncio.run(scenario())
+    finally:
+        pool.shutdown()
+    assert results[:2] == [0, 10] and results[3:] == [30, 40, 50, 70]
+    assert isinstance(results[2], ValueError)
+    threads = dict(ran)
+    # Steps 0-3 ran one after the other on one thread, 4-5 on one thread too.
+    assert [n for n, _ in ran if n < 4] == [0, 1, 2, 3]
+    assert len({threads[n] for n in range(4)}) == 1
+    assert len({threads[4], threads[5]}) == 1

@@ -123,24 +123,32 @@ def test_parts_stored_at_once_small_ones_more_than_large_ones(
     sqlite_web: RunningWeb, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Up to IN_FLIGHT parts of a request are stored at once, LARGE_IN_FLIGHT large ones:
-    counted in the step every store waits in, the blob's flush to the disk (slowed here)."""
-    from vesalius.storage.filesystem import PlacedFile
+    counted from a part's file put in place to the end of its flush to the disk (slowed
+    here), which every store waits for."""
+    from vesalius.storage.filesystem import FilesystemBlobStore, PlacedFile
     from vesalius.web.dicomweb.stow import IN_FLIGHT, INLINE_MIN, LARGE_IN_FLIGHT
 
     web = sqlite_web
     lock = threading.Lock()
     busy = {"now": 0, "most": 0}
-    sync = PlacedFile.sync
+    place, sync = FilesystemBlobStore.place_spool, PlacedFile.sync
 
-    def slow_sync(placed: PlacedFile) -> object:
+    def counted_place(store: FilesystemBlobStore, *args: object) -> PlacedFile:
+        placed = place(store, *args)  # type: ignore[arg-type]
         with lock:
             busy["now"] += 1
             busy["most"] = max(busy["most"], busy["now"])
-        time.sleep(0.1)
-        with lock:
-            busy["now"] -= 1
-        return sync(placed)
+        return placed
 
+    def slow_sync(placed: PlacedFile) -> object:
+        time.sleep(0.1)
+        try:
+            return sync(placed)
+        finally:
+            with lock:
+                busy["now"] -= 1
+
+    monkeypatch.setattr(FilesystemBlobStore, "place_spool", counted_place)
     monkeypatch.setattr(PlacedFile, "sync", slow_sync)
 
     def post(parts: list[bytes]) -> int:

@@ -17,7 +17,7 @@ The rows of a store are written by a :class:`Commit` step, run where the steps r
 commit then groups with those of other threads) or, for stores that ask for it, gathered
 with the commits that the other stores of the loop reach in the same turn of it
 (:class:`CommitBatch`, one per loop): small STOW-RS parts, which used to go to the pool only
-to share a commit.
+to share a commit. Their flushes go to threads a few at a time (:class:`TurnOffload`).
 
 C-STORE, STOW-RS and C-FIND ask :class:`LoopWork`; each decides *whether* a piece of work may
 run inline (its size, whether it would hold other clients), this module *when* it may.
@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Generator
+from concurrent.futures import Executor
 from typing import Any, TypeAlias, TypeVar
 
 T = TypeVar("T")
@@ -126,6 +127,60 @@ class CommitBatch:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
+
+
+class TurnOffload:
+    """An offload for :func:`await_steps` that runs the steps handed to it in one turn of a
+    loop on *executor* threads, up to *group* of them one after another on each thread, and
+    wakes the loop once per group rather than once per step.
+
+    Each hand-off to a thread and back costs a submit, a wake of the thread, a wake of the
+    loop and the GIL passing between them; for the flush of a small file that was more than
+    the fsync itself.
+    """
+
+    def __init__(self, executor: Executor, group: int) -> None:
+        self.executor = executor
+        self.group = group
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Handed]] = {}
+
+    def __call__(self, function: Callable[[], Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+            loop.call_soon(self._submit, loop)
+        pending.append((function, future))
+        return future
+
+    def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
+        pending = self._pending.pop(loop)
+        for start in range(0, len(pending), self.group):
+            self.executor.submit(_run_group, loop, pending[start : start + self.group])
+
+
+_Handed: TypeAlias = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+
+
+def _run_group(loop: asyncio.AbstractEventLoop, group: list[_Handed]) -> None:
+    outcomes: list[tuple[bool, Any]] = []
+    for function, _ in group:
+        try:
+            outcomes.append((True, function()))
+        except BaseException as exc:  # handed to the step's caller, as a thread's future would
+            outcomes.append((False, exc))
+    loop.call_soon_threadsafe(_settle, group, outcomes)
+
+
+def _settle(group: list[_Handed], outcomes: list[tuple[bool, Any]]) -> None:
+    for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+        if future.cancelled():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 Step: TypeAlias = Callable[[], Any] | Background | Started | Commit

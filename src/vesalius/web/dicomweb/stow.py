@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from vesalius.archive import inline as inline_work
-from vesalius.archive.inline import Steps, run_steps
+from vesalius.archive.inline import Steps, TurnOffload, run_steps
 from vesalius.archive.parse import Part10Writer, write_spool
 from vesalius.archive.service import Archive, StoreStatus
 from vesalius.config import Settings
@@ -76,6 +76,13 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 # Parts stored on a thread, and the flushes of those stored on the loop (as many threads as
 # anyio's pool has, which Starlette's run_in_threadpool uses).
 _POOL = ThreadPoolExecutor(max_workers=40, thread_name_prefix="stow")
+
+
+# The flushes of small parts stored on the loop: those of one turn of it in groups of up to
+# 4 per pool thread. With 4 clients posting 25 one-image studies per request, a hand-off per
+# part cost 0.15-0.25 ms of CPU per instance more: +15% instances/s in groups of 4 (5 of 5
+# interleaved rounds; all in one group on one thread +10%, groups of 8 +11%).
+_FLUSHES = TurnOffload(_POOL, group=4)
 
 
 def _on_pool(function: Any, *args: Any) -> asyncio.Future[Any]:
@@ -269,7 +276,8 @@ class PartSpooler:
         """Store a part on the loop, its flush to the disk on a thread meanwhile.
 
         A small part always: its rows are committed with those of every part (of any request)
-        that reached its commit in the same turn of the loop (``LoopWork.commits``). A
+        that reached its commit in the same turn of the loop (``LoopWork.commits``), and its
+        flush runs with those of that turn, a few to a thread (:data:`_FLUSHES`). A
         large part when no work of the loop is on the pool (``archive.inline``), else on the
         pool. Either way the store goes on if the request is cancelled (see
         :meth:`outcomes`): the spool is always consumed.
@@ -286,7 +294,7 @@ class PartSpooler:
             if not large:
                 return await inline_work.await_steps(
                     stored_part(self.archive, spool, self.study_uid, self.origin),
-                    _on_pool,
+                    _FLUSHES,
                     work.commits,
                 )
             return await work.run_split(
