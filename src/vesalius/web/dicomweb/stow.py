@@ -63,7 +63,7 @@ ELEMENTS_DISCARDED = 0xB006
 # per instance) and 64 no more than 32.
 IN_FLIGHT = 32
 LARGE_IN_FLIGHT = 4  # of which parts of INLINE_MIN bytes or more
-INLINE_MIN = 256 * 1024  # bytes: a smaller part is always stored on the loop, see PartSpooler._store
+INLINE_MIN = 256 * 1024  # bytes: a smaller part is always stored on the loop (PartSpooler._store)
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Every instance stored", "content": {"application/dicom+json": {}}},
