@@ -120,13 +120,7 @@ class CommitBatch:
                 outcomes = items[0][0].rows.run_many([commit.step for commit, _ in items])
             except Exception as exc:  # handed to each store that waits for it
                 outcomes = [(False, exc)] * len(items)
-            for (ok, value), (_, future) in zip(outcomes, items, strict=True):
-                if future.cancelled():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+            _settle([future for _, future in items], outcomes)
 
 
 class TurnOffload:
@@ -170,11 +164,12 @@ def _run_group(loop: asyncio.AbstractEventLoop, group: list[_Handed]) -> None:
             outcomes.append((True, function()))
         except BaseException as exc:  # handed to the step's caller, as a thread's future would
             outcomes.append((False, exc))
-    loop.call_soon_threadsafe(_settle, group, outcomes)
+    loop.call_soon_threadsafe(_settle, [future for _, future in group], outcomes)
 
 
-def _settle(group: list[_Handed], outcomes: list[tuple[bool, Any]]) -> None:
-    for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+def _settle(futures: list[asyncio.Future[Any]], outcomes: list[tuple[bool, Any]]) -> None:
+    """Give each future its outcome, a result or an exception (unless it was cancelled)."""
+    for future, (ok, value) in zip(futures, outcomes, strict=True):
         if future.cancelled():
             continue
         if ok:
