@@ -143,7 +143,11 @@ class GroupCommit:
             self._commit(batch)
         finally:
             self._local.leading = False
-        return [waiting.outcome for waiting in batch]  # type: ignore[misc]
+        outcomes: list[Outcome] = []
+        for waiting in batch:
+            assert waiting.outcome is not None  # _commit settles every step it is given
+            outcomes.append(waiting.outcome)
+        return outcomes
 
     def _hand_on(self) -> None:
         """Ask the caller of the first queued step to lead the next batch (under the lock)."""
