@@ -95,24 +95,42 @@ class Commit:
         return self.rows.run(self.step)
 
 
-class CommitBatch:
+_Handed: TypeAlias = tuple[Any, "asyncio.Future[Any]"]  # an item, and the future of its outcome
+
+
+class _PerTurn:
+    """Items handed over during one turn of a loop, dealt with together at its next turn
+    (:meth:`_turn`); each caller gets a future of its own item's outcome."""
+
+    def __init__(self) -> None:
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Handed]] = {}
+
+    def _gather(self, item: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+            loop.call_soon(self._next_turn, loop)
+        pending.append((item, future))
+        return future
+
+    def _next_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._turn(loop, self._pending.pop(loop))
+
+    def _turn(self, loop: asyncio.AbstractEventLoop, pending: list[_Handed]) -> None:
+        raise NotImplementedError
+
+
+class CommitBatch(_PerTurn):
     """The :class:`Commit` steps that the stores of one event loop reach in one turn of it,
     committed together at the next turn, in one transaction (each failing alone)."""
 
-    def __init__(self) -> None:
-        self._pending: list[tuple[Commit, asyncio.Future[Any]]] = []
-
     def submit(self, commit: Commit) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._run)
-        self._pending.append((commit, future))
-        return future
+        return self._gather(commit)
 
-    def _run(self) -> None:
-        pending, self._pending = self._pending, []
-        by_rows: dict[int, list[tuple[Commit, asyncio.Future[Any]]]] = {}
+    def _turn(self, loop: asyncio.AbstractEventLoop, pending: list[_Handed]) -> None:
+        by_rows: dict[int, list[_Handed]] = {}
         for item in pending:
             by_rows.setdefault(id(item[0].rows), []).append(item)
         for items in by_rows.values():
@@ -123,7 +141,7 @@ class CommitBatch:
             _settle([future for _, future in items], outcomes)
 
 
-class TurnOffload:
+class TurnOffload(_PerTurn):
     """An offload for :func:`await_steps` that runs the steps handed to it in one turn of a
     loop on *executor* threads, up to *group* of them one after another on each thread, and
     wakes the loop once per group rather than once per step.
@@ -134,27 +152,16 @@ class TurnOffload:
     """
 
     def __init__(self, executor: Executor, group: int) -> None:
+        super().__init__()
         self.executor = executor
         self.group = group
-        self._pending: dict[asyncio.AbstractEventLoop, list[_Handed]] = {}
 
     def __call__(self, function: Callable[[], Any]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        pending = self._pending.get(loop)
-        if pending is None:
-            pending = self._pending[loop] = []
-            loop.call_soon(self._submit, loop)
-        pending.append((function, future))
-        return future
+        return self._gather(function)
 
-    def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
-        pending = self._pending.pop(loop)
+    def _turn(self, loop: asyncio.AbstractEventLoop, pending: list[_Handed]) -> None:
         for start in range(0, len(pending), self.group):
             self.executor.submit(_run_group, loop, pending[start : start + self.group])
-
-
-_Handed: TypeAlias = tuple[Callable[[], Any], "asyncio.Future[Any]"]
 
 
 def _run_group(loop: asyncio.AbstractEventLoop, group: list[_Handed]) -> None:

@@ -300,7 +300,7 @@ class PartSpooler:
                     work.commits,
                 )
             return await work.run_split(
-                large,
+                True,
                 _on_pool,
                 stored_part,
                 self.archive,
