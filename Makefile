@@ -3,7 +3,8 @@
 #   make test   installs what the tests need (DCMTK, Chromium, Orthanc, database drivers) and runs every test
 
 VENV ?= .venv
-PYTHON ?= python3
+# The distribution's own Python where it can (scripts/pick-python says why); PYTHON=... to choose.
+PYTHON ?= $(shell scripts/pick-python)
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 

@@ -17,8 +17,10 @@ rounds, not by one round.
 
 A variant is a git revision (checked out into a temporary worktree, removed at the end) or a
 folder holding ``src/vesalius``; all run with this checkout's venv (``PYTHONPATH=<tree>/src``),
-so only the code differs. Each tree is checked to be the one Python imports: a ``PYTHONPATH``
-that does not exist would silently fall back to this checkout.
+so only the code differs, except a folder with a venv of its own (``<folder>/.venv``), which
+runs with that one: so two interpreters, or two sets of dependencies, can be compared. Each
+tree is checked to be the one Python imports: a ``PYTHONPATH`` that does not exist would
+silently fall back to this checkout.
 
 Loads (``--load``):
 
@@ -89,6 +91,7 @@ class Variant:
     name: str
     tree: Path | None
     worktree: bool = False  # made here; removed at the end
+    venv: Path | None = None  # a venv of the variant's own, else this checkout's
     rates: list[float] = field(default_factory=list)
     cpu_ms: list[float] = field(default_factory=list)
 
@@ -106,7 +109,10 @@ def make_variant(spec: str, scratch: Path) -> Variant:
         name, target = spec, spec
     folder = Path(target).expanduser()
     if (folder / "src" / "vesalius").is_dir():
-        return Variant(name, folder.resolve())
+        venv = folder / ".venv"
+        return Variant(
+            name, folder.resolve(), venv=venv if (venv / "bin" / "vesalius").exists() else None
+        )
     commit = _git("rev-parse", "--verify", "--quiet", f"{target}^{{commit}}").stdout.strip()
     if not commit:
         raise BenchError(
@@ -118,6 +124,11 @@ def make_variant(spec: str, scratch: Path) -> Variant:
     if added.returncode != 0:
         raise BenchError(f"git worktree add for {spec!r} failed: {added.stderr.strip()}")
     return Variant(name, tree, worktree=True)
+
+
+def python_of(variant: Variant) -> str:
+    """The interpreter that runs *variant*."""
+    return str(variant.venv / "bin" / "python") if variant.venv is not None else sys.executable
 
 
 def check_imports(variant: Variant, python: str) -> None:
@@ -167,7 +178,9 @@ def serving(
         )  # fmt: skip
     else:
         launcher = VesaliusLauncher(
-            default_vesalius_command(),
+            [str(variant.venv / "bin" / "vesalius"), "serve"]
+            if variant.venv is not None
+            else default_vesalius_command(),
             dcmtk,
             workdir,
             workers=args.vesalius_workers,
@@ -342,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 for spec in args.variant:
                     variants.append(make_variant(spec, Path(tmp)))
-                    check_imports(variants[-1], sys.executable)
+                    check_imports(variants[-1], python_of(variants[-1]))
                 if args.orthanc:
                     variants.append(Variant(ORTHANC, None))
                 measure(args, variants, Path(tmp), console)
