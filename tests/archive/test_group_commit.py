@@ -170,12 +170,16 @@ def test_stores_on_one_loop_share_the_commit_of_its_turn_and_a_conflict_fails_al
         results = asyncio.run(store_all())
     finally:
         pool.shutdown()
+    reruns = rows.reruns - reruns_before  # 1: the conflict shared its batch, which ran again
     if archive.db.log is not None:  # the embedded index: rows commit while files flush
         assert rows.batches - batches_before == 1
-    else:  # each commits once its file is flushed: those flushed in one turn, together
+        assert reruns == (1 if with_conflict else 0)
+    else:  # each commits once its file is flushed: those flushed in one turn, together, so
+        # the conflict may have been alone in its batch (no rerun)
         assert 1 <= rows.batches - batches_before <= len(sent)
-    assert rows.steps - steps_before == len(sent)
-    assert rows.reruns - reruns_before == (1 if with_conflict else 0)
+        assert reruns in ((0, 1) if with_conflict else (0,))
+    failed_alone = 1 if with_conflict and not reruns else 0  # a batch of one that failed
+    assert rows.steps - steps_before == len(sent) - failed_alone
     assert results[: len(good)] == ["stored"] * len(good)
     if with_conflict:
         assert isinstance(results[-1], SeriesConflict)
