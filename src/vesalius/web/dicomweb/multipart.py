@@ -5,12 +5,19 @@ The reader is incremental: it is fed the request body chunk by chunk and hands b
 that could begin a boundary, so a part of any size streams through to where it is stored
 (STOW-RS writes it to a spool). :meth:`MultipartReader.feed` gathers whole parts instead, for
 small bodies.
+
+The delimiter is searched with StringZilla's SIMD search: in 512 KB of image data, Python's
+``bytes.find`` took 85-120 µs for a 30-byte delimiter (its filter of the delimiter's bytes
+lets through most positions of binary data), StringZilla 13-22 µs; with 25 images to a request
+that was 3-4% of the CPU a STOW-RS instance costs.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+
+from stringzilla import Str
 
 
 class MultipartError(ValueError):
@@ -168,7 +175,7 @@ class MultipartReader:
                 del self._buffer[: end + 4]
                 self._state = "body"
             elif self._state == "body":
-                index = self._buffer.find(self._delimiter)
+                index = _find(self._buffer, self._delimiter)
                 if index < 0:
                     # keep what could be the start of a delimiter split across chunks
                     ready = len(self._buffer) - len(self._delimiter) + 1
@@ -191,14 +198,14 @@ class MultipartReader:
         if self._buffer:  # a delimiter may begin in the held bytes and end in the chunk
             held = len(self._buffer)
             joined = bytes(self._buffer) + chunk[: size - 1]
-            index = joined.find(self._delimiter)
+            index = _find(joined, self._delimiter)
             if index >= 0:  # it begins in the held bytes (it cannot fit in the chunk's part)
                 self._buffer.clear()
                 self._end_part(joined[:index], events)
                 return view[index + size - held :]
             events.append(PartData(bytes(self._buffer)))
             self._buffer.clear()
-        index = chunk.find(self._delimiter)
+        index = _find(chunk, self._delimiter)
         if index < 0:
             ready = len(chunk) - size + 1  # at least 1: the chunk is a delimiter long
             events.append(PartData(view[:ready]))
@@ -228,6 +235,11 @@ class MultipartReader:
         del self._buffer[: index + len(self._delimiter)]
         self._state = "after-boundary"
         return True
+
+
+def _find(data: bytes | bytearray | memoryview, needle: bytes) -> int:
+    """Where *needle* first begins in *data*, or -1 (see the module docstring)."""
+    return int(Str(data).find(needle))
 
 
 def _parse_headers(raw: bytes) -> dict[str, str]:
