@@ -8,8 +8,9 @@ small bodies.
 
 The delimiter is searched with StringZilla's SIMD search: in 512 KB of image data, Python's
 ``bytes.find`` took 85-120 µs for a 30-byte delimiter (its filter of the delimiter's bytes
-lets through most positions of binary data), StringZilla 13-22 µs; with 25 images to a request
-that was 3-4% of the CPU a STOW-RS instance costs.
+lets through most positions of binary data), StringZilla 13-22 µs. Reading a 25-part body of
+512 KB images then took 55 µs of CPU per part instead of 116 (a STOW-RS instance of that size
+costs the server about 3 ms in all).
 """
 
 from __future__ import annotations
