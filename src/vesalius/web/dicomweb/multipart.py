@@ -228,7 +228,7 @@ class MultipartReader:
             del self._buffer[: len(self._dash)]
             self._state = "after-boundary"
             return True
-        index = self._buffer.find(self._delimiter)
+        index = _find(self._buffer, self._delimiter)
         if index < 0:
             if len(self._buffer) > 65536:
                 raise MultipartError("the body does not contain the announced boundary")
