@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -136,8 +136,10 @@ class Database:
         # SQLite has one writer at a time; queue ours in-process rather than on the file lock.
         self._sqlite_write_lock = threading.Lock() if self.is_sqlite else None
         self._writers: WriterLock | None = None
+        self._held: HeldWriter | None = None
         if self.is_sqlite and database and database != ":memory:":
             self._writers = WriterLock(Path(f"{Path(database).resolve()}-writer.lock"))
+            self._held = HeldWriter(self.engine.execution_options(**{_WRITE_OPTION: True}))
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -159,8 +161,12 @@ class Database:
         if self._writers is not None:
             self._writers.acquire()
         try:
-            with self._write() as session, session.begin():
-                yield session
+            if self._held is not None:  # under the write lock: one writer at a time
+                with self._held.transaction() as session:
+                    yield session
+            else:
+                with self._write() as session, session.begin():
+                    yield session
             if self.log is not None:
                 self.log.note_commit()
                 if durable:
@@ -188,9 +194,62 @@ class Database:
     def dispose(self) -> None:
         if self.log is not None:
             self.log.stop()
+        if self._held is not None:
+            self._held.close()
         if self._writers is not None:
             self._writers.close()
         self.engine.dispose()
+
+
+class HeldWriter:
+    """One write connection kept open, and one session bound to it, for the writers of a
+    database that take turns on a lock (the embedded index: :attr:`Database._sqlite_write_lock`).
+
+    A write transaction through the pool, a new ``Session`` and its ``begin()`` cost 240 µs
+    of CPU for a stored instance's rows here, and 160 µs on this connection and session: the
+    pool's checkout and reset, the session's construction and its transaction's state machine
+    went, SQLite's work stayed. The session joins the connection's transaction
+    (``conditional_savepoint``): savepoints work as before, and the commit is the
+    connection's. A connection in doubt after a failure is closed, and the next transaction
+    opens another; so is one inherited by a forked process.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: Connection | None = None
+        self._session: Session | None = None
+        self._pid = 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """The session, in a transaction committed when the block ends without error (the
+        caller holds the write lock)."""
+        conn, session = self._conn, self._session
+        if conn is None or session is None or self._pid != os.getpid():
+            conn = self._conn = self.engine.connect()
+            session = self._session = Session(
+                bind=conn, expire_on_commit=False, join_transaction_mode="conditional_savepoint"
+            )
+            self._pid = os.getpid()
+        session.info.clear()
+        try:
+            with conn.begin():
+                yield session
+                session.flush()  # what the block added (Session.commit would have flushed it)
+        except BaseException:
+            if conn.invalidated or conn.in_transaction():  # its rollback failed: not kept
+                self.close()
+            raise
+        finally:
+            if self._session is session:
+                session.close()  # the objects it loaded are detached, as a closed session's
+
+    def close(self) -> None:
+        conn, session, self._conn, self._session = self._conn, self._session, None, None
+        if session is not None:
+            session.close()
+        if conn is not None and self._pid == os.getpid():
+            conn.close()
 
 
 class WriterLock:
