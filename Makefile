@@ -14,7 +14,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# A C compiler and Python's headers build the header scan's C part (setup.py); without them
+# the install goes on and the scan runs in Python, slower.
+CC_PACKAGES := gcc python3-dev
+
 install: $(PY)
+	scripts/install-system-packages $(CC_PACKAGES) || echo "no C compiler: the header scan runs in Python"
 	$(PY) -m pip install --quiet -e .
 	command -v npm >/dev/null || scripts/install-system-packages npm
 	$(PY) scripts/fetch-viewer
@@ -24,7 +29,7 @@ run: install
 	$(VENV)/bin/vesalius serve
 
 install-test: $(PY)
-	scripts/install-system-packages dcmtk chromium orthanc orthanc-dicomweb
+	scripts/install-system-packages $(CC_PACKAGES) dcmtk chromium orthanc orthanc-dicomweb
 	command -v npm >/dev/null || scripts/install-system-packages npm
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m pip install --quiet tests/plugins/example

@@ -26,6 +26,8 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBase
 from dicomgen import make_dataset, make_file, to_bytes
 from vesalius.archive import parse
 from vesalius.archive.parse import ParsedInstance, parse_file, parse_instance, with_preamble
+from vesalius.dicom import rawscan
+from vesalius.dicom.dicomjson import BULK_DATA_THRESHOLD
 from vesalius.dicom.rawscan import NeedMore, Unusual
 from vesalius.errors import InvalidInstance
 
@@ -326,3 +328,64 @@ def test_a_length_overrunning_its_item_is_left_to_pydicom() -> None:
     damaged = data[: at + 6] + struct.pack("<H", 200) + data[at + 8 :]
     assert fast(damaged) is None
     check(damaged)
+
+
+def scanned(data: bytes, walk: Any, complete: bool = True) -> Any:
+    """The raw scan of *data* with the C walker *walk*, or with the Python loop alone (None):
+    what it read, or the name of what it raised."""
+    saved = rawscan._walk
+    rawscan._walk = walk
+    try:
+        return rawscan.scan(
+            data, complete=complete, threshold=BULK_DATA_THRESHOLD, bulk=parse._bulk_uri
+        )
+    except (Unusual, NeedMore) as exc:
+        return type(exc).__name__
+    finally:
+        rawscan._walk = saved
+
+
+def test_the_c_walker_is_built() -> None:
+    # `make install` installs a C compiler; without one the scan is right but slower
+    assert rawscan._walk is not None, "vesalius.dicom._rawwalk was not built: run make install"
+
+
+@pytest.mark.skipif(rawscan._walk is None, reason="vesalius.dicom._rawwalk was not built")
+def test_the_c_walker_reads_every_file_as_the_python_loop_does() -> None:
+    """The C walker reads the plain elements only and leaves every decision to the Python
+    scanner: with or without it, every file scans to the same result or the same refusal."""
+    walk = rawscan._walk
+    files = [Path(p).read_bytes() for p in sorted(get_testdata_files("*")) if Path(p).is_file()]
+    bases = [to_bytes(rich_dataset(s, u)) for s in SYNTAXES for u in (False, True)]
+    bases += [real_header(s) for s in SYNTAXES]
+    rng = random.Random(20261205)
+    mutated = []
+    for i in range(1500):
+        base = bases[i % len(bases)]
+        mutated.append(mutations(base, rng, base.rfind(b"\xe0\x7f\x10\x00") + 12))
+    read = 0
+    for data in [*map(with_preamble, files), *bases, *mutated]:
+        expected = scanned(data, None)
+        assert scanned(data, walk) == expected
+        read += isinstance(expected, rawscan.Scanned)
+    assert read >= 100
+    for base in bases:  # heads that end anywhere
+        for cut in sorted(rng.sample(range(len(base)), 40)):
+            assert scanned(base[:cut], walk, False) == scanned(base[:cut], None, False)
+
+
+@pytest.mark.skipif(rawscan._walk is None, reason="vesalius.dicom._rawwalk was not built")
+def test_the_c_walker_stays_inside_its_bounds() -> None:
+    walk = rawscan._walk
+    data = to_bytes(rich_dataset(ExplicitVRLittleEndian, False))
+    start = rawscan._Scanner(data, True, 1024, parse._bulk_uri).meta(rawscan.PREAMBLE)[1]
+    for pos, limit in ((-5, len(data)), (len(data) + 10, len(data)), (start, 10**12)):
+        out: dict[str, Any] = {}
+        walk(data, pos, limit, -1, out, {}, 10, True, False)  # no read past the data
+    out = {}
+    end, last = walk(data, start, start + 3, -1, out, {}, 10, True, False)
+    assert (end, last, out) == (start, -1, {})  # not even one element header fits
+    end, last = walk(data, start, len(data), -1, out, {}, 0, True, False)
+    assert end > start and last > 0 and out  # a full key cache only stops the caching
+    with pytest.raises(TypeError):
+        walk("text", 0, 4, -1, {}, {}, 10, True, False)
