@@ -126,11 +126,11 @@ static PyObject *item(PyObject *vr, PyObject *values) {
 
 #define DEFER ((PyObject *)Py_None) /* not converted here: Python reads the element */
 
-/* fastjson._strings on ASCII text: a list of its values, DEFER, or NULL on error. */
-static PyObject *strings(const unsigned char *p, Py_ssize_t n) {
-    if (contains(p, n, 0)) {
-        return DEFER;
-    }
+typedef PyObject *(*PartFn)(const unsigned char *p, Py_ssize_t n, int kind);
+
+/* The backslash-separated values of p[0:n], each converted by *part*: a list, DEFER (when a
+   part is), or NULL with an exception set. */
+static PyObject *values(const unsigned char *p, Py_ssize_t n, PartFn part, int kind) {
     PyObject *list = PyList_New(0);
     if (list == NULL) {
         return NULL;
@@ -140,36 +140,50 @@ static PyObject *strings(const unsigned char *p, Py_ssize_t n) {
         if (i < n && p[i] != '\\') {
             continue;
         }
-        Py_ssize_t len = i - start;
-        /* an empty part, or one with white space at either end: pydicom's handling differs
-           by VR (see _strings) */
-        if (len == 0 || is_space(p[start]) || is_space(p[i - 1])) {
+        PyObject *value = part(p + start, i - start, kind);
+        if (value == NULL || value == DEFER) {
             Py_DECREF(list);
-            return DEFER;
+            return value;
         }
-        PyObject *s = ascii_str(p + start, len);
-        if (s == NULL || PyList_Append(list, s) < 0) {
-            Py_XDECREF(s);
+        int failed = PyList_Append(list, value);
+        Py_DECREF(value);
+        if (failed) {
             Py_DECREF(list);
             return NULL;
         }
-        Py_DECREF(s);
         start = i + 1;
     }
     return list;
+}
+
+/* {"vr": vr, "Value": list} from what values() returned. */
+static PyObject *with_values(PyObject *vr, PyObject *list) {
+    if (list == NULL || list == DEFER) {
+        return list;
+    }
+    PyObject *d = item(vr, list);
+    Py_DECREF(list);
+    return d;
+}
+
+/* One value of fastjson._strings: an empty one, or one with white space at either end, is
+   left to Python (pydicom's handling of them differs by VR). */
+static PyObject *string_part(const unsigned char *p, Py_ssize_t n, int kind) {
+    (void)kind;
+    if (n == 0 || is_space(p[0]) || is_space(p[n - 1])) {
+        return DEFER;
+    }
+    return ascii_str(p, n);
 }
 
 static PyObject *text_item(PyObject *vr, const unsigned char *p, Py_ssize_t n) {
     if (n == 0) {
         return item(vr, NULL);
     }
-    PyObject *values = strings(p, n);
-    if (values == NULL || values == DEFER) {
-        return values;
+    if (contains(p, n, 0)) {
+        return DEFER;
     }
-    PyObject *d = item(vr, values);
-    Py_DECREF(values);
-    return d;
+    return with_values(vr, values(p, n, string_part, 0));
 }
 
 static PyObject *single_item(PyObject *vr, PyObject *value) {
@@ -182,9 +196,25 @@ static PyObject *single_item(PyObject *vr, PyObject *value) {
         return NULL;
     }
     PyList_SET_ITEM(list, 0, value); /* steals */
-    PyObject *d = item(vr, list);
-    Py_DECREF(list);
-    return d;
+    return with_values(vr, list);
+}
+
+/* One name of a PN: several component groups, or padding pydicom may keep, go to Python. */
+static PyObject *name_part(const unsigned char *p, Py_ssize_t n, int kind) {
+    if (contains(p, n, '=') || contains(p, n, 0)) {
+        return DEFER;
+    }
+    PyObject *name = string_part(p, n, kind);
+    if (name == NULL || name == DEFER) {
+        return name;
+    }
+    PyObject *entry = PyDict_New();
+    if (entry == NULL || PyDict_SetItem(entry, s_alphabetic, name) < 0) {
+        Py_XDECREF(entry);
+        entry = NULL;
+    }
+    Py_DECREF(name);
+    return entry;
 }
 
 static PyObject *person_names(PyObject *vr, const unsigned char *p, Py_ssize_t n) {
@@ -192,37 +222,7 @@ static PyObject *person_names(PyObject *vr, const unsigned char *p, Py_ssize_t n
     if (n == 0) {
         return item(vr, NULL);
     }
-    PyObject *list = PyList_New(0);
-    if (list == NULL) {
-        return NULL;
-    }
-    Py_ssize_t start = 0;
-    for (Py_ssize_t i = 0; i <= n; i++) {
-        if (i < n && p[i] != '\\') {
-            continue;
-        }
-        Py_ssize_t len = i - start;
-        if (len == 0 || contains(p + start, len, '=') || contains(p + start, len, 0) ||
-            is_space(p[start]) || is_space(p[i - 1])) {
-            Py_DECREF(list);
-            return DEFER; /* several component groups, or padding pydicom may keep */
-        }
-        PyObject *name = ascii_str(p + start, len);
-        PyObject *entry = name == NULL ? NULL : PyDict_New();
-        if (entry == NULL || PyDict_SetItem(entry, s_alphabetic, name) < 0 ||
-            PyList_Append(list, entry) < 0) {
-            Py_XDECREF(name);
-            Py_XDECREF(entry);
-            Py_DECREF(list);
-            return NULL;
-        }
-        Py_DECREF(name);
-        Py_DECREF(entry);
-        start = i + 1;
-    }
-    PyObject *d = item(vr, list);
-    Py_DECREF(list);
-    return d;
+    return with_values(vr, values(p, n, name_part, 0));
 }
 
 /* fastjson's _IS and _DS patterns, as re.fullmatch reads them. */
@@ -279,7 +279,7 @@ static int is_decimal_text(const unsigned char *p, Py_ssize_t n) {
 }
 
 /* One IS or DS value, stripped of spaces and NULs at both ends: int() or float() of it. */
-static PyObject *number(int kind, const unsigned char *p, Py_ssize_t n) {
+static PyObject *number(const unsigned char *p, Py_ssize_t n, int kind) {
     while (n > 0 && (p[0] == ' ' || p[0] == 0)) {
         p++, n--;
     }
@@ -304,44 +304,17 @@ static PyObject *number(int kind, const unsigned char *p, Py_ssize_t n) {
 
 static PyObject *decimal_item(PyObject *vr, int kind, const unsigned char *p, Py_ssize_t n) {
     if (!contains(p, n, '\\')) {
-        Py_ssize_t a = 0, b = n;
-        while (a < b && (p[a] == ' ' || p[a] == 0)) {
+        Py_ssize_t a = 0;
+        while (a < n && (p[a] == ' ' || p[a] == 0)) {
             a++;
         }
-        if (a == b) {
+        if (a == n) {
             return item(vr, NULL);
         }
-        PyObject *value = number(kind, p, n);
-        if (value == NULL || value == DEFER) {
-            return value;
-        }
-        return single_item(vr, value);
+        PyObject *value = number(p, n, kind);
+        return value == DEFER ? value : single_item(vr, value);
     }
-    PyObject *list = PyList_New(0);
-    if (list == NULL) {
-        return NULL;
-    }
-    Py_ssize_t start = 0;
-    for (Py_ssize_t i = 0; i <= n; i++) {
-        if (i < n && p[i] != '\\') {
-            continue;
-        }
-        PyObject *value = number(kind, p + start, i - start);
-        if (value == NULL || value == DEFER) {
-            Py_DECREF(list);
-            return value;
-        }
-        int failed = PyList_Append(list, value);
-        Py_DECREF(value);
-        if (failed) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        start = i + 1;
-    }
-    PyObject *d = item(vr, list);
-    Py_DECREF(list);
-    return d;
+    return with_values(vr, values(p, n, number, kind));
 }
 
 static PyObject *binary_numbers(PyObject *vr, int kind, const unsigned char *p, Py_ssize_t n) {
@@ -400,9 +373,7 @@ static PyObject *binary_numbers(PyObject *vr, int kind, const unsigned char *p, 
         }
         PyList_SET_ITEM(list, i, value);
     }
-    PyObject *d = item(vr, list);
-    Py_DECREF(list);
-    return d;
+    return with_values(vr, list);
 }
 
 static PyObject *attribute_tags(PyObject *vr, const unsigned char *p, Py_ssize_t n) {
@@ -423,9 +394,7 @@ static PyObject *attribute_tags(PyObject *vr, const unsigned char *p, Py_ssize_t
         }
         PyList_SET_ITEM(list, i, s);
     }
-    PyObject *d = item(vr, list);
-    Py_DECREF(list);
-    return d;
+    return with_values(vr, list);
 }
 
 /* The DICOM JSON of one value, DEFER, or NULL with an exception set. */
