@@ -17,8 +17,8 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The VRs read here; any other is left to Python. */
 enum kind {
-    K_NONE = 0,   /* a VR left to Python */
     K_DEFAULT,    /* AE AS CS DA DT TM UI: ASCII whatever the character set */
     K_CHARSET,    /* LO SH UC */
     K_SINGLE,     /* LT ST UT */
@@ -50,7 +50,6 @@ static const VrInfo VRS[] = {
 static PyObject *vr_names[N_VRS];
 static PyObject *s_vr, *s_value, *s_alphabetic;
 
-#define ITEM_END 0xFFFEE00Du
 #define CHARSET 0x00080005u
 #define PIXEL_REPRESENTATION 0x00280103u
 #define UNDEFINED 0xFFFFFFFFu
@@ -67,6 +66,9 @@ static int vr_index(const unsigned char *raw) {
 static inline uint16_t u16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 static inline uint32_t u32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static inline uint64_t u64(const unsigned char *p) {
+    return (uint64_t)u32(p) | ((uint64_t)u32(p + 4) << 32);
 }
 
 /* What str.strip() removes, among ASCII characters. */
@@ -85,6 +87,12 @@ static int all_ascii(const unsigned char *p, Py_ssize_t n) {
 
 static int contains(const unsigned char *p, Py_ssize_t n, unsigned char c) {
     return n > 0 && memchr(p, c, (size_t)n) != NULL;
+}
+
+/* Text that reads the same in every plain character set, without escape sequences (which
+   switch the character set): anything else is left to Python. */
+static int plain_text(const unsigned char *p, Py_ssize_t n) {
+    return all_ascii(p, n) && !contains(p, n, 0x1B);
 }
 
 /* n less the trailing spaces; and less trailing spaces and NULs. */
@@ -283,9 +291,7 @@ static PyObject *number(const unsigned char *p, Py_ssize_t n, int kind) {
     while (n > 0 && (p[0] == ' ' || p[0] == 0)) {
         p++, n--;
     }
-    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == 0)) {
-        n--;
-    }
+    n = rstrip_space_nul(p, n);
     if (kind == K_IS ? !is_integer_text(p, n) : !is_decimal_text(p, n)) {
         return DEFER;
     }
@@ -304,11 +310,7 @@ static PyObject *number(const unsigned char *p, Py_ssize_t n, int kind) {
 
 static PyObject *decimal_item(PyObject *vr, int kind, const unsigned char *p, Py_ssize_t n) {
     if (!contains(p, n, '\\')) {
-        Py_ssize_t a = 0;
-        while (a < n && (p[a] == ' ' || p[a] == 0)) {
-            a++;
-        }
-        if (a == n) {
+        if (rstrip_space_nul(p, n) == 0) { /* only spaces and NULs: no value */
             return item(vr, NULL);
         }
         PyObject *value = number(p, n, kind);
@@ -335,16 +337,8 @@ static PyObject *binary_numbers(PyObject *vr, int kind, const unsigned char *p, 
         case K_SS: value = PyLong_FromLong((int16_t)u16(q)); break;
         case K_UL: value = PyLong_FromUnsignedLong(u32(q)); break;
         case K_SL: value = PyLong_FromLong((int32_t)u32(q)); break;
-        case K_UV: {
-            uint64_t v = (uint64_t)u32(q) | ((uint64_t)u32(q + 4) << 32);
-            value = PyLong_FromUnsignedLongLong(v);
-            break;
-        }
-        case K_SV: {
-            uint64_t v = (uint64_t)u32(q) | ((uint64_t)u32(q + 4) << 32);
-            value = PyLong_FromLongLong((int64_t)v);
-            break;
-        }
+        case K_UV: value = PyLong_FromUnsignedLongLong(u64(q)); break;
+        case K_SV: value = PyLong_FromLongLong((int64_t)u64(q)); break;
         case K_FL: {
             uint32_t bits = u32(q);
             float f;
@@ -357,7 +351,7 @@ static PyObject *binary_numbers(PyObject *vr, int kind, const unsigned char *p, 
             break;
         }
         default: { /* K_FD */
-            uint64_t bits = (uint64_t)u32(q) | ((uint64_t)u32(q + 4) << 32);
+            uint64_t bits = u64(q);
             double d;
             memcpy(&d, &bits, 8);
             if (!isfinite(d)) {
@@ -414,12 +408,12 @@ static PyObject *convert(int index, const unsigned char *p, Py_ssize_t n) {
                                                                    : rstrip_spaces(p, n);
         return text_item(vr, p, n);
     case K_CHARSET:
-        if (!all_ascii(p, n) || contains(p, n, 0x1B)) {
-            return DEFER; /* other characters: the character set decides; escapes switch it */
+        if (!plain_text(p, n)) {
+            return DEFER;
         }
         return text_item(vr, p, rstrip_spaces(p, n));
     case K_SINGLE:
-        if (!all_ascii(p, n) || contains(p, n, 0x1B)) {
+        if (!plain_text(p, n)) {
             return DEFER;
         }
         n = rstrip_space_nul(p, n);
@@ -431,7 +425,7 @@ static PyObject *convert(int index, const unsigned char *p, Py_ssize_t n) {
         }
         return single_item(vr, ascii_str(p, n));
     case K_PN:
-        if (!all_ascii(p, n) || contains(p, n, 0x1B)) {
+        if (!plain_text(p, n)) {
             return DEFER;
         }
         return person_names(vr, p, n);
@@ -475,7 +469,7 @@ static PyObject *walk(PyObject *self, PyObject *args) {
             break;
         }
         int index = vr_index(head + 4);
-        if (index < 0 || VRS[index].kind == K_NONE) {
+        if (index < 0) {
             break;
         }
         Py_ssize_t value_at;
