@@ -339,21 +339,17 @@ static PyObject *binary_numbers(PyObject *vr, int kind, const unsigned char *p, 
         case K_SL: value = PyLong_FromLong((int32_t)u32(q)); break;
         case K_UV: value = PyLong_FromUnsignedLongLong(u64(q)); break;
         case K_SV: value = PyLong_FromLongLong((int64_t)u64(q)); break;
-        case K_FL: {
-            uint32_t bits = u32(q);
-            float f;
-            memcpy(&f, &bits, 4);
-            if (!isfinite(f)) {
-                Py_DECREF(list);
-                return DEFER;
-            }
-            value = PyFloat_FromDouble((double)f);
-            break;
-        }
-        default: { /* K_FD */
-            uint64_t bits = u64(q);
+        default: { /* K_FL, K_FD */
             double d;
-            memcpy(&d, &bits, 8);
+            if (kind == K_FL) {
+                uint32_t bits = u32(q);
+                float f;
+                memcpy(&f, &bits, 4);
+                d = f;
+            } else {
+                uint64_t bits = u64(q);
+                memcpy(&d, &bits, 8);
+            }
             if (!isfinite(d)) {
                 Py_DECREF(list);
                 return DEFER;
