@@ -130,16 +130,15 @@ class Database:
         if lazy and database and database != ":memory:":
             self.log = IndexLog(Path(database).resolve(), flush_interval)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
-        self._write = sessionmaker(
-            self.engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
-        )
+        writing = self.engine.execution_options(**{_WRITE_OPTION: True})  # BEGIN IMMEDIATE
+        self._write = sessionmaker(writing, expire_on_commit=False)
         # SQLite has one writer at a time; queue ours in-process rather than on the file lock.
         self._sqlite_write_lock = threading.Lock() if self.is_sqlite else None
         self._writers: WriterLock | None = None
         self._held: HeldWriter | None = None
         if self.is_sqlite and database and database != ":memory:":
             self._writers = WriterLock(Path(f"{Path(database).resolve()}-writer.lock"))
-            self._held = HeldWriter(self.engine.execution_options(**{_WRITE_OPTION: True}))
+            self._held = HeldWriter(writing)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
