@@ -11,6 +11,7 @@ import uvicorn
 
 from vesalius.container import Container
 from vesalius.web.app import create_app
+from vesalius.web.http_protocol import BodyProtocol
 
 
 @contextmanager
@@ -18,6 +19,7 @@ def running_app(container: Container) -> Iterator[str]:
     """Run the app of *container* with uvicorn in a thread; yields its base URL."""
     config = uvicorn.Config(
         create_app(container),
+        http=BodyProtocol,  # as `vesalius serve` runs it
         host="127.0.0.1",
         port=0,
         log_level="warning",

@@ -264,8 +264,11 @@ def _http_app(container: Container) -> Any:
 def _serve_http(settings: Settings, app: Any, stop: threading.Event) -> None:
     import uvicorn
 
+    from vesalius.web.http_protocol import BodyProtocol
+
     config = uvicorn.Config(
         app,
+        http=BodyProtocol,
         host=settings.http_host,
         port=settings.http_port,
         log_level=settings.log_level.lower(),

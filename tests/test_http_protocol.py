@@ -1,0 +1,140 @@
+"""The HTTP protocol `vesalius serve` runs (:mod:`vesalius.web.http_protocol`), for real:
+uvicorn on an ephemeral port, raw sockets as clients, bodies cut every way HTTP allows."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import uvicorn
+
+from vesalius.web.http_protocol import BodyProtocol
+
+
+async def _digest_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers ``<bytes received> <sha256 of them>`` for every request body."""
+    assert scope["type"] == "http"
+    hasher = hashlib.sha256()
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        body = message.get("body", b"")
+        assert isinstance(body, bytes)  # the ASGI spec: a byte string
+        hasher.update(body)
+        size += len(body)
+        if not message.get("more_body", False):
+            break
+    answer = f"{size} {hasher.hexdigest()}".encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(answer)).encode())]})  # fmt: skip
+    await send({"type": "http.response.body", "body": answer})
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    config = uvicorn.Config(
+        _digest_app, host="127.0.0.1", port=0, http=BodyProtocol, lifespan="off",
+        log_level="warning", access_log=False,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.005)
+    yield server.servers[0].sockets[0].getsockname()[1]
+    server.should_exit = True
+    thread.join(timeout=20)
+
+
+@contextmanager
+def _connection(port: int) -> Iterator[socket.socket]:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        yield sock
+
+
+def _answers(sock: socket.socket, count: int) -> list[str]:
+    """Read *count* responses; their bodies."""
+    data = b""
+    bodies: list[str] = []
+    while len(bodies) < count:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = data[:head_end].decode()
+            assert head.startswith("HTTP/1.1 200"), head
+            length = int(head.lower().split("content-length:")[1].split("\r\n")[0])
+            end = head_end + 4 + length
+            if len(data) >= end:
+                bodies.append(data[head_end + 4 : end].decode())
+                data = data[end:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    return bodies
+
+
+def _expected(body: bytes) -> str:
+    return f"{len(body)} {hashlib.sha256(body).hexdigest()}"
+
+
+def _head(length: int | None) -> bytes:
+    framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    return f"POST /x HTTP/1.1\r\nHost: test\r\n{framing}\r\n\r\n".encode()
+
+
+def _chunked(pieces: list[bytes]) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+def test_large_body_in_one_send(port: int) -> None:
+    body = os.urandom(3 * 1024 * 1024 + 17)
+    with _connection(port) as sock:
+        sock.sendall(_head(len(body)) + body)
+        assert _answers(sock, 1) == [_expected(body)]
+
+
+def test_body_sent_in_small_pieces_with_pauses(port: int) -> None:
+    body = os.urandom(200_003)
+    with _connection(port) as sock:
+        sock.sendall(_head(len(body)))
+        for start in range(0, len(body), 7_919):
+            sock.sendall(body[start : start + 7_919])
+            time.sleep(0.001)
+        assert _answers(sock, 1) == [_expected(body)]
+
+
+def test_many_tiny_chunks_gathered_before_the_application_reads(port: int) -> None:
+    """Thousands of body pieces parsed from one read reach ``on_body`` before the
+    application takes any: they are gathered in one buffer (not by copying all so far each
+    time), and arrive whole and in order."""
+    pieces = [bytes([i % 251]) * (1 + i % 5) for i in range(20_000)]
+    with _connection(port) as sock:
+        sock.sendall(_head(None) + _chunked(pieces))
+        assert _answers(sock, 1) == [_expected(b"".join(pieces))]
+
+
+def test_pipelined_requests_keep_their_own_bodies(port: int) -> None:
+    bodies = [os.urandom(n) for n in (0, 1, 70_000, 300_000)]
+    with _connection(port) as sock:
+        sock.sendall(b"".join(_head(len(b)) + b for b in bodies))
+        assert _answers(sock, len(bodies)) == [_expected(b) for b in bodies]
+
+
+def test_a_client_gone_mid_body_leaves_the_server_serving(port: int) -> None:
+    with _connection(port) as sock:
+        sock.sendall(_head(1_000_000) + os.urandom(100_000))
+    body = os.urandom(50_000)
+    with _connection(port) as sock:
+        sock.sendall(_head(len(body)) + body)
+        assert _answers(sock, 1) == [_expected(body)]
