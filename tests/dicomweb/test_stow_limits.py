@@ -126,7 +126,7 @@ def test_parts_stored_at_once_small_ones_more_than_large_ones(
     counted from a part's file put in place to the end of its flush to the disk (slowed
     here), which every store waits for."""
     from vesalius.storage.filesystem import FilesystemBlobStore, PlacedFile
-    from vesalius.web.dicomweb.stow import IN_FLIGHT, INLINE_MIN, LARGE_IN_FLIGHT
+    from vesalius.web.dicomweb.stow import IN_FLIGHT, LARGE_IN_FLIGHT, LARGE_MIN
 
     web = sqlite_web
     lock = threading.Lock()
@@ -163,6 +163,6 @@ def test_parts_stored_at_once_small_ones_more_than_large_ones(
     small = [make_file() for _ in range(IN_FLIGHT + 4)]
     assert LARGE_IN_FLIGHT < post(small) <= IN_FLIGHT
     large = [make_file(rows=400, columns=400) for _ in range(LARGE_IN_FLIGHT + 3)]
-    assert all(len(part) >= INLINE_MIN for part in large)
+    assert all(len(part) >= LARGE_MIN for part in large)
     assert 1 < post(large) <= LARGE_IN_FLIGHT
     assert web.archive.totals().instances == len(small) + len(large)

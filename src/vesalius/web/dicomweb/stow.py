@@ -65,8 +65,8 @@ ELEMENTS_DISCARDED = 0xB006
 # the fifth part to arrive stopped the body's reading until the first was committed. 32
 # gained no more than 16.
 IN_FLIGHT = 32
-LARGE_IN_FLIGHT = 16  # of which parts of INLINE_MIN bytes or more
-INLINE_MIN = 256 * 1024  # bytes: a smaller part is always stored on the loop (PartSpooler._store)
+LARGE_IN_FLIGHT = 16  # of which parts of LARGE_MIN bytes or more
+LARGE_MIN = 256 * 1024  # bytes
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Every instance stored", "content": {"application/dicom+json": {}}},
@@ -78,24 +78,12 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-# Parts stored on a thread, and the flushes of those stored on the loop (as many threads as
-# anyio's pool has, which Starlette's run_in_threadpool uses).
-_POOL = ThreadPoolExecutor(max_workers=40, thread_name_prefix="stow")
-
-
-# The flushes of small parts stored on the loop: those of one turn of it in groups of up to
-# 4 per pool thread. With 4 clients posting 25 one-image studies per request, a hand-off per
+# The flushes of the parts stored on the loop (as many threads as anyio's pool has, which
+# Starlette's run_in_threadpool uses): those of one turn of it in groups of up to 4 per
+# thread. With 4 clients posting 25 one-image studies per request, a hand-off per
 # part cost 0.15-0.25 ms of CPU per instance more: +15% instances/s in groups of 4 (5 of 5
 # interleaved rounds; all in one group on one thread +10%, groups of 8 +11%).
-_FLUSHES = TurnOffload(_POOL, group=4)
-
-
-def _on_pool(function: Any, *args: Any) -> asyncio.Future[Any]:
-    """*function* submitted to the pool now. A coroutine (``run_in_threadpool``) starts
-    only when the loop next turns: the flush of a part stored on the loop, started in the
-    background, then waited for the part's parse and index instead of overlapping them
-    (``archive.inline.await_steps``)."""
-    return asyncio.get_running_loop().run_in_executor(_POOL, function, *args)
+_FLUSHES = TurnOffload(ThreadPoolExecutor(max_workers=40, thread_name_prefix="stow"), group=4)
 
 
 @dataclass
@@ -259,7 +247,7 @@ class PartSpooler:
         except BaseException:
             writer.spool.discard()
             raise
-        large = writer.spool.size >= INLINE_MIN
+        large = writer.spool.size >= LARGE_MIN
         try:
             await self._admit(large)
         except BaseException:  # the request was cancelled while waiting for a slot
@@ -280,12 +268,10 @@ class PartSpooler:
     async def _store(self, spool: Spool, large: bool) -> Outcome:
         """Store a part on the loop, its flush to the disk on a thread meanwhile.
 
-        A small part always: its rows are committed with those of every part (of any request)
-        that reached its commit in the same turn of the loop (``LoopWork.commits``), and its
-        flush runs with those of that turn, a few to a thread (:data:`_FLUSHES`). A
-        large part when no work of the loop is on the pool (``archive.inline``), else on the
-        pool. Either way the store goes on if the request is cancelled (see
-        :meth:`outcomes`): the spool is always consumed.
+        Its rows are committed with those of every part (of any request) that reached its
+        commit in the same turn of the loop (``LoopWork.commits``), and its flush runs with
+        those of that turn, a few to a thread (:data:`_FLUSHES`). The store goes on if the
+        request is cancelled (see :meth:`outcomes`): the spool is always consumed.
 
         Measured with 4 clients sending 25 parts per request: series of 512 KB parts went
         from 305 to 346 instances/s on the loop, and to 557 with the flush on a thread. Small
@@ -293,23 +279,16 @@ class PartSpooler:
         commit (on the loop each committed alone: 457 down to 383), gained 18% more on the
         loop with their commits batched per turn (median of 5 interleaved rounds, 5 won,
         0.18 ms less CPU per instance): up to 40 pool threads had passed the GIL between them.
+        Large parts went the same way later: they had been stored whole on the pool whenever
+        another was (``LoopWork.run_split``); on the loop, 512 KB parts took 1.81-1.97 ms of
+        CPU per instance instead of 2.04-2.06, and 1.02x and 1.05x the instances/s (5 of 8
+        and 6 of 8 interleaved rounds).
         """
         try:
-            work = inline_work.of_running_loop()
-            if not large:
-                return await inline_work.await_steps(
-                    stored_part(self.archive, spool, self.study_uid, self.origin),
-                    _FLUSHES,
-                    work.commits,
-                )
-            return await work.run_split(
-                True,
-                _on_pool,
-                stored_part,
-                self.archive,
-                spool,
-                self.study_uid,
-                self.origin,
+            return await inline_work.await_steps(
+                stored_part(self.archive, spool, self.study_uid, self.origin),
+                _FLUSHES,
+                inline_work.of_running_loop().commits,
             )
         finally:
             self._slots.release()
