@@ -279,10 +279,10 @@ class PartSpooler:
         commit (on the loop each committed alone: 457 down to 383), gained 18% more on the
         loop with their commits batched per turn (median of 5 interleaved rounds, 5 won,
         0.18 ms less CPU per instance): up to 40 pool threads had passed the GIL between them.
-        Large parts went the same way later: they had been stored whole on the pool whenever
-        another was (``LoopWork.run_split``); on the loop, 512 KB parts took 1.81-1.97 ms of
-        CPU per instance instead of 2.04-2.06, and 1.02x and 1.05x the instances/s (5 of 8
-        and 6 of 8 interleaved rounds).
+        Large parts went the same way later: through ``LoopWork.run_split`` each had committed
+        alone and handed each flush to a thread of its own. With commits and flushes grouped
+        per turn, 512 KB parts took 1.81-1.97 ms of CPU per instance instead of 2.04-2.06,
+        and 1.02x and 1.05x the instances/s (5 of 8 and 6 of 8 interleaved rounds).
         """
         try:
             return await inline_work.await_steps(
