@@ -3,6 +3,7 @@ uvicorn on an ephemeral port, raw sockets as clients, bodies cut every way HTTP 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
@@ -15,14 +16,18 @@ from typing import Any
 import pytest
 import uvicorn
 
-from vesalius.web.http_protocol import BodyProtocol
+from vesalius.web.http_protocol import BODY_HIGH_WATER, BodyProtocol
 
 
 async def _digest_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Answers ``<bytes received> <sha256 of them>`` for every request body."""
+    """Answers ``<bytes received> <sha256 of them>`` for every request body; on ``/first``,
+    after waiting a moment before reading, the size of the first piece it got."""
     assert scope["type"] == "http"
     hasher = hashlib.sha256()
     size = 0
+    first: int | None = None
+    if scope["path"] == "/first":
+        await asyncio.sleep(0.5)  # the body arrives meanwhile: how much is read ahead?
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -31,9 +36,10 @@ async def _digest_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert isinstance(body, bytes)  # the ASGI spec: a byte string
         hasher.update(body)
         size += len(body)
+        first = len(body) if first is None else first
         if not message.get("more_body", False):
             break
-    answer = f"{size} {hasher.hexdigest()}".encode()
+    answer = (str(first) if scope["path"] == "/first" else f"{size} {hasher.hexdigest()}").encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(len(answer)).encode())]})  # fmt: skip
     await send({"type": "http.response.body", "body": answer})
@@ -88,9 +94,9 @@ def _expected(body: bytes) -> str:
     return f"{len(body)} {hashlib.sha256(body).hexdigest()}"
 
 
-def _head(length: int | None) -> bytes:
+def _head(length: int | None, path: str = "/x") -> bytes:
     framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
-    return f"POST /x HTTP/1.1\r\nHost: test\r\n{framing}\r\n\r\n".encode()
+    return f"POST {path} HTTP/1.1\r\nHost: test\r\n{framing}\r\n\r\n".encode()
 
 
 def _chunked(pieces: list[bytes]) -> bytes:
@@ -138,3 +144,13 @@ def test_a_client_gone_mid_body_leaves_the_server_serving(port: int) -> None:
     with _connection(port) as sock:
         sock.sendall(_head(len(body)) + body)
         assert _answers(sock, 1) == [_expected(body)]
+
+
+def test_a_body_is_read_ahead_of_a_slow_application_only_so_far(port: int) -> None:
+    """While the application is busy, the body is read on to :data:`BODY_HIGH_WATER` (plus
+    the read that passed it) and no further: the rest waits in the socket."""
+    body = os.urandom(16 * BODY_HIGH_WATER)
+    with _connection(port) as sock:
+        sock.sendall(_head(len(body), "/first") + body)
+        first = int(_answers(sock, 1)[0])
+    assert BODY_HIGH_WATER < first <= BODY_HIGH_WATER + 1024 * 1024
