@@ -33,9 +33,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from profile_top import table
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 # The head line of a sample in `perf script -F comm,pid,tid,ip,sym,dso`: "comm pid/tid".
 _HEAD = re.compile(r"^(?P<comm>.+?)\s+(?P<pid>\d+)/(?P<tid>\d+)\s*$")
@@ -107,16 +106,6 @@ def busiest(samples: Sequence[Sample], count: int) -> list[int]:
     return [pid for pid, _ in per_pid.most_common(count)]
 
 
-def share_table(title: str, counts: Counter[str], total: int, top: int) -> Table:
-    table = Table(title=title)
-    table.add_column("share", justify="right")
-    table.add_column("samples", justify="right")
-    table.add_column("where")
-    for name, n in counts.most_common(top):
-        table.add_row(f"{100 * n / total:.1f}%", str(n), escape(name))  # "[kernel.kallsyms]"
-    return table
-
-
 def report(samples: Sequence[Sample], pids: Sequence[int], top: int, console: Console) -> None:
     chosen = [s for s in samples if s.pid in pids and s.frames]
     if not chosen:
@@ -133,9 +122,9 @@ def report(samples: Sequence[Sample], pids: Sequence[int], top: int, console: Co
         symbols = {symbol for symbol, _ in sample.frames}
         calls.update(label for entry, label in SYSCALLS.items() if entry in symbols)
     total = len(chosen)
-    console.print(share_table("by shared object (self)", objects, total, top))
-    console.print(share_table("by leaf symbol (self)", leaves, total, top))
-    console.print(share_table("under system calls (inclusive)", calls, total, len(SYSCALLS)))
+    console.print(table("by shared object (self)", objects, total, top, "where"))
+    console.print(table("by leaf symbol (self)", leaves, total, top, "where"))
+    console.print(table("under system calls (inclusive)", calls, total, len(SYSCALLS), "where"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

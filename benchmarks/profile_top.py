@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # A frame as py-spy writes it: "function (path/to/module.py:line)"; the line is dropped so
@@ -87,13 +88,14 @@ def summarise(
     return own, inclusive, total
 
 
-def table(title: str, counts: Counter[str], total: int, top: int) -> Table:
+def table(title: str, counts: Counter[str], total: int, top: int, what: str = "function") -> Table:
+    """The *top* of *counts*, each with its share of *total* (``perf_top.py`` uses it too)."""
     out = Table(title=title)
     out.add_column("share", justify="right")
     out.add_column("samples", justify="right")
-    out.add_column("function")
+    out.add_column(what)
     for name, count in counts.most_common(top):
-        out.add_row(f"{count / total:.1%}", str(count), name)
+        out.add_row(f"{count / total:.1%}", str(count), escape(name))  # "[kernel.kallsyms]"
     return out
 
 
