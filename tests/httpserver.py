@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 
@@ -17,9 +18,17 @@ from vesalius.web.http_protocol import BodyProtocol
 @contextmanager
 def running_app(container: Container) -> Iterator[str]:
     """Run the app of *container* with uvicorn in a thread; yields its base URL."""
+    with serving(create_app(container)) as url:
+        yield url
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Run the ASGI *app* with uvicorn in a thread, as `vesalius serve` runs its HTTP side
+    (its protocol: :mod:`vesalius.web.http_protocol`); yields its base URL."""
     config = uvicorn.Config(
-        create_app(container),
-        http=BodyProtocol,  # as `vesalius serve` runs it
+        app,
+        http=BodyProtocol,
         host="127.0.0.1",
         port=0,
         log_level="warning",

@@ -7,16 +7,15 @@ import asyncio
 import hashlib
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-import uvicorn
 
-from vesalius.web.http_protocol import BODY_HIGH_WATER, BodyProtocol
+from httpserver import serving
+from vesalius.web.http_protocol import BODY_HIGH_WATER
 
 
 async def _digest_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -47,20 +46,8 @@ async def _digest_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    config = uvicorn.Config(
-        _digest_app, host="127.0.0.1", port=0, http=BodyProtocol, lifespan="off",
-        log_level="warning", access_log=False,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.005)
-    yield server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    thread.join(timeout=20)
+    with serving(_digest_app) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 @contextmanager
