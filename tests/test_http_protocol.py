@@ -19,14 +19,17 @@ from vesalius.web.http_protocol import BODY_HIGH_WATER
 
 
 async def _digest_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Answers ``<bytes received> <sha256 of them>`` for every request body; on ``/first``,
-    after waiting a moment before reading, the size of the first piece it got."""
+    """Answers ``<bytes received> <sha256 of them>`` for every request body; on ``/ahead``,
+    after waiting a moment before reading, how many bytes the server had read ahead; on
+    ``/pieces``, how many pieces the body came in."""
     assert scope["type"] == "http"
     hasher = hashlib.sha256()
     size = 0
-    first: int | None = None
-    if scope["path"] == "/first":
+    ahead = 0
+    pieces = 0
+    if scope["path"] == "/ahead":
         await asyncio.sleep(0.5)  # the body arrives meanwhile: how much is read ahead?
+        ahead = receive.__self__.ahead  # the request's PieceCycle
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -35,13 +38,14 @@ async def _digest_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert isinstance(body, bytes)  # the ASGI spec: a byte string
         hasher.update(body)
         size += len(body)
-        first = len(body) if first is None else first
+        pieces += 1
         if not message.get("more_body", False):
             break
-    answer = (str(first) if scope["path"] == "/first" else f"{size} {hasher.hexdigest()}").encode()
+    answer = f"{size} {hasher.hexdigest()}" + (f" {ahead}" if scope["path"] == "/ahead" else "")
+    answer += f" {pieces}" if scope["path"] == "/pieces" else ""
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(len(answer)).encode())]})  # fmt: skip
-    await send({"type": "http.response.body", "body": answer})
+    await send({"type": "http.response.body", "body": answer.encode()})
 
 
 @pytest.fixture(scope="module")
@@ -110,11 +114,13 @@ def test_body_sent_in_small_pieces_with_pauses(port: int) -> None:
 def test_many_tiny_chunks_gathered_before_the_application_reads(port: int) -> None:
     """Thousands of body pieces parsed from one read reach ``on_body`` before the
     application takes any: they are gathered in one buffer (not by copying all so far each
-    time), and arrive whole and in order."""
+    time), and arrive whole, in order and in a few pieces, not one per chunk."""
     pieces = [bytes([i % 251]) * (1 + i % 5) for i in range(20_000)]
     with _connection(port) as sock:
-        sock.sendall(_head(None) + _chunked(pieces))
-        assert _answers(sock, 1) == [_expected(b"".join(pieces))]
+        sock.sendall(_head(None, "/pieces") + _chunked(pieces))
+        digest, _, received = _answers(sock, 1)[0].rpartition(" ")
+    assert digest == _expected(b"".join(pieces))
+    assert int(received) <= 20
 
 
 def test_pipelined_requests_keep_their_own_bodies(port: int) -> None:
@@ -138,6 +144,7 @@ def test_a_body_is_read_ahead_of_a_slow_application_only_so_far(port: int) -> No
     the read that passed it) and no further: the rest waits in the socket."""
     body = os.urandom(16 * BODY_HIGH_WATER)
     with _connection(port) as sock:
-        sock.sendall(_head(len(body), "/first") + body)
-        first = int(_answers(sock, 1)[0])
-    assert BODY_HIGH_WATER < first <= BODY_HIGH_WATER + 1024 * 1024
+        sock.sendall(_head(len(body), "/ahead") + body)
+        digest, _, ahead = _answers(sock, 1)[0].rpartition(" ")
+    assert digest == _expected(body)
+    assert BODY_HIGH_WATER < int(ahead) <= BODY_HIGH_WATER + 1024 * 1024
