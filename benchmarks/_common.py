@@ -150,10 +150,8 @@ def _stat_fields(pid: int) -> list[str]:
         return fh.read().rpartition(")")[2].split()  # fields from the 3rd (state) on
 
 
-def cpu_times(pid: int) -> CpuTimes:
-    """utime and stime of *pid* and of its live child processes (all their threads), and the
-    machine's CPU counters from /proc/stat. Take two and subtract: a child that exits in
-    between takes its time with it, which a server's workers do not do."""
+def family(pid: int) -> list[int]:
+    """*pid* and its live child processes (a server and its workers)."""
     pids = [pid]
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) != pid:
@@ -162,8 +160,15 @@ def cpu_times(pid: int) -> CpuTimes:
                     pids.append(int(entry))
             except (OSError, ValueError, IndexError):
                 continue  # exited meanwhile
+    return pids
+
+
+def cpu_times(pid: int) -> CpuTimes:
+    """utime and stime of *pid* and of its live child processes (all their threads), and the
+    machine's CPU counters from /proc/stat. Take two and subtract: a child that exits in
+    between takes its time with it, which a server's workers do not do."""
     user = system = 0
-    for each in pids:
+    for each in family(pid):
         try:
             fields = _stat_fields(each)
         except OSError:

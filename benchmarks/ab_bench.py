@@ -67,6 +67,7 @@ from _common import (
     add_vesalius_options,
     cpu_times,
     default_vesalius_command,
+    family,
     find_orthanc_plugin,
     generate_data,
     key_values,
@@ -334,6 +335,10 @@ def measure(
                     send(endpoint, auth)
                     elapsed = time.perf_counter() - started
                     used = cpu_times(pid) - before
+                if recording is not None:  # perf_top.py counts these processes
+                    recording.with_name(recording.name + ".pids").write_text(
+                        " ".join(map(str, family(pid)))
+                    )
             variant.rates.append(args.instances / elapsed)
             variant.cpu_ms.append(used.seconds / args.instances * 1000)
             console.print(
