@@ -148,3 +148,20 @@ def test_a_body_is_read_ahead_of_a_slow_application_only_so_far(port: int) -> No
         digest, _, ahead = _answers(sock, 1)[0].rpartition(" ")
     assert digest == _expected(body)
     assert BODY_HIGH_WATER < int(ahead) <= BODY_HIGH_WATER + 1024 * 1024
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(port: int) -> None:
+    """A client that asks first (``Expect: 100-continue``) is told to go on when the
+    application reads, and its body then arrives whole."""
+    body = os.urandom(400_000)
+    head = _head(len(body)).replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n")
+    with _connection(port) as sock:
+        sock.sendall(head)
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            chunk = sock.recv(1)
+            assert chunk, "the server closed the connection"
+            interim += chunk
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert _answers(sock, 1) == [_expected(body)]
