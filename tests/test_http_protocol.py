@@ -21,7 +21,8 @@ from vesalius.web.http_protocol import BODY_HIGH_WATER
 async def _digest_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Answers ``<bytes received> <sha256 of them>`` for every request body; on ``/ahead``,
     after waiting a moment before reading, how many bytes the server had read ahead; on
-    ``/pieces``, how many pieces the body came in."""
+    ``/slow``, reading slowly, the most it had read ahead at a time; on ``/pieces``, how many
+    pieces the body came in."""
     assert scope["type"] == "http"
     hasher = hashlib.sha256()
     size = 0
@@ -31,6 +32,9 @@ async def _digest_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await asyncio.sleep(0.5)  # the body arrives meanwhile: how much is read ahead?
         ahead = receive.__self__.ahead  # the request's PieceCycle
     while True:
+        if scope["path"] == "/slow":  # slower than the client: the most read ahead at a time
+            await asyncio.sleep(0.002)
+            ahead = max(ahead, receive.__self__.ahead)
         message = await receive()
         if message["type"] == "http.disconnect":
             return
@@ -41,7 +45,8 @@ async def _digest_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         pieces += 1
         if not message.get("more_body", False):
             break
-    answer = f"{size} {hasher.hexdigest()}" + (f" {ahead}" if scope["path"] == "/ahead" else "")
+    answer = f"{size} {hasher.hexdigest()}"
+    answer += f" {ahead}" if scope["path"] in ("/ahead", "/slow") else ""
     answer += f" {pieces}" if scope["path"] == "/pieces" else ""
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(len(answer)).encode())]})  # fmt: skip
@@ -165,3 +170,15 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(port: int) -> N
         assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(body)
         assert _answers(sock, 1) == [_expected(body)]
+
+
+def test_a_slow_application_never_has_more_than_the_mark_read_ahead(port: int) -> None:
+    """Chunks larger than the joining limit but smaller than a read come several to a read;
+    the application takes one at a time, and the reading stays stopped until what waits is
+    back under :data:`BODY_HIGH_WATER`, so the queue does not grow read after read."""
+    pieces = [os.urandom(100_000) for _ in range(160)]  # 16 MB in 100 KB chunks
+    with _connection(port) as sock:
+        sock.sendall(_head(None, "/slow") + _chunked(pieces))
+        digest, _, ahead = _answers(sock, 1)[0].rpartition(" ")
+    assert digest == _expected(b"".join(pieces))
+    assert int(ahead) <= BODY_HIGH_WATER + 1024 * 1024
