@@ -77,6 +77,7 @@ from _common import (
     wait_http,
 )
 from dicomweb_bench import stow
+from perf_top import pids_file
 from rich.console import Console
 from rich.table import Table
 
@@ -336,9 +337,7 @@ def measure(
                     elapsed = time.perf_counter() - started
                     used = cpu_times(pid) - before
                 if recording is not None:  # perf_top.py counts these processes
-                    recording.with_name(recording.name + ".pids").write_text(
-                        " ".join(map(str, family(pid)))
-                    )
+                    pids_file(recording).write_text(" ".join(map(str, family(pid))))
             variant.rates.append(args.instances / elapsed)
             variant.cpu_ms.append(used.seconds / args.instances * 1000)
             console.print(

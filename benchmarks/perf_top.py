@@ -101,11 +101,16 @@ def read_samples(path: Path) -> list[Sample]:
     return parse_script(done.stdout.splitlines())
 
 
+def pids_file(recording: Path) -> Path:
+    """Where ``ab_bench.py`` lists the server's processes of *recording*."""
+    return recording.with_name(recording.name + ".pids")
+
+
 def listed(recording: Path) -> list[int]:
-    """The processes ``ab_bench.py`` wrote beside *recording* (``<recording>.pids``): a
+    """The processes ``ab_bench.py`` wrote beside *recording* (:func:`pids_file`): a
     Vesalius server and its workers. The busiest processes of a STOW-RS recording include
     the Python client that sends the load."""
-    pids = recording.with_name(recording.name + ".pids")
+    pids = pids_file(recording)
     return [int(pid) for pid in pids.read_text().split()] if pids.exists() else []
 
 
